@@ -1,0 +1,5 @@
+"""Allow ``python -m sdparta``."""
+
+from sdparta.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,105 @@
+"""Command-line entry point: argument parsing only; every command lives in its own layer."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from sdparta import __version__
+
+
+def _add_portal_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("portal", help="run a Skynet-API-compatible portal (registry + skyfiles)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for a LAN/VPS)")
+    p.add_argument("--port", type=int, default=8787, help="TCP port (0 picks a free one)")
+    p.add_argument("--data", default=None, help="SQLite file (default: in the user data dir)")
+    p.add_argument("--no-subscription", action="store_true",
+                   help="offer only the plain API (no registry subscription websocket)")
+    p.add_argument("--max-blob-mb", type=float, default=4.0, help="largest skyfile accepted")
+    p.add_argument("--quota-mb", type=float, default=1024.0, help="total skyfile storage")
+    p.add_argument("--blob-ttl-hours", type=float, default=24.0, help="skyfiles older than this expire")
+
+
+def _add_skydb_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("skydb", help="read/write SkyDB JSON like skynet-js db.getJSON/setJSON")
+    ss = p.add_subparsers(dest="skydb_command", required=True)
+    for name in ("get", "set"):
+        q = ss.add_parser(name)
+        q.add_argument("--portal", action="append", required=True, help="portal URL (repeatable)")
+        q.add_argument("--seed", required=True, help="seed for genKeyPairFromSeed")
+        q.add_argument("key", help="data key")
+        if name == "set":
+            q.add_argument("json", help="JSON value to store")
+
+
+def _add_call_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by every command that joins a room."""
+    p.add_argument("--portal", action="append", default=None, help="portal URL (repeatable)")
+    p.add_argument("--password", default="", help="room password (part of the room's key)")
+    p.add_argument("--name", default=None, help="display name")
+    p.add_argument("--identity", default=None, help="identity key file")
+    p.add_argument("--stun", action="append", default=None, help="STUN server URL (repeatable)")
+    p.add_argument("--turn", action="append", default=None, help="TURN server URL (repeatable)")
+    p.add_argument("--turn-user", default=None, help="TURN username")
+    p.add_argument("--turn-password", default=None, help="TURN password")
+    p.add_argument("--relay-only", action="store_true", help="use only TURN relay candidates")
+    p.add_argument("--opus-bitrate", type=int, default=None, help="Opus bitrate in bit/s")
+    p.add_argument("--opus-channels", type=int, choices=(1, 2), default=None, help="Opus channels")
+    p.add_argument("--audio-only", action="store_true", help="send no video at all")
+    p.add_argument("--connect-timeout", type=float, default=None, help="seconds before a pair is failed")
+    p.add_argument("--no-push", action="store_true", help="poll even if the portal offers push")
+
+
+def _add_bot_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bot", help="join a room headless, play sources, write a JSON report")
+    p.add_argument("room")
+    _add_call_options(p)
+    p.add_argument("--video", default="pattern", help="pattern | camera | none")
+    p.add_argument("--audio", default="tone:440", help="tone:HZ | mic | none")
+    p.add_argument("--record-audio", default=None, help="write what is heard to this WAV file")
+    p.add_argument("--duration", type=float, default=None, help="leave after S seconds")
+    p.add_argument("--report", default=None, help="write the JSON report here (also updated live)")
+    p.add_argument("--chat", default=None, help="send TEXT once connected to everyone")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sdparta", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"sdparta {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_portal_parser(sub)
+    _add_skydb_parser(sub)
+    _add_bot_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "portal":
+        from sdparta.portal.server import run_portal
+
+        return run_portal(
+            host=args.host,
+            port=args.port,
+            data=args.data,
+            subscription=not args.no_subscription,
+            max_blob_bytes=int(args.max_blob_mb * 1024 * 1024),
+            quota_bytes=int(args.quota_mb * 1024 * 1024),
+            blob_ttl_s=args.blob_ttl_hours * 3600,
+        )
+    if args.command == "skydb":
+        from sdparta.store import skydb
+
+        if args.skydb_command == "get":
+            return skydb.cli_get(args.portal, args.seed, args.key)
+        return skydb.cli_set(args.portal, args.seed, args.key, args.json)
+    if args.command == "bot":
+        from sdparta.bot import run_bot
+
+        return run_bot(args)
+    print(f"unknown command {args.command}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
