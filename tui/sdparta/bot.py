@@ -1,0 +1,164 @@
+"""``sdparta bot``: the engine with no UI — joins like a user, plays its sources, writes a report.
+
+The report (JSON) is rewritten atomically about once a second while the bot runs, so tests and
+scripts can wait on conditions in it, and once more on exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from sdparta.engine.call import Call, CallConfig
+from sdparta.engine.state import CallSnapshot, PeerSnapshot
+from aiortc import RTCIceServer
+
+REPORT_INTERVAL = 1.0
+
+
+def _first_connected(peer: PeerSnapshot) -> float | None:
+    for change in peer.timeline:
+        if change.kind == "peer" and change.state == "connected":
+            return change.t
+    return None
+
+
+def build_report(call: Call, snapshot: CallSnapshot) -> dict[str, Any]:
+    """The bot's JSON report (shape documented in README and issue 2)."""
+    session = call.session
+    counters = session.counters if session is not None else None
+    return {
+        "name": snapshot.name,
+        "fingerprint": snapshot.fingerprint,
+        "session_id": snapshot.session_id,
+        "room": snapshot.room,
+        "status": snapshot.status,
+        "error": snapshot.error,
+        "push": snapshot.push,
+        "started_at": snapshot.started_at,
+        "written_at": time.time(),
+        "invalid_messages": snapshot.invalid_messages,
+        "invalid_reasons": dict(counters.invalid_reasons) if counters else {},
+        "requests": ({"get": counters.gets, "set": counters.sets, "upload": counters.uploads,
+                      "download": counters.downloads, "conflicts": counters.conflicts}
+                     if counters else {}),
+        "chat_received": [{"from": m.from_name, "fingerprint": m.from_fingerprint, "text": m.text, "t": m.t}
+                          for m in snapshot.chat if not m.own],
+        "chat_sent": [m.text for m in snapshot.chat if m.own],
+        "audio_out": snapshot.audio_out,
+        "peers": [
+            {
+                "name": p.name,
+                "fingerprint": p.fingerprint,
+                "session_id": p.session_id,
+                "status": p.status,
+                "failure_reason": p.failure_reason,
+                "we_offer": p.we_offer,
+                "connected_after_s": _first_connected(p),
+                "connected_after_discovery_s": p.connected_after_s,
+                "path": p.path,
+                "video_frames": p.video_frames,
+                "audio_seconds": round(p.audio_seconds, 3),
+                "audio_level": round(p.audio_level, 4),
+                "rtt_ms": p.stats.rtt_ms,
+                "bytes_sent": p.stats.bytes_sent,
+                "bytes_received": p.stats.bytes_received,
+                "states": [{"t": c.t, "kind": c.kind, "state": c.state} for c in p.timeline],
+            }
+            for p in snapshot.peers
+        ],
+    }
+
+
+def write_report(path: Path, report: dict[str, Any]) -> None:
+    """Atomic replace, so a reader never sees half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(report, indent=2))
+    os.replace(tmp, path)
+
+
+def ice_servers_from_args(args: argparse.Namespace) -> list[RTCIceServer]:
+    """STUN/TURN servers named on the command line (none by default: no public server)."""
+    servers = [RTCIceServer(urls=url) for url in (args.stun or [])]
+    if args.turn:
+        servers.append(RTCIceServer(urls=list(args.turn), username=args.turn_user,
+                                    credential=args.turn_password))
+    return servers
+
+
+def config_from_args(args: argparse.Namespace) -> CallConfig:
+    """A bot's call: a fresh identity unless --identity FILE, sources from --video/--audio."""
+    portals = args.portal or ["http://127.0.0.1:8787"]
+    config = CallConfig(
+        room=args.room,
+        portals=portals,
+        password=args.password,
+        name=args.name or f"bot-{os.getpid()}",
+        identity_path=Path(args.identity) if args.identity else None,
+        video="none" if args.audio_only else args.video,
+        audio=args.audio,
+        audio_out=args.record_audio or "none",
+        audio_only=args.audio_only,
+        ice_servers=ice_servers_from_args(args),
+        relay_only=args.relay_only,
+        push=not args.no_push,
+    )
+    if args.opus_bitrate:
+        config.opus_bitrate = args.opus_bitrate
+    if args.opus_channels:
+        config.opus_channels = args.opus_channels
+    if args.connect_timeout:
+        config.connect_timeout = args.connect_timeout
+    return config
+
+
+def run_bot(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=os.environ.get("SDPARTA_LOG", "WARNING").upper(),
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    config = config_from_args(args)
+    call = Call(config)
+    report_path = Path(args.report) if args.report else None
+    stop = threading.Event()
+
+    def _on_signal(signum: int, _frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    print(f"sdparta bot {config.name} {call.identity.fingerprint} session {call.session_id}", flush=True)
+    call.start()
+    deadline = time.monotonic() + args.duration if args.duration else None
+    chat_sent = False
+    ever_connected = False
+    while not stop.is_set():
+        if deadline is not None and time.monotonic() >= deadline:
+            break
+        stop.wait(REPORT_INTERVAL if report_path else 0.5)
+        snapshot = call.snapshot()
+        live = [p for p in snapshot.peers if p.status not in ("left", "gone", "failed")]
+        ever_connected = ever_connected or any(p.status == "connected" for p in snapshot.peers)
+        if args.chat and not chat_sent and live and all(p.status == "connected" for p in live):
+            call.send_chat(args.chat)
+            chat_sent = True
+        if report_path is not None:
+            write_report(report_path, build_report(call, snapshot))
+    call.stop()
+    snapshot = call.snapshot()
+    ever_connected = ever_connected or any(p.connected_after_s is not None for p in snapshot.peers)
+    if report_path is not None:
+        write_report(report_path, build_report(call, snapshot))
+    if not snapshot.peers:
+        print("bot: saw nobody in the room (same room name, password and portal?)", file=sys.stderr)
+        return 3
+    if not ever_connected:
+        print("bot: never connected to any participant it saw", file=sys.stderr)
+        return 1
+    return 0

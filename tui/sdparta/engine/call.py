@@ -1,0 +1,642 @@
+"""The call engine: one room session + one RTCPeerConnection per remote participant.
+
+Runs in its own thread with its own asyncio loop (a slow terminal must never stall ICE or RTP)
+and talks to the outside only through immutable snapshots, a latest-frame slot per peer and
+thread-safe command methods.  ``stop()`` is explicit: it says bye, closes every peer and joins
+the thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from aiortc import (
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
+from aiortc.contrib.media import MediaRelay
+from aiortc.mediastreams import MediaStreamTrack
+
+from sdparta.engine import codec_tuning
+from sdparta.engine.peer import MAX_CHAT_CHARS, PeerLink
+from sdparta.engine.state import CallSnapshot, ChatMessage, Notice
+from sdparta.media import sinks, sources
+from sdparta.room.keys import Identity, RoomKeys, fingerprint, new_session_id
+from sdparta.room.session import RoomEvents, RoomSession, SessionTiming
+from sdparta.room.wire import Member
+from sdparta.store import open_store
+from sdparta.store.base import Store, StoreError
+
+log = logging.getLogger(__name__)
+
+PUBLISH_INTERVAL = 0.1  # snapshots are published at most this often
+STATS_INTERVAL = 1.0
+HEARTBEAT_INTERVAL = 1.0
+HEARTBEAT_TIMEOUT = 6.0  # no data channel traffic for this long: the peer is gone
+
+
+@dataclass
+class CallConfig:
+    """Everything a call needs; the CLI and the UI fill it from settings and flags."""
+
+    room: str
+    portals: list[str]
+    password: str = ""
+    name: str = "anonymous"
+    identity: Identity | None = None  # None: a fresh identity for this call
+    identity_path: Path | None = None  # load/create the identity here (takes precedence)
+    video: str = "pattern"  # pattern | camera | none
+    audio: str = "tone:440"  # tone:HZ | mic | none
+    audio_out: str = "none"  # device | none | path/to/file.wav
+    audio_only: bool = False
+    opus_bitrate: int = 32000
+    opus_channels: int = 1
+    video_width: int = 160
+    video_height: int = 120
+    fps: int = 15
+    video_max_bitrate: int = 300_000
+    ice_servers: list[RTCIceServer] = field(default_factory=list)
+    relay_only: bool = False
+    connect_timeout: float = 20.0
+    push: bool = True
+    timing: SessionTiming | None = None
+    store: Store | None = None  # inject a store (unit tests); default: open_store(portals)
+
+
+class Call:
+    """A running call; every public method is safe to call from any thread."""
+
+    def __init__(self, config: CallConfig) -> None:
+        self.config = config
+        if config.identity_path is not None:
+            self.identity = Identity.load_or_create(config.identity_path)
+        else:
+            self.identity = config.identity or Identity.generate()
+        self.session_id = new_session_id()
+        self.started_at = time.time()
+        self._mono_start = time.monotonic()
+        self._listeners: list[Callable[[CallSnapshot], None]] = []
+        self._lock = threading.Lock()
+        self._snapshot = CallSnapshot(
+            room=config.room, name=config.name, fingerprint=self.identity.fingerprint,
+            session_id=self.session_id, portals=tuple(config.portals), started_at=self.started_at,
+            audio_only=config.audio_only,
+        )
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop_event: asyncio.Event | None = None
+        self._ready = threading.Event()
+        # Engine-loop state
+        self._peers: dict[str, PeerLink] = {}
+        self._video_sinks: dict[str, sinks.VideoSink] = {}
+        self._chat: list[ChatMessage] = []
+        self._notices: list[Notice] = []
+        self._dirty = True
+        self._session: RoomSession | None = None
+        self._store: Store | None = None
+        self._relay = MediaRelay()
+        self._audio_source: MediaStreamTrack | None = None
+        self._video_source: MediaStreamTrack | None = None
+        self._audio_switch: sources.Switchable | None = None
+        self._video_switch: sources.Switchable | None = None
+        self._local_view: sinks.VideoSink | None = None
+        self._mixer: sinks.AudioMixer | None = None
+        self._mic_state = "off"
+        self._camera_state = "off"
+        self._audio_out_state = "none"
+        self._status = "starting"
+        self._error: str | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._chat_sent = 0
+
+    # ================================================================== public API (any thread)
+    def start(self) -> None:
+        """Start the engine thread and return at once."""
+        if self._thread is not None:
+            raise RuntimeError("call already started")
+        self._thread = threading.Thread(target=self._thread_main, name="sdparta-engine", daemon=True)
+        self._thread.start()
+        self._ready.wait(10)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Leave the room (bye), close every peer and join the engine thread."""
+        loop, event = self._loop, self._stop_event
+        if loop is not None and event is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(event.set)
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def add_listener(self, fn: Callable[[CallSnapshot], None]) -> None:
+        """``fn`` is called from the engine thread with every new snapshot."""
+        with self._lock:
+            self._listeners.append(fn)
+
+    def snapshot(self) -> CallSnapshot:
+        with self._lock:
+            return self._snapshot
+
+    def latest_frame(self, session_id: str) -> tuple[int, np.ndarray] | None:
+        sink = self._video_sinks.get(session_id)
+        return sink.latest() if sink is not None else None
+
+    def latest_local_frame(self) -> tuple[int, np.ndarray] | None:
+        return self._local_view.latest() if self._local_view is not None else None
+
+    def set_mic_muted(self, muted: bool) -> None:
+        self._command(self._set_mic_muted, muted)
+
+    def set_camera(self, on: bool) -> None:
+        self._command(self._set_camera, on)
+
+    def send_chat(self, text: str) -> None:
+        self._command(self._send_chat, text)
+
+    def _command(self, fn: Callable[..., Any], *args: Any) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(fn, *args)
+
+    # ================================================================== engine thread
+    def _thread_main(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        asyncio.set_event_loop(loop)
+        self._stop_event = asyncio.Event()
+        self._ready.set()
+        try:
+            loop.run_until_complete(self._main())
+        except Exception as exc:
+            log.exception("engine crashed")
+            self._status, self._error = "error", f"engine crashed: {exc}"
+            self._publish()
+        finally:
+            with contextlib.suppress(Exception):
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    async def _main(self) -> None:
+        assert self._stop_event is not None
+        cfg = self.config
+        codec_tuning.configure_opus(cfg.opus_bitrate, cfg.opus_channels)
+        codec_tuning.configure_vp8(cfg.video_max_bitrate)
+        self._open_media()
+        self._tasks.append(asyncio.create_task(self._publisher()))
+        self._tasks.append(asyncio.create_task(self._stats_loop()))
+        self._tasks.append(asyncio.create_task(self._heartbeat_loop()))
+        try:
+            keys = await asyncio.to_thread(RoomKeys.derive, cfg.room, cfg.password)
+            self._store = cfg.store or open_store(cfg.portals)
+            self._session = RoomSession(self._store, keys, self.identity, cfg.name, self.session_id,
+                                        _Events(self), push=cfg.push, timing=cfg.timing)
+            joined = await self._join_with_retry()
+            if joined:
+                await self._stop_event.wait()
+        finally:
+            await self._shutdown()
+
+    async def _join_with_retry(self) -> bool:
+        """Join the room; while no portal answers, say so and retry with backoff."""
+        assert self._session is not None and self._stop_event is not None
+        delay = 1.0
+        while not self._stop_event.is_set():
+            try:
+                await self._session.start()
+            except StoreError as exc:
+                self._status, self._error = "error", str(exc)
+                self._notice("error", f"{exc} — retrying in {delay:.0f} s")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop_event.wait(), delay)
+                delay = min(delay * 2, 15.0)
+                continue
+            self._status, self._error = "joined", None
+            self._changed()
+            return True
+        return False
+
+    async def _shutdown(self) -> None:
+        if self._session is not None:
+            for link in self._peers.values():
+                link.send_control({"t": "bye"})
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._session.leave(), 5)
+            await self._session.close()
+        for link in list(self._peers.values()):
+            await link.close()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._mixer is not None:
+            await self._mixer.close()
+        for track in (self._audio_source, self._video_source):
+            if track is not None:
+                track.stop()
+        if self._store is not None and self.config.store is None:
+            with contextlib.suppress(Exception):
+                await self._store.aclose()
+        self._status = "stopped"
+        self._publish()
+
+    # ------------------------------------------------------------------ media
+    def _open_media(self) -> None:
+        cfg = self.config
+        # Audio source
+        audio: MediaStreamTrack | None = None
+        if cfg.audio.startswith("tone"):
+            hz = float(cfg.audio.split(":", 1)[1]) if ":" in cfg.audio else 440.0
+            audio = sources.ToneTrack(frequency_hz=hz)
+            self._mic_state = "on"
+        elif cfg.audio == "mic":
+            result = sources.open_microphone()
+            audio = result.track
+            self._mic_state = "on" if audio is not None else "missing"
+            if audio is None:
+                self._notice("warning", f"no microphone: {result.error}. Others will not hear you.")
+        if audio is not None:
+            self._audio_switch = sources.Switchable(audio)
+            self._audio_source = self._audio_switch
+        # Video source
+        video: MediaStreamTrack | None = None
+        if not cfg.audio_only:
+            if cfg.video == "pattern":
+                video = sources.TestPatternTrack(cfg.video_width, cfg.video_height, cfg.fps,
+                                                 label=cfg.name)
+                self._camera_state = "pattern"
+            elif cfg.video == "camera":
+                result = sources.open_camera(None, cfg.video_width, cfg.video_height, cfg.fps)
+                video = result.track
+                self._camera_state = "on" if video is not None else "missing"
+                if video is None:
+                    self._notice("warning", f"no camera: {result.error}. Others see your identicon.")
+        if video is not None:
+            self._video_switch = sources.Switchable(video)
+            self._video_source = self._video_switch
+            self._local_view = sinks.VideoSink()
+            self._tasks.append(asyncio.create_task(
+                self._local_view.consume(self._relay.subscribe(self._video_source, buffered=False))))
+        # Audio out
+        output, state = sinks.open_audio_output(cfg.audio_out)
+        self._audio_out_state = state
+        if state == "missing":
+            self._notice("warning", "no audio output device: you will not hear the others "
+                                    "(use --record-audio FILE.wav or fix ALSA/Pulse)")
+        self._mixer = sinks.AudioMixer(output)
+        self._mixer.start()
+
+    def _set_mic_muted(self, muted: bool) -> None:
+        if self._audio_switch is None:
+            return
+        self._audio_switch.set_enabled(not muted)
+        self._mic_state = "muted" if muted else "on"
+        self._broadcast_state()
+        self._changed()
+
+    def _set_camera(self, on: bool) -> None:
+        if self._video_switch is None:
+            return
+        self._video_switch.set_enabled(on)
+        self._camera_state = ("pattern" if self.config.video == "pattern" else "on") if on else "off"
+        self._broadcast_state()
+        self._changed()
+
+    def _local_state_message(self) -> dict[str, Any]:
+        return {"t": "state", "name": self.config.name, "muted": self._mic_state != "on",
+                "camera_off": self._camera_state not in ("on", "pattern"),
+                "audio_only": self.config.audio_only}
+
+    def _broadcast_state(self) -> None:
+        message = self._local_state_message()
+        for link in self._peers.values():
+            link.send_control(message)
+
+    def _send_chat(self, text: str) -> None:
+        text = "".join(ch for ch in text if ch.isprintable() or ch == " ")[:MAX_CHAT_CHARS].strip()
+        if not text:
+            return
+        now = time.time()
+        for link in self._peers.values():
+            link.send_control({"t": "chat", "text": text, "ts": now})
+        self._chat.append(ChatMessage(now, self.config.name, self.identity.fingerprint, text, own=True))
+        self._chat_sent += 1
+        self._changed()
+
+    # ------------------------------------------------------------------ peers
+    def _we_offer(self, member: Member) -> bool:
+        """Deterministic offerer: the smaller (public key, session id) offers — no glare."""
+        return (self.identity.public_key, self.session_id) < (member.public_key, member.session_id)
+
+    def _new_pc(self) -> RTCPeerConnection:
+        from aiortc.rtcconfiguration import RTCIceTransportPolicy
+
+        policy = RTCIceTransportPolicy.RELAY if self.config.relay_only else RTCIceTransportPolicy.ALL
+        return RTCPeerConnection(RTCConfiguration(iceServers=list(self.config.ice_servers),
+                                                  iceTransportPolicy=policy))
+
+    def _add_local_media(self, pc: RTCPeerConnection, link: PeerLink, offering: bool) -> None:
+        """Attach our tracks; on the offering side also create the transceivers and channel."""
+        if self._audio_source is not None:
+            pc.addTrack(self._relay.subscribe(self._audio_source, buffered=True))
+        elif offering:
+            pc.addTransceiver("audio", direction="recvonly")
+        if not self.config.audio_only:
+            if self._video_source is not None:
+                pc.addTrack(self._relay.subscribe(self._video_source, buffered=False))
+            elif offering:
+                pc.addTransceiver("video", direction="recvonly")
+        if offering:
+            self._wire_channel(link, pc.createDataChannel("sdparta", ordered=True))
+
+    def _wire_pc(self, link: PeerLink, pc: RTCPeerConnection) -> None:
+        link.attach(pc)
+        sid = link.member.session_id
+
+        @pc.on("track")
+        def _on_track(track: MediaStreamTrack) -> None:
+            if track.kind == "audio" and self._mixer is not None:
+                link.tasks.append(asyncio.create_task(self._mixer.consume(sid, track)))
+            elif track.kind == "video":
+                sink = self._video_sinks.setdefault(sid, sinks.VideoSink())
+                link.tasks.append(asyncio.create_task(sink.consume(track)))
+
+        @pc.on("datachannel")
+        def _on_channel(channel: Any) -> None:
+            self._wire_channel(link, channel)
+
+    def _wire_channel(self, link: PeerLink, channel: Any) -> None:
+        link.channel = channel
+
+        def _opened() -> None:
+            link.last_heard = time.monotonic()
+            link.send_control(self._local_state_message())
+            self._changed()
+
+        if channel.readyState == "open":
+            _opened()
+        else:
+            channel.on("open", _opened)
+
+        @channel.on("message")
+        def _on_message(raw: Any) -> None:
+            link.last_heard = time.monotonic()
+            message = PeerLink.parse_control(raw)
+            if message is None:
+                self._on_invalid("data channel: malformed message")
+                return
+            self._on_control(link, message)
+
+    def _on_control(self, link: PeerLink, message: dict[str, Any]) -> None:
+        kind = message["t"]
+        if kind == "chat" and isinstance(message.get("text"), str):
+            text = "".join(ch for ch in message["text"] if ch.isprintable())[:MAX_CHAT_CHARS]
+            self._chat.append(ChatMessage(time.time(), link.remote_name, fingerprint(link.member.public_key), text))
+            del self._chat[:-500]
+        elif kind == "state":
+            link.remote_muted = bool(message.get("muted"))
+            link.remote_camera_off = bool(message.get("camera_off"))
+            link.remote_audio_only = bool(message.get("audio_only"))
+        elif kind == "bye":
+            self._peer_finished(link, "left", None)
+        elif kind == "ping":
+            link.send_control({"t": "pong"})
+        self._changed()
+
+    async def _start_offer(self, link: PeerLink) -> None:
+        pc = self._new_pc()
+        self._wire_pc(link, pc)
+        self._add_local_media(pc, link, offering=True)
+        link.set_status("connecting")
+        await pc.setLocalDescription(await pc.createOffer())
+        assert self._session is not None
+        await self._session.watch(link.member, True)
+        await self._session.send(link.member, {"type": "offer", "sdp": pc.localDescription.sdp,
+                                               "gen": link.gen})
+        self._session.mark_pending()
+
+    async def _on_offer(self, link: PeerLink, body: dict[str, Any]) -> None:
+        gen = int(body.get("gen", 0))
+        if gen <= link.remote_gen:
+            return  # stale or repeated offer
+        if link.pc is not None:  # the peer renegotiates from scratch: start a fresh connection
+            await link.close()
+            link.answered = False
+        link.remote_gen = gen
+        pc = self._new_pc()
+        self._wire_pc(link, pc)
+        link.set_status("connecting")
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=body["sdp"], type="offer"))
+        await pc.addIceCandidate(None)
+        self._add_local_media(pc, link, offering=False)
+        if self.config.audio_only:
+            for transceiver in pc.getTransceivers():
+                if transceiver.kind == "video":
+                    transceiver.direction = "inactive"
+        await pc.setLocalDescription(await pc.createAnswer())
+        assert self._session is not None
+        await self._session.send(link.member, {"type": "answer", "sdp": pc.localDescription.sdp, "gen": gen})
+
+    async def _on_answer(self, link: PeerLink, body: dict[str, Any]) -> None:
+        if not link.we_offer or link.answered or int(body.get("gen", 0)) != link.gen:
+            return
+        if link.pc is None or link.pc.signalingState != "have-local-offer":
+            return
+        await link.apply_answer(body["sdp"])
+
+    def _on_member_seen(self, member: Member) -> None:
+        sid = member.session_id
+        if sid in self._peers or sid == self.session_id:
+            return
+        link = PeerLink(member, self._we_offer(member), self._mono_start, self._changed)
+        self._peers[sid] = link
+        link.tasks.append(asyncio.create_task(self._connect_guard(link)))
+        if link.we_offer:
+            self._spawn(self._start_offer(link), link)
+        else:
+            assert self._session is not None
+            self._spawn(self._session.watch(member, True), link)
+        self._changed()
+
+    def _spawn(self, coro: Any, link: PeerLink) -> None:
+        async def guarded() -> None:
+            try:
+                await coro
+            except StoreError as exc:
+                self._notice("warning", f"signalling to {link.remote_name} failed: {exc}")
+            except Exception as exc:
+                log.exception("negotiation with %s failed", link.remote_name)
+                self._peer_finished(link, "failed", f"negotiation error: {exc}")
+
+        link.tasks.append(asyncio.create_task(guarded()))
+
+    async def _connect_guard(self, link: PeerLink) -> None:
+        """Our own connect timeout: aiortc alone may wait a minute, or forever with no candidates."""
+        await asyncio.sleep(self.config.connect_timeout)
+        if link.status in ("connected", "left", "gone"):
+            return
+        self._peer_finished(link, "failed", self._diagnose(link))
+
+    def _diagnose(self, link: PeerLink) -> str:
+        pc = link.pc
+        timeout = f"not connected after {self.config.connect_timeout:.0f} s"
+        if pc is None:
+            return f"{timeout}: the peer never sent an offer (it may have left or crashed)"
+        if pc.remoteDescription is None:
+            return f"{timeout}: the peer never answered (it may have left or crashed)"
+        snap = link.snapshot(0, 0, 0)
+        if not snap.local_candidates:
+            return f"{timeout}: no local ICE candidates were gathered (check STUN/TURN settings)"
+        if not snap.remote_candidates:
+            return f"{timeout}: the peer offered no ICE candidates"
+        return f"{timeout}: all ICE checks failed (a TURN relay is needed between these networks)"
+
+    def _peer_finished(self, link: PeerLink, status: str, reason: str | None) -> None:
+        if link.finished:
+            return
+        link.set_status(status, reason)
+        if self._mixer is not None:
+            self._mixer.remove_input(link.member.session_id)
+        asyncio.get_running_loop().create_task(link.close())
+        self._changed()
+
+    def _on_member_gone(self, member: Member, reason: str) -> None:
+        link = self._peers.get(member.session_id)
+        if link is None or link.finished:
+            return
+        if link.status == "connected" and time.monotonic() - link.last_heard < HEARTBEAT_TIMEOUT:
+            return  # the data channel says it is alive; trust it over the presence list
+        self._peer_finished(link, "gone" if "crash" in reason else "left", reason)
+
+    def _on_message(self, member: Member, body: dict[str, Any]) -> None:
+        link = self._peers.get(member.session_id)
+        if link is None:
+            self._on_member_seen(member)
+            link = self._peers.get(member.session_id)
+            if link is None:
+                return
+        if body.get("name"):
+            link.remote_name = str(body["name"])[:48]
+        kind = body["type"]
+        if kind == "bye":
+            self._peer_finished(link, "left", None)
+        elif link.finished:
+            return
+        elif kind == "offer" and not link.we_offer:
+            self._spawn(self._on_offer(link, body), link)
+        elif kind == "answer" and link.we_offer:
+            self._spawn(self._on_answer(link, body), link)
+        self._changed()
+
+    def _on_invalid(self, reason: str) -> None:
+        log.info("dropped invalid message: %s", reason)
+        self._changed()
+
+    # ------------------------------------------------------------------ loops
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_INTERVAL)
+            now = time.monotonic()
+            for link in list(self._peers.values()):
+                if link.status != "connected":
+                    continue
+                link.send_control({"t": "ping"})
+                if now - link.last_heard > HEARTBEAT_TIMEOUT:
+                    self._peer_finished(link, "gone", f"no data channel traffic for {HEARTBEAT_TIMEOUT:.0f} s")
+            if self._session is not None:
+                # Slots of peers we are connected to need no polling; the rest do.
+                for link in list(self._peers.values()):
+                    if link.status == "connected":
+                        await self._session.watch(link.member, False)
+
+    async def _stats_loop(self) -> None:
+        while True:
+            await asyncio.sleep(STATS_INTERVAL)
+            await asyncio.gather(*(link.refresh_stats() for link in list(self._peers.values())
+                                   if link.status == "connected"), return_exceptions=True)
+            self._dirty = True
+
+    async def _publisher(self) -> None:
+        while True:
+            await asyncio.sleep(PUBLISH_INTERVAL)
+            if self._dirty:
+                self._publish()
+
+    def _changed(self) -> None:
+        self._dirty = True
+
+    def _notice(self, severity: str, text: str) -> None:
+        self._notices.append(Notice(len(self._notices) + 1, severity, text))
+        del self._notices[:-50]
+        self._changed()
+
+    def _publish(self) -> None:
+        self._dirty = False
+        mixer = self._mixer
+        peers = []
+        for sid, link in self._peers.items():
+            level, seconds = mixer.input_stats(sid) if mixer is not None else (0.0, 0.0)
+            sink = self._video_sinks.get(sid)
+            peers.append(link.snapshot(level, seconds, sink.frames if sink is not None else 0))
+        session = self._session
+        snapshot = replace(
+            self._snapshot,
+            push=bool(session and session.push_active),
+            status=self._status,
+            error=self._error,
+            mic=self._mic_state,
+            camera=self._camera_state,
+            audio_out=self._audio_out_state,
+            peers=tuple(peers),
+            chat=tuple(self._chat),
+            invalid_messages=session.counters.invalid_messages if session else 0,
+            notices=tuple(self._notices),
+        )
+        with self._lock:
+            self._snapshot = snapshot
+            listeners = list(self._listeners)
+        for fn in listeners:
+            try:
+                fn(snapshot)
+            except Exception:
+                log.exception("snapshot listener failed")
+
+    @property
+    def session(self) -> RoomSession | None:
+        """The room session (engine-loop object; for reports and benchmarks)."""
+        return self._session
+
+
+class _Events(RoomEvents):
+    """Routes room events into the call (all on the engine loop)."""
+
+    def __init__(self, call: Call) -> None:
+        self.call = call
+
+    def member_seen(self, member: Member) -> None:
+        self.call._on_member_seen(member)
+
+    def member_gone(self, member: Member, reason: str) -> None:
+        self.call._on_member_gone(member, reason)
+
+    def message(self, member: Member, body: dict[str, Any]) -> None:
+        self.call._on_message(member, body)
+
+    def invalid(self, reason: str) -> None:
+        self.call._on_invalid(reason)

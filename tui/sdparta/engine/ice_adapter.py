@@ -1,0 +1,90 @@
+"""The one place that reads aiortc/aioice private internals (versions pinned in pyproject).
+
+aiortc exposes no selected candidate pair, check list or per-pair state; the ICE panel and the
+path classification (direct / STUN / TURN) need them.  Everything here degrades to "unknown"
+instead of raising if the internals move; tests/test_ice_adapter.py pins the behaviour.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiortc import RTCPeerConnection
+
+from sdparta.engine.state import CandidateInfo, CandidatePairInfo
+
+log = logging.getLogger(__name__)
+
+_PAIR_STATES = {0: "frozen", 1: "waiting", 2: "in-progress", 3: "succeeded", 4: "failed"}
+
+
+def _connection(pc: RTCPeerConnection) -> Any | None:
+    """The aioice Connection behind the (bundled) ICE transport, if any."""
+    transports: list[Any] = []
+    sctp = getattr(pc, "sctp", None)
+    if sctp is not None:
+        transports.append(sctp.transport.transport)
+    for transceiver in pc.getTransceivers():
+        dtls = transceiver.receiver.transport
+        if dtls is not None:
+            transports.append(dtls.transport)
+    for ice_transport in transports:
+        connection = getattr(ice_transport, "_connection", None)
+        if connection is not None:
+            return connection
+    return None
+
+
+def _candidate(c: Any) -> CandidateInfo:
+    return CandidateInfo(
+        foundation=str(getattr(c, "foundation", "")),
+        component=int(getattr(c, "component", 1)),
+        protocol=str(getattr(c, "transport", "udp")).lower(),
+        type=str(getattr(c, "type", "host")),
+        address=str(getattr(c, "host", "")),
+        port=int(getattr(c, "port", 0)),
+        priority=int(getattr(c, "priority", 0)),
+    )
+
+
+def _pair(pair: Any, nominated_ids: set[int]) -> CandidatePairInfo:
+    state = getattr(pair, "state", None)
+    state_value = getattr(state, "value", state)
+    return CandidatePairInfo(
+        local=_candidate(pair.local_candidate),
+        remote=_candidate(pair.remote_candidate),
+        state=_PAIR_STATES.get(state_value, str(state_value)) if isinstance(state_value, int) else "unknown",
+        nominated=id(pair) in nominated_ids or bool(getattr(pair, "nominated", False)),
+    )
+
+
+def ice_details(pc: RTCPeerConnection) -> tuple[CandidatePairInfo | None, tuple[CandidatePairInfo, ...],
+                                                tuple[CandidateInfo, ...], tuple[CandidateInfo, ...]]:
+    """(selected pair, check list, local candidates, remote candidates) of a peer connection."""
+    try:
+        connection = _connection(pc)
+        if connection is None:
+            return None, (), (), ()
+        nominated = dict(getattr(connection, "_nominated", {}) or {})
+        nominated_ids = {id(p) for p in nominated.values()}
+        check_list = tuple(_pair(p, nominated_ids) for p in list(getattr(connection, "_check_list", [])))
+        selected = _pair(nominated[min(nominated)], nominated_ids) if nominated else None
+        local = tuple(_candidate(c) for c in connection.local_candidates)
+        remote = tuple(_candidate(c) for c in connection.remote_candidates)
+        return selected, check_list, local, remote
+    except Exception:  # internals moved: show less, never crash the engine
+        log.debug("cannot read aioice internals", exc_info=True)
+        return None, (), (), ()
+
+
+def path_kind(pair: CandidatePairInfo | None) -> str | None:
+    """Classify a selected pair: TURN if either side relays, STUN if either side is reflexive."""
+    if pair is None:
+        return None
+    types = {pair.local.type, pair.remote.type}
+    if "relay" in types:
+        return "turn"
+    if types & {"srflx", "prflx"}:
+        return "stun"
+    return "direct"

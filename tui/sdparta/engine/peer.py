@@ -1,0 +1,221 @@
+"""One remote participant: its RTCPeerConnection, data channel, state timeline and stats."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
+
+from sdparta.engine.ice_adapter import ice_details, path_kind
+from sdparta.engine.state import PeerSnapshot, PeerStats, StateChange
+from sdparta.room.keys import fingerprint
+from sdparta.room.wire import Member
+
+log = logging.getLogger(__name__)
+
+MAX_DATA_MESSAGE = 16 * 1024
+MAX_CHAT_CHARS = 2000
+STATS_HISTORY = 120
+
+
+class PeerLink:
+    """The engine's record of one remote participant (lives on the engine loop)."""
+
+    def __init__(self, member: Member, we_offer: bool, started_at: float,
+                 on_change: Callable[[], None]) -> None:
+        self.member = member
+        self.we_offer = we_offer
+        self.call_started = started_at  # monotonic start of the call, for timeline times
+        self.link_started = time.monotonic()
+        self.on_change = on_change
+        self.pc: RTCPeerConnection | None = None
+        self.channel: RTCDataChannel | None = None
+        self.status = "discovered"
+        self.failure_reason: str | None = None
+        self.timeline: list[StateChange] = []
+        self.connected_after_s: float | None = None
+        self.gen = 0  # negotiation generation (a new offer for the same session bumps it)
+        self.remote_gen = -1
+        self.answered = False
+        self.stats = PeerStats()
+        self.stats_history: deque[PeerStats] = deque(maxlen=STATS_HISTORY)
+        self.last_heard = time.monotonic()
+        self.remote_muted = False
+        self.remote_camera_off = False
+        self.remote_audio_only = False
+        self.remote_name = member.name
+        self.tasks: list[asyncio.Task[Any]] = []
+        self._prev_bytes: tuple[float, int, int] | None = None
+        self.record("peer", "discovered")
+
+    # ------------------------------------------------------------------ state
+    def now(self) -> float:
+        return round(time.monotonic() - self.call_started, 4)
+
+    def record(self, kind: str, state: str) -> None:
+        self.timeline.append(StateChange(self.now(), kind, state))
+        if len(self.timeline) > 500:
+            del self.timeline[:100]
+        self.on_change()
+
+    def set_status(self, status: str, reason: str | None = None) -> None:
+        if status == self.status and reason == self.failure_reason:
+            return
+        self.status = status
+        self.failure_reason = reason
+        if status == "connected" and self.connected_after_s is None:
+            self.connected_after_s = round(time.monotonic() - self.link_started, 4)
+        self.record("peer", status if reason is None else f"{status}: {reason}")
+
+    @property
+    def finished(self) -> bool:
+        return self.status in ("left", "gone", "failed")
+
+    def attach(self, pc: RTCPeerConnection) -> None:
+        """Follow the four state machines of a peer connection."""
+        self.pc = pc
+        self.record("signaling", pc.signalingState)
+        self.record("ice_gathering", pc.iceGatheringState)
+
+        @pc.on("signalingstatechange")
+        def _signaling() -> None:
+            self.record("signaling", pc.signalingState)
+
+        @pc.on("icegatheringstatechange")
+        def _gathering() -> None:
+            self.record("ice_gathering", pc.iceGatheringState)
+
+        @pc.on("iceconnectionstatechange")
+        def _ice() -> None:
+            self.record("ice_connection", pc.iceConnectionState)
+
+        @pc.on("connectionstatechange")
+        def _connection() -> None:
+            self.record("connection", pc.connectionState)
+            if pc.connectionState == "connected":
+                self.last_heard = time.monotonic()
+                self.set_status("connected")
+            elif pc.connectionState == "failed" and not self.finished:
+                self.set_status("failed", "ICE/DTLS failed")
+
+    # ------------------------------------------------------------------ data channel
+    def send_control(self, message: dict[str, Any]) -> bool:
+        channel = self.channel
+        if channel is None or channel.readyState != "open":
+            return False
+        try:
+            channel.send(json.dumps(message, separators=(",", ":")))
+        except Exception as exc:  # channel closing under us
+            log.debug("data channel send failed: %s", exc)
+            return False
+        return True
+
+    @staticmethod
+    def parse_control(raw: str | bytes) -> dict[str, Any] | None:
+        """Validate one data channel message; None when malformed."""
+        if len(raw) > MAX_DATA_MESSAGE:
+            return None
+        try:
+            message = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            return None
+        if not isinstance(message, dict) or not isinstance(message.get("t"), str):
+            return None
+        return message
+
+    # ------------------------------------------------------------------ negotiation
+    async def apply_answer(self, sdp: str) -> None:
+        assert self.pc is not None
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+        # Browsers send no a=end-of-candidates: signal it so a dead check list can fail.
+        await self.pc.addIceCandidate(None)
+        self.answered = True
+
+    # ------------------------------------------------------------------ stats
+    async def refresh_stats(self) -> None:
+        pc = self.pc
+        if pc is None or pc.connectionState == "closed":
+            return
+        try:
+            report = await pc.getStats()
+        except Exception:
+            return
+        rtt: float | None = None
+        received = lost = sent_bytes = recv_bytes = 0
+        for stat in report.values():
+            kind = getattr(stat, "type", "")
+            if kind == "remote-inbound-rtp" and getattr(stat, "roundTripTime", None) is not None:
+                rtt = max(rtt or 0.0, float(stat.roundTripTime) * 1000)
+            elif kind == "inbound-rtp":
+                received += int(getattr(stat, "packetsReceived", 0) or 0)
+                lost += max(0, int(getattr(stat, "packetsLost", 0) or 0))
+                recv_bytes += int(getattr(stat, "bytesReceived", 0) or 0)
+            elif kind == "outbound-rtp":
+                sent_bytes += int(getattr(stat, "bytesSent", 0) or 0)
+        now = time.monotonic()
+        in_kbps = out_kbps = 0.0
+        if self._prev_bytes is not None:
+            dt = now - self._prev_bytes[0]
+            if dt > 0:
+                in_kbps = max(0, recv_bytes - self._prev_bytes[1]) * 8 / dt / 1000
+                out_kbps = max(0, sent_bytes - self._prev_bytes[2]) * 8 / dt / 1000
+        self._prev_bytes = (now, recv_bytes, sent_bytes)
+        total = received + lost
+        self.stats = PeerStats(
+            t=self.now(), rtt_ms=rtt, bitrate_in_kbps=round(in_kbps, 2), bitrate_out_kbps=round(out_kbps, 2),
+            packets_received=received, packets_lost=lost,
+            loss_fraction=round(lost / total, 4) if total else 0.0, bytes_sent=sent_bytes,
+            bytes_received=recv_bytes,
+        )
+        self.stats_history.append(self.stats)
+
+    # ------------------------------------------------------------------ teardown
+    async def close(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        self.tasks.clear()
+        if self.pc is not None:
+            with contextlib.suppress(Exception):
+                await self.pc.close()
+
+    def snapshot(self, audio_level: float, audio_seconds: float, video_frames: int) -> PeerSnapshot:
+        selected = check_list = local = remote = None
+        if self.pc is not None and self.pc.connectionState != "closed":
+            selected, check_list, local, remote = ice_details(self.pc)
+        pc = self.pc
+        return PeerSnapshot(
+            session_id=self.member.session_id,
+            name=self.remote_name,
+            fingerprint=fingerprint(self.member.public_key),
+            public_key=self.member.public_key.hex(),
+            we_offer=self.we_offer,
+            status=self.status,
+            failure_reason=self.failure_reason,
+            signaling_state=pc.signalingState if pc else "stable",
+            ice_gathering_state=pc.iceGatheringState if pc else "new",
+            ice_connection_state=pc.iceConnectionState if pc else "new",
+            connection_state=pc.connectionState if pc else "new",
+            timeline=tuple(self.timeline),
+            connected_after_s=self.connected_after_s,
+            path=path_kind(selected) if self.status == "connected" or self.connected_after_s else None,
+            selected_pair=selected,
+            local_candidates=local or (),
+            remote_candidates=remote or (),
+            check_list=check_list or (),
+            stats=self.stats,
+            stats_history=tuple(self.stats_history),
+            audio_level=audio_level,
+            speaking=audio_level > 0.02 and not self.remote_muted,
+            video_frames=video_frames,
+            audio_seconds=audio_seconds,
+            remote_muted=self.remote_muted,
+            remote_camera_off=self.remote_camera_off,
+            remote_audio_only=self.remote_audio_only,
+        )

@@ -1,0 +1,398 @@
+"""One participant's presence in a room: discovery, per-pair slots, push or adaptive polling.
+
+The session knows nothing about WebRTC: it turns registry slots into events (a member appeared,
+a member left or expired, a message arrived) and sends sealed, signed messages to one member.
+
+Slots (all data keys are opaque HMACs of the room's tag key, see docs/protocol.md):
+- presence: one slot under the room's shared keypair holding a SkyDB-style skylink to the
+  sealed member list; written only by read-modify-write with compare-and-set on the revision.
+- pair slot ``pair/<from sid>/<to sid>``: under the *sender's identity key*, holds a skylink to
+  the sender's latest sealed+signed message to that member.  Only its owner can write it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sdparta.room.keys import Identity, RoomKeys
+from sdparta.room.wire import (
+    MAX_MESSAGE_BYTES,
+    MAX_PRESENCE_BYTES,
+    Member,
+    WireError,
+    decode_message,
+    decode_presence,
+    encode_message,
+    encode_presence,
+    sign_member,
+)
+from sdparta.store.base import RegistryEntry, RevisionConflict, Store, StoreError, Subscription
+from sdparta.store.crypto import KeyPair, decode_skylink, encode_skylink, sign_entry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SessionTiming:
+    """Protocol timers (seconds)."""
+
+    reannounce: float = 10.0  # refresh our presence record this often
+    ttl: float = 30.0  # a record not refreshed for this long is stale
+    poll_fast: float = 0.15  # poll interval while a negotiation is pending
+    poll_slow: float = 2.0  # poll interval backs off to this when nothing is pending
+    poll_push: float = 15.0  # safety poll of presence when push is in use
+
+
+@dataclass
+class SessionCounters:
+    """Requests made and messages rejected, for reports and benchmarks."""
+
+    gets: int = 0
+    sets: int = 0
+    uploads: int = 0
+    downloads: int = 0
+    conflicts: int = 0
+    invalid_messages: int = 0
+    invalid_reasons: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def requests(self) -> int:
+        return self.gets + self.sets + self.uploads + self.downloads
+
+
+@dataclass
+class _SlotState:
+    revision: int = -1
+    skylink: bytes = b""
+
+
+class RoomEvents:
+    """Callbacks the engine implements; all are called on the session's event loop."""
+
+    def member_seen(self, member: Member) -> None: ...
+    def member_gone(self, member: Member, reason: str) -> None: ...
+    def message(self, member: Member, body: dict[str, Any]) -> None: ...
+    def invalid(self, reason: str) -> None: ...
+
+
+class RoomSession:
+    """Announce ourselves, watch the room, exchange sealed messages with members."""
+
+    def __init__(self, store: Store, keys: RoomKeys, identity: Identity, name: str, session_id: str,
+                 events: RoomEvents, *, push: bool = True, timing: SessionTiming | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.keys = keys
+        self.identity = identity
+        self.name = name
+        self.session_id = session_id
+        self.events = events
+        self.want_push = push
+        self.timing = timing or SessionTiming()
+        self.clock = clock
+        self.counters = SessionCounters()
+        self.push_active = False
+        self._room_keypair = KeyPair.from_private_bytes(keys.presence_seed)
+        self._identity_keypair = KeyPair.from_private_bytes(identity.seed)
+        self._presence_key = keys.data_key("presence")
+        self._presence = _SlotState()
+        self._members: dict[tuple[bytes, str], Member] = {}
+        self._incoming: dict[tuple[bytes, str], _SlotState] = {}
+        self._outgoing_revision: dict[tuple[bytes, str], int] = {}
+        self._watch_slot: set[tuple[bytes, str]] = set()  # members whose slot we poll
+        self._subscription: Subscription | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._wake = asyncio.Event()
+        self._pending_until = 0.0
+        self._closing = False
+        self._presence_lock = asyncio.Lock()
+        self._last_presence: list[Member] = []
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        """Open push if wanted, read the room, announce ourselves, start the loops."""
+        if self.want_push:
+            try:
+                self._subscription = await self.store.open_subscription()
+            except StoreError as exc:
+                log.info("push unavailable, polling: %s", exc)
+                self._subscription = None
+            if self._subscription is not None:
+                await self._subscription.add(self._room_keypair.public_key, self._presence_key)
+                self.push_active = True
+                self._tasks.append(asyncio.create_task(self._push_loop(self._subscription)))
+        await self._update_presence(leaving=False)
+        self._tasks.append(asyncio.create_task(self._poll_loop()))
+        self._tasks.append(asyncio.create_task(self._announce_loop()))
+
+    async def leave(self) -> None:
+        """Say bye to every member we know and take our record out of the presence list."""
+        self._closing = True
+        byes = [self.send(member, {"type": "bye"}) for member in list(self._members.values())]
+        results = await asyncio.gather(*byes, return_exceptions=True)
+        for result in results:
+            if isinstance(result, Exception):
+                log.info("bye not delivered: %s", result)
+        try:
+            await self._update_presence(leaving=True)
+        except StoreError as exc:
+            log.info("could not remove our presence record: %s", exc)
+
+    async def close(self) -> None:
+        self._closing = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        if self._subscription is not None:
+            with contextlib.suppress(Exception):
+                await self._subscription.aclose()
+
+    # ------------------------------------------------------------------ commands
+    def members(self) -> list[Member]:
+        return list(self._members.values())
+
+    def mark_pending(self, seconds: float = 10.0) -> None:
+        """Poll fast for a while: a negotiation is waiting on the other side."""
+        self._pending_until = max(self._pending_until, time.monotonic() + seconds)
+        self._wake.set()
+
+    async def watch(self, member: Member, active: bool) -> None:
+        """Watch (or stop watching) the member's pair slot to us.
+
+        With push the slot is subscribed; without, it is polled while ``active``."""
+        key = member.key
+        if active:
+            self._watch_slot.add(key)
+            self._incoming.setdefault(key, _SlotState())
+            if self._subscription is not None:
+                await self._subscription.add(member.public_key, self._pair_key(member.session_id,
+                                                                              self.session_id))
+            await self._read_pair_slot(member)
+        else:
+            self._watch_slot.discard(key)
+
+    async def send(self, member: Member, body: dict[str, Any]) -> None:
+        """Seal, sign and publish ``body`` in our pair slot to ``member`` (newest wins)."""
+        data_key = self._pair_key(self.session_id, member.session_id)
+        message = {"v": 1, "from": self.session_id, "to": member.session_id, "name": self.name,
+                   "ts": int(self.clock() * 1000), **body}
+        blob = encode_message(self.keys, self.identity, data_key, message)
+        skylink = await self._upload(blob)
+        revision = self._outgoing_revision.get(member.key, -1) + 1
+        self._outgoing_revision[member.key] = revision
+        entry = sign_entry(self._identity_keypair, data_key, decode_skylink(skylink), revision)
+        self.counters.sets += 1
+        await self.store.set_entry(entry)
+
+    # ------------------------------------------------------------------ internals
+    def _pair_key(self, from_sid: str, to_sid: str) -> bytes:
+        return self.keys.data_key("pair", from_sid, to_sid)
+
+    async def _upload(self, blob: bytes) -> str:
+        self.counters.uploads += 1
+        return await self.store.upload_blob(blob)
+
+    async def _download(self, raw_skylink: bytes, max_size: int) -> bytes:
+        self.counters.downloads += 1
+        return await self.store.download_blob(encode_skylink(raw_skylink), max_size=max_size)
+
+    def _invalid(self, reason: str) -> None:
+        self.counters.invalid_messages += 1
+        self.counters.invalid_reasons[reason] = self.counters.invalid_reasons.get(reason, 0) + 1
+        self.events.invalid(reason)
+
+    def _is_fresh(self, member: Member) -> bool:
+        return self.clock() * 1000 - member.ts_ms <= self.timing.ttl * 1000
+
+    async def _fetch_presence(self, entry: RegistryEntry | None = None) -> list[Member] | None:
+        """Read the presence slot (or use a pushed entry); None when unchanged."""
+        if entry is None:
+            self.counters.gets += 1
+            entry = await self.store.get_entry(self._room_keypair.public_key, self._presence_key)
+        if entry is None:
+            return [] if self._presence.revision < 0 else None
+        if entry.revision <= self._presence.revision:
+            return None
+        if entry.data == self._presence.skylink:
+            self._presence.revision = entry.revision
+            return None
+        try:
+            blob = await self._download(entry.data, MAX_PRESENCE_BYTES)
+            members, rejected = decode_presence(self.keys, self._room_keypair.public_key,
+                                                self._presence_key, blob)
+        except (WireError, ValueError) as exc:
+            self._invalid(f"presence: {exc}")
+            self._presence.revision = entry.revision
+            return None
+        for _ in range(rejected):
+            self._invalid("presence: a member record failed to verify")
+        self._presence.revision = entry.revision
+        self._presence.skylink = entry.data
+        return members
+
+    def _apply_presence(self, members: list[Member]) -> None:
+        """Emit member_seen / member_gone for the difference to what we knew."""
+        listed: dict[tuple[bytes, str], Member] = {}
+        for member in members:
+            if member.session_id == self.session_id and member.public_key == self.identity.public_key:
+                continue
+            if self._is_fresh(member):
+                listed[member.key] = member
+        for key, member in list(self._members.items()):
+            if key not in listed:
+                del self._members[key]
+                self._watch_slot.discard(key)
+                self.events.member_gone(member, "left the room")
+        for key, member in listed.items():
+            known = self._members.get(key)
+            self._members[key] = member
+            if known is None:
+                self.mark_pending()
+                self.events.member_seen(member)
+
+    def _expire_members(self) -> None:
+        for key, member in list(self._members.items()):
+            if not self._is_fresh(member):
+                del self._members[key]
+                self._watch_slot.discard(key)
+                self.events.member_gone(member, "stopped announcing (crashed or lost its network)")
+
+    async def _update_presence(self, leaving: bool) -> None:
+        """Read-modify-write of the presence list with compare-and-set; retries on conflict."""
+        async with self._presence_lock:
+            for attempt in range(12):
+                self.counters.gets += 1
+                entry = await self.store.get_entry(self._room_keypair.public_key, self._presence_key)
+                current: list[Member] = []
+                if entry is not None:
+                    if entry.data == self._presence.skylink and entry.revision >= self._presence.revision:
+                        current = list(self._last_presence)
+                        self._presence.revision = entry.revision
+                    else:
+                        members = await self._fetch_presence(entry)
+                        current = members if members is not None else list(self._last_presence)
+                self._last_presence = current
+                if not leaving:
+                    self._apply_presence(current)
+                now_ms = int(self.clock() * 1000)
+                keep = [m for m in current if self._is_fresh(m)
+                        and not (m.public_key == self.identity.public_key and m.session_id == self.session_id)]
+                if not leaving:
+                    keep.append(sign_member(self.keys, self.identity, self.session_id, self.name, now_ms))
+                blob = encode_presence(self.keys, self._room_keypair.public_key, self._presence_key, keep)
+                skylink = await self._upload(blob)
+                raw = decode_skylink(skylink)
+                revision = (entry.revision + 1) if entry is not None else 0
+                signed = sign_entry(self._room_keypair, self._presence_key, raw, revision)
+                try:
+                    self.counters.sets += 1
+                    await self.store.set_entry(signed)
+                except RevisionConflict:
+                    self.counters.conflicts += 1
+                    await asyncio.sleep(random.uniform(0.005, 0.05) * (attempt + 1))
+                    continue
+                self._presence.revision = revision
+                self._presence.skylink = raw
+                self._last_presence = keep
+                return
+            raise StoreError("could not update the room's presence list after 12 attempts "
+                             "(heavy contention or a misbehaving portal)")
+
+    async def _read_pair_slot(self, member: Member, entry: RegistryEntry | None = None) -> None:
+        """Read one member's slot to us and deliver a new message, if any."""
+        data_key = self._pair_key(member.session_id, self.session_id)
+        state = self._incoming.setdefault(member.key, _SlotState())
+        if entry is None:
+            self.counters.gets += 1
+            entry = await self.store.get_entry(member.public_key, data_key)
+        if entry is None or entry.revision <= state.revision:
+            return
+        state.revision = entry.revision
+        if entry.data == state.skylink:
+            return
+        state.skylink = entry.data
+        try:
+            blob = await self._download(entry.data, MAX_MESSAGE_BYTES)
+            body = decode_message(self.keys, member.public_key, data_key, blob)
+        except (WireError, ValueError) as exc:
+            self._invalid(f"message: {exc}")
+            return
+        if body["from"] != member.session_id or body["to"] != self.session_id:
+            self._invalid("message: addressed to another session (replayed?)")
+            return
+        self.events.message(member, body)
+
+    async def _push_loop(self, subscription: Subscription) -> None:
+        async for entry in subscription.updates():
+            try:
+                await self._on_pushed(entry)
+            except StoreError as exc:
+                log.info("push handling failed: %s", exc)
+            except Exception:  # a bug in one update must not end push delivery
+                log.exception("push handling crashed")
+
+    async def _on_pushed(self, entry: RegistryEntry) -> None:
+        if entry.public_key == self._room_keypair.public_key and entry.data_key == self._presence_key:
+            members = await self._fetch_presence(entry)
+            if members is not None:
+                self._last_presence = members
+                self._apply_presence(members)
+            return
+        for member in list(self._members.values()):
+            if member.public_key == entry.public_key and entry.data_key == self._pair_key(
+                    member.session_id, self.session_id):
+                await self._read_pair_slot(member, entry)
+                return
+
+    async def _poll_once(self) -> None:
+        members = await self._fetch_presence()
+        if members is not None:
+            self._last_presence = members
+            self._apply_presence(members)
+        self._expire_members()
+        watched = [m for m in self._members.values() if m.key in self._watch_slot]
+        await asyncio.gather(*(self._guarded(self._read_pair_slot(m)) for m in watched))
+
+    async def _guarded(self, coro: Awaitable[None]) -> None:
+        try:
+            await coro
+        except StoreError as exc:
+            log.info("store read failed: %s", exc)
+
+    async def _poll_loop(self) -> None:
+        interval = self.timing.poll_fast
+        while not self._closing:
+            try:
+                await self._poll_once()
+            except StoreError as exc:
+                log.info("poll failed: %s", exc)
+            if self.push_active:
+                interval = self.timing.poll_push
+            elif time.monotonic() < self._pending_until:
+                interval = self.timing.poll_fast
+            else:
+                interval = min(self.timing.poll_slow, max(interval, self.timing.poll_fast) * 2)
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=interval)
+
+    async def _announce_loop(self) -> None:
+        while not self._closing:
+            await asyncio.sleep(self.timing.reannounce * random.uniform(0.8, 1.0))
+            if self._closing:
+                return
+            try:
+                await self._update_presence(leaving=False)
+            except StoreError as exc:
+                log.info("re-announce failed: %s", exc)
+            self._expire_members()

@@ -1,0 +1,185 @@
+"""The room's wire format: sealed envelopes, signed message bodies, the presence list.
+
+See docs/protocol.md for the byte layout and test vectors.  Everything read from the network
+goes through :func:`open_envelope` / :func:`decode_presence` / :func:`decode_message`, which bound
+sizes, authenticate, and raise :class:`WireError` on anything off.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from sdparta.room.keys import Identity, RoomKeys, verify_signature
+
+MAGIC = b"SDP1"
+NONCE_LEN = 12
+SIG_LEN = 64
+MAX_MESSAGE_BYTES = 64 * 1024  # one signalling message (an SDP is a few KiB)
+MAX_PRESENCE_BYTES = 128 * 1024
+MAX_MEMBERS = 64
+MAX_NAME_CHARS = 48
+MESSAGE_TYPES = frozenset({"offer", "answer", "bye"})
+_SID_RE = re.compile(r"^[0-9a-f]{16}$")
+
+
+class WireError(ValueError):
+    """A blob or message failed to open, verify or validate (dropped and counted, never fatal)."""
+
+
+def _aad(keys: RoomKeys, kind: bytes, slot_public_key: bytes, data_key: bytes) -> bytes:
+    return b"sdparta/v1/" + kind + b"\x00" + keys.room_id + slot_public_key + data_key
+
+
+def seal(keys: RoomKeys, kind: bytes, slot_public_key: bytes, data_key: bytes, plaintext: bytes,
+         nonce: bytes | None = None) -> bytes:
+    """AES-256-GCM with the slot (public key + data key) bound as associated data, so a sealed
+    blob cannot be replayed into another slot or room."""
+    nonce = nonce if nonce is not None else os.urandom(NONCE_LEN)
+    ciphertext = AESGCM(keys.seal_key).encrypt(nonce, plaintext, _aad(keys, kind, slot_public_key, data_key))
+    return MAGIC + nonce + ciphertext
+
+
+def open_sealed(keys: RoomKeys, kind: bytes, slot_public_key: bytes, data_key: bytes, blob: bytes,
+                max_size: int) -> bytes:
+    """Inverse of :func:`seal`; raises WireError for anything that is not ours."""
+    if len(blob) > max_size:
+        raise WireError(f"sealed blob too large ({len(blob)} > {max_size} bytes)")
+    if len(blob) < len(MAGIC) + NONCE_LEN + 16 or not blob.startswith(MAGIC):
+        raise WireError("not an sdparta v1 envelope")
+    nonce = blob[len(MAGIC) : len(MAGIC) + NONCE_LEN]
+    try:
+        return AESGCM(keys.seal_key).decrypt(
+            nonce, blob[len(MAGIC) + NONCE_LEN :], _aad(keys, kind, slot_public_key, data_key)
+        )
+    except InvalidTag as exc:
+        raise WireError("envelope does not open with this room's key (wrong room or password?)") from exc
+
+
+def _message_signing_bytes(keys: RoomKeys, data_key: bytes, body: bytes) -> bytes:
+    return b"sdparta/v1/msg\x00" + keys.room_id + data_key + body
+
+
+def encode_message(keys: RoomKeys, author: Identity, data_key: bytes, body: dict[str, Any],
+                   nonce: bytes | None = None) -> bytes:
+    """Sign ``body`` with the author's identity and seal it for the author's pair slot."""
+    raw = json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
+    signature = author.sign(_message_signing_bytes(keys, data_key, raw))
+    return seal(keys, b"msg", author.public_key, data_key, signature + raw, nonce)
+
+
+def decode_message(keys: RoomKeys, author_public_key: bytes, data_key: bytes, blob: bytes) -> dict[str, Any]:
+    """Open, verify and validate one pair-slot message."""
+    plain = open_sealed(keys, b"msg", author_public_key, data_key, blob, MAX_MESSAGE_BYTES)
+    signature, raw = plain[:SIG_LEN], plain[SIG_LEN:]
+    if not verify_signature(author_public_key, signature, _message_signing_bytes(keys, data_key, raw)):
+        raise WireError("message signature does not verify")
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise WireError("message body is not JSON") from exc
+    if not isinstance(body, dict) or body.get("v") != 1:
+        raise WireError("message body has an unknown version")
+    if body.get("type") not in MESSAGE_TYPES:
+        raise WireError(f"unknown message type {body.get('type')!r}")
+    for field in ("from", "to"):
+        if not isinstance(body.get(field), str) or not _SID_RE.match(body[field]):
+            raise WireError(f"message field {field!r} is not a session id")
+    if not isinstance(body.get("gen", 0), int) or isinstance(body.get("gen", 0), bool):
+        raise WireError("message field 'gen' is not an integer")
+    if body["type"] in ("offer", "answer") and not isinstance(body.get("sdp"), str):
+        raise WireError("offer/answer without an SDP")
+    return body
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One participant as announced in the presence list (signed by its own identity)."""
+
+    public_key: bytes
+    session_id: str
+    name: str
+    ts_ms: int
+    signature: bytes
+
+    @property
+    def key(self) -> tuple[bytes, str]:
+        return (self.public_key, self.session_id)
+
+
+def _presence_signing_bytes(keys: RoomKeys, public_key: bytes, session_id: str, name: str, ts_ms: int) -> bytes:
+    return (b"sdparta/v1/presence\x00" + keys.room_id + public_key + session_id.encode()
+            + ts_ms.to_bytes(8, "big") + name.encode())
+
+
+def sign_member(keys: RoomKeys, identity: Identity, session_id: str, name: str, ts_ms: int) -> Member:
+    name = clean_name(name)
+    signature = identity.sign(_presence_signing_bytes(keys, identity.public_key, session_id, name, ts_ms))
+    return Member(identity.public_key, session_id, name, ts_ms, signature)
+
+
+def clean_name(name: str) -> str:
+    """Display names are short single-line printable text."""
+    cleaned = "".join(ch for ch in name if ch.isprintable()).strip()[:MAX_NAME_CHARS]
+    return cleaned or "anonymous"
+
+
+def encode_presence(keys: RoomKeys, slot_public_key: bytes, data_key: bytes, members: list[Member],
+                    nonce: bytes | None = None) -> bytes:
+    """Seal the presence list."""
+    body = {
+        "v": 1,
+        "members": [
+            {"pk": m.public_key.hex(), "sid": m.session_id, "name": m.name, "ts": m.ts_ms,
+             "sig": m.signature.hex()}
+            for m in members
+        ],
+    }
+    raw = json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
+    return seal(keys, b"presence", slot_public_key, data_key, raw, nonce)
+
+
+def decode_presence(keys: RoomKeys, slot_public_key: bytes, data_key: bytes,
+                    blob: bytes) -> tuple[list[Member], int]:
+    """Open the presence list; returns the valid members and how many records were rejected."""
+    raw = open_sealed(keys, b"presence", slot_public_key, data_key, blob, MAX_PRESENCE_BYTES)
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise WireError("presence list is not JSON") from exc
+    if not isinstance(body, dict) or body.get("v") != 1 or not isinstance(body.get("members"), list):
+        raise WireError("presence list has an unknown shape")
+    members: list[Member] = []
+    rejected = 0
+    for record in body["members"][: MAX_MEMBERS * 2]:
+        try:
+            member = _decode_member(keys, record)
+        except (WireError, KeyError, TypeError, ValueError):
+            rejected += 1
+            continue
+        members.append(member)
+    return members[:MAX_MEMBERS], rejected
+
+
+def _decode_member(keys: RoomKeys, record: Any) -> Member:
+    if not isinstance(record, dict):
+        raise WireError("member record is not an object")
+    public_key = bytes.fromhex(record["pk"])
+    signature = bytes.fromhex(record["sig"])
+    session_id, name, ts_ms = record["sid"], record["name"], record["ts"]
+    if not isinstance(session_id, str) or not _SID_RE.match(session_id):
+        raise WireError("bad session id")
+    if not isinstance(name, str) or name != clean_name(name):
+        raise WireError("bad name")
+    if not isinstance(ts_ms, int) or isinstance(ts_ms, bool) or not 0 <= ts_ms < 2**63:
+        raise WireError("bad timestamp")
+    if not verify_signature(public_key, signature, _presence_signing_bytes(keys, public_key, session_id,
+                                                                          name, ts_ms)):
+        raise WireError("member record signature does not verify")
+    return Member(public_key, session_id, name, ts_ms, signature)
