@@ -72,6 +72,7 @@ class CallConfig:
     push: bool = True
     timing: SessionTiming | None = None
     store: Store | None = None  # inject a store (unit tests); default: open_store(portals)
+    room_keys: RoomKeys | None = None  # pre-derived keys (benchmarks; skips the slow KDF)
 
 
 class Call:
@@ -202,7 +203,7 @@ class Call:
         self._tasks.append(asyncio.create_task(self._stats_loop()))
         self._tasks.append(asyncio.create_task(self._heartbeat_loop()))
         try:
-            keys = await asyncio.to_thread(RoomKeys.derive, cfg.room, cfg.password)
+            keys = cfg.room_keys or await asyncio.to_thread(RoomKeys.derive, cfg.room, cfg.password)
             self._store = cfg.store or open_store(cfg.portals)
             self._session = RoomSession(self._store, keys, self.identity, cfg.name, self.session_id,
                                         _Events(self), push=cfg.push, timing=cfg.timing)

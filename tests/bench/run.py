@@ -1,0 +1,256 @@
+"""`just bench`: the figures issues 2 and 3 name, as medians of several runs with in-run baselines.
+
+Usage: python tests/bench/run.py [--runs 5] [--write docs/benchmarks.md] [--only NAME ...]
+Everything runs on 127.0.0.1: a real portal process, real aiortc peers, real bot processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from support.procs import peers_by_name, start_bot, start_portal, wait_for  # noqa: E402
+
+Row = tuple[str, str, str]
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+# ----------------------------------------------------------------------------- floor
+async def _direct_pair_once() -> float:
+    from aiortc import RTCConfiguration, RTCPeerConnection
+
+    a = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    b = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    start = time.perf_counter()
+    try:
+        a.createDataChannel("x")
+        a.addTransceiver("audio")
+        a.addTransceiver("video")
+        await a.setLocalDescription(await a.createOffer())
+        await b.setRemoteDescription(a.localDescription)
+        await b.setLocalDescription(await b.createAnswer())
+        await a.setRemoteDescription(b.localDescription)
+        while not (a.connectionState == "connected" and b.connectionState == "connected"):
+            await asyncio.sleep(0.002)
+        return time.perf_counter() - start
+    finally:
+        await a.close()
+        await b.close()
+
+
+def bench_floor(runs: int) -> float:
+    return median([asyncio.run(_direct_pair_once()) for _ in range(runs)])
+
+
+# ----------------------------------------------------------------------------- time to connected
+def _time_to_connected(portal_url: str, peers: int, push: bool, room: str) -> float:
+    """In-process Calls with pre-derived keys; time from the last peer's start to all connected."""
+    from sdparta.engine.call import Call, CallConfig
+    from sdparta.room.keys import RoomKeys
+
+    keys = RoomKeys.derive(room, "")
+
+    def make(i: int) -> Call:
+        return Call(CallConfig(room=room, portals=[portal_url], name=f"p{i}", video="pattern",
+                               audio="tone:440", push=push, room_keys=keys))
+
+    calls = [make(i) for i in range(peers)]
+    try:
+        for call in calls[:-1]:
+            call.start()
+
+        def all_connected(group: list[Call], n: int) -> bool:
+            return all(sum(p.status == "connected" for p in c.snapshot().peers) >= n - 1 for c in group)
+
+        if peers > 2:
+            wait_for(lambda: all_connected(calls[:-1], peers - 1), 60, "waiting peers connected", interval=0.01)
+        else:
+            wait_for(lambda: all(c.snapshot().status == "joined" for c in calls[:-1]), 30, "joined",
+                     interval=0.01)
+        start = time.perf_counter()
+        calls[-1].start()
+        wait_for(lambda: all_connected(calls, peers), 60, "all pairs connected", interval=0.002)
+        return time.perf_counter() - start
+    finally:
+        for call in calls:
+            call.stop()
+
+
+def bench_connect(runs: int, rows: list[Row]) -> None:
+    floor = bench_floor(runs)
+    rows.append(("aiortc pair, SDP handed over in-process (floor)", f"{floor * 1000:.0f} ms", "baseline"))
+    with tempfile.TemporaryDirectory() as tmp:
+        for push in (True, False):
+            portal = start_portal(Path(tmp) / f"p{push}.sqlite3", subscription=push)
+            try:
+                for peers in (2, 4):
+                    times = [_time_to_connected(portal.url, peers, push, f"bench-{push}-{peers}-{i}")
+                             for i in range(runs)]
+                    m = median(times)
+                    label = f"{peers} peers, {'push' if push else 'polling'}: last join → all connected"
+                    verdict = f"{m / floor:.1f}× floor"
+                    if push and peers == 2:
+                        target = 2 * floor + 0.150
+                        verdict += f"; target ≤ {target * 1000:.0f} ms: {'met' if m <= target else 'MISSED'}"
+                    rows.append((label, f"{m * 1000:.0f} ms", verdict))
+            finally:
+                portal.stop()
+
+
+# ----------------------------------------------------------------------------- bot based figures
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bench_mesh(rows: list[Row], sizes: tuple[int, ...] = (2, 4, 8), window: float = 10.0) -> None:
+    """CPU of one bot in meshes of N bot processes and the fraction of video frames delivered."""
+    with tempfile.TemporaryDirectory() as tmp:
+        portal = start_portal(Path(tmp) / "mesh.sqlite3")
+        try:
+            for n in sizes:
+                work = Path(tmp) / f"mesh{n}"
+                work.mkdir()
+                bots = [start_bot(work, f"mesh-{n}", [portal.url], f"m{i}", tone=300 + 50 * i, record=False,
+                                  extra=["--connect-timeout", "60"]) for i in range(n)]
+                try:
+                    def connected() -> bool:
+                        return all(sum(p["status"] == "connected" for p in peers_by_name(b.report()).values())
+                                   >= n - 1 for b in bots)
+
+                    wait_for(connected, 120, f"mesh of {n} connected")
+                    time.sleep(2)  # let encoders settle before the measured window
+                    before_cpu = _cpu_seconds(bots[0].proc.pid)
+                    before = [{k: p["video_frames"] for k, p in peers_by_name(b.report()).items()} for b in bots]
+                    t0 = time.monotonic()
+                    time.sleep(window)
+                    elapsed = time.monotonic() - t0
+                    cpu = (_cpu_seconds(bots[0].proc.pid) - before_cpu) / elapsed
+                    fractions = []
+                    for b, prev in zip(bots, before, strict=True):
+                        for name, peer in peers_by_name(b.report()).items():
+                            fractions.append((peer["video_frames"] - prev.get(name, 0)) / (15 * elapsed))
+                    rows.append((f"mesh of {n} bots (audio + 160×120 video at 15 fps)",
+                                 f"{cpu * 100:.0f}% CPU of one peer",
+                                 f"worst stream {min(fractions) * 100:.0f}% / median "
+                                 f"{median(fractions) * 100:.0f}% of frames"))
+                finally:
+                    for b in bots:
+                        b.stop()
+        finally:
+            portal.stop()
+
+
+def bench_requests(rows: list[Row], window: float = 20.0) -> None:
+    """Portal requests per second per peer in a steady room of 4, push and polling."""
+    with tempfile.TemporaryDirectory() as tmp:
+        for push in (True, False):
+            portal = start_portal(Path(tmp) / f"r{push}.sqlite3", subscription=push)
+            work = Path(tmp) / f"req{push}"
+            work.mkdir()
+            bots = [start_bot(work, "steady", [portal.url], f"s{i}", tone=None, video="none", record=False)
+                    for i in range(4)]
+            try:
+                wait_for(lambda: all(sum(p["status"] == "connected" for p in peers_by_name(b.report()).values())
+                                     >= 3 for b in bots), 60, "steady room connected")
+                time.sleep(3)
+
+                def total(b: Any) -> int:
+                    return sum((b.report() or {}).get("requests", {}).get(k, 0)
+                               for k in ("get", "set", "upload", "download"))
+
+                before = [total(b) for b in bots]
+                time.sleep(window)
+                after = [total(b) for b in bots]
+                per_peer = [(a - b) / window for a, b in zip(after, before, strict=True)]
+                m = median(per_peer)
+                rows.append((f"steady room of 4, {'push' if push else 'polling'}: portal requests",
+                             f"{m:.2f} req/s per peer", f"{m / 3:.2f} per remote (target ≤ 1)"))
+            finally:
+                for b in bots:
+                    b.stop()
+                portal.stop()
+
+
+def bench_opus(rows: list[Row], window: float = 8.0) -> None:
+    """RTP payload bit rate of an audio-only peer at several Opus settings (from getStats)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        portal = start_portal(Path(tmp) / "opus.sqlite3")
+        try:
+            for bitrate in (16000, 32000, 96000):
+                work = Path(tmp) / f"o{bitrate}"
+                work.mkdir()
+                bots = [start_bot(work, f"opus-{bitrate}", [portal.url], f"o{i}", tone=440 + 200 * i,
+                                  record=False, extra=["--audio-only", "--opus-bitrate", str(bitrate)])
+                        for i in range(2)]
+                try:
+                    wait_for(lambda: all(any(p["status"] == "connected" for p in peers_by_name(b.report()).values())
+                                         for b in bots), 60, "opus pair connected")
+                    time.sleep(2)
+                    sent0 = next(iter(peers_by_name(bots[0].report()).values()))["bytes_sent"]
+                    time.sleep(window)
+                    sent1 = next(iter(peers_by_name(bots[0].report()).values()))["bytes_sent"]
+                    kbps = (sent1 - sent0) * 8 / window / 1000
+                    note = "target ≤ 24 kbit/s" if bitrate == 16000 else "aiortc default: 96 kbit/s stereo"
+                    rows.append((f"audio-only, Opus {bitrate // 1000} kbit/s mono", f"{kbps:.1f} kbit/s per remote",
+                                 note))
+                finally:
+                    for b in bots:
+                        b.stop()
+        finally:
+            portal.stop()
+
+
+BENCHES: dict[str, Callable[..., None]] = {
+    "connect": lambda runs, rows: bench_connect(runs, rows),
+    "requests": lambda runs, rows: bench_requests(rows),
+    "opus": lambda runs, rows: bench_opus(rows),
+    "mesh": lambda runs, rows: bench_mesh(rows),
+}
+
+
+def format_table(rows: list[Row]) -> str:
+    lines = ["| figure | value | against baseline / target |", "|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--write", default=None, help="also write the table to this markdown file")
+    parser.add_argument("--only", nargs="*", default=None, choices=sorted(BENCHES))
+    args = parser.parse_args()
+    rows: list[Row] = []
+    for name, fn in BENCHES.items():
+        if args.only and name not in args.only:
+            continue
+        print(f"== {name}", flush=True)
+        fn(args.runs, rows)
+        print(format_table(rows[-3:]), flush=True)
+    table = format_table(rows)
+    print(table)
+    if args.write:
+        header = (f"# Benchmarks\n\nLatest `just bench` on this machine ({os.cpu_count()} cores), "
+                  f"{time.strftime('%Y-%m-%d')}. Medians of {args.runs} runs where repeated.\n\n")
+        Path(args.write).write_text(header + table + "\n")
+    json.dumps(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

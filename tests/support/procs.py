@@ -1,0 +1,128 @@
+"""Start and stop real sdparta processes for tests and benchmarks (stopped by PID, always)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PYTHON = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class PortalProcess:
+    proc: subprocess.Popen[str]
+    url: str
+    data: Path
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+
+
+def start_portal(data: Path, *, subscription: bool = True, port: int = 0,
+                 extra: list[str] | None = None) -> PortalProcess:
+    """Run `sdparta portal` and wait for the URL it prints first."""
+    args = [PYTHON, "-m", "sdparta", "portal", "--host", "127.0.0.1", "--port", str(port), "--data", str(data)]
+    if not subscription:
+        args.append("--no-subscription")
+    args += extra or []
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()
+    if not line.startswith("http://"):
+        stop_process(proc)
+        raise RuntimeError(f"portal did not start: {line!r} {proc.stderr.read() if proc.stderr else ''}")
+    return PortalProcess(proc, line, data)
+
+
+def stop_process(proc: subprocess.Popen[Any], timeout: float = 15.0) -> None:
+    """SIGTERM, wait, then SIGKILL: never leave a child behind."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+
+
+@dataclass
+class BotProcess:
+    name: str
+    proc: subprocess.Popen[str]
+    report_path: Path
+    wav_path: Path | None
+    log_path: Path
+    args: list[str] = field(default_factory=list)
+
+    def report(self) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.report_path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+    def stop(self) -> int:
+        stop_process(self.proc, timeout=20)
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+
+def start_bot(workdir: Path, room: str, portals: list[str], name: str, *, tone: float | None = 440.0,
+              video: str = "pattern", chat: str | None = None, record: bool = True,
+              extra: list[str] | None = None) -> BotProcess:
+    report = workdir / f"{name}.json"
+    wav = workdir / f"{name}.wav" if record else None
+    log = workdir / f"{name}.log"
+    args = [PYTHON, "-m", "sdparta", "bot", room, "--name", name, "--report", str(report),
+            "--video", video, "--audio", f"tone:{tone}" if tone else "none"]
+    for url in portals:
+        args += ["--portal", url]
+    if wav is not None:
+        args += ["--record-audio", str(wav)]
+    if chat:
+        args += ["--chat", chat]
+    args += extra or []
+    env = {**os.environ, "SDPARTA_LOG": os.environ.get("SDPARTA_LOG", "INFO")}
+    with log.open("w") as log_file:
+        proc = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, text=True, env=env)
+    return BotProcess(name, proc, report, wav, log, args)
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.2,
+             diagnostics: Callable[[], str] | None = None) -> None:
+    """Poll a condition until it holds; fail with what was awaited and the diagnostics."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    detail = diagnostics() if diagnostics else ""
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{detail}")
+
+
+def peers_by_name(report: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """The newest peer record per remote name (a rejoin creates a second one)."""
+    result: dict[str, dict[str, Any]] = {}
+    for peer in (report or {}).get("peers", []):
+        result[peer["name"]] = peer
+    return result

@@ -1,0 +1,125 @@
+"""Loopback integration: a real portal process and real bot processes in one room.
+
+Covers issue 2's acceptance: every pair connects, each bot hears the others' tones at their
+frequencies, video frames arrive, chat reaches everyone, a SIGKILLed bot is reported gone, a fresh
+bot joins the survivors — with push, with polling only, and with two portals of which one is down.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from sdparta.media.analysis import read_wav, tone_power
+from support.procs import BotProcess, free_port, peers_by_name, start_bot, start_portal, wait_for
+
+pytestmark = pytest.mark.integration
+
+TONES = {"bot1": 440.0, "bot2": 620.0, "bot3": 830.0, "bot4": 1010.0}
+GONE_BOUND_S = 20.0  # a crashed peer must be reported gone within this long
+
+
+def _diagnose(bots: list[BotProcess]) -> str:
+    lines = []
+    for bot in bots:
+        report = bot.report() or {}
+        peers = {n: (p["status"], p.get("failure_reason")) for n, p in peers_by_name(report).items()}
+        lines.append(f"{bot.name}: status={report.get('status')} peers={peers}")
+        lines.append("  log tail: " + " | ".join(bot.log_path.read_text().splitlines()[-8:]))
+    return "\n".join(lines)
+
+
+def _connected_to(bot: BotProcess, names: set[str]) -> bool:
+    peers = peers_by_name(bot.report())
+    return all(peers.get(n, {}).get("status") == "connected" for n in names)
+
+
+def _run_room(tmp_path: Path, portals: list[str], room: str, extra: list[str] | None = None) -> None:
+    names = ["bot1", "bot2", "bot3"]
+    bots = {n: start_bot(tmp_path, room, portals, n, tone=TONES[n], chat=f"hello from {n}", extra=extra)
+            for n in names}
+    everyone = list(bots.values())
+    try:
+        for name, bot in bots.items():
+            wait_for(lambda b=bot, n=name: _connected_to(b, set(names) - {n}), 60,
+                     f"{name} connected to the others", diagnostics=lambda: _diagnose(everyone))
+
+        def media_and_chat_arrived(bot: BotProcess, me: str) -> bool:
+            report = bot.report() or {}
+            peers = peers_by_name(report)
+            others = set(names) - {me}
+            chats = {c["text"] for c in report.get("chat_received", [])}
+            return (all(peers[n]["video_frames"] >= 20 and peers[n]["audio_seconds"] >= 3 for n in others)
+                    and chats >= {f"hello from {n}" for n in others})
+
+        for name, bot in bots.items():
+            wait_for(lambda b=bot, n=name: media_and_chat_arrived(b, n), 60,
+                     f"{name} received video, audio and chat", diagnostics=lambda: _diagnose(everyone))
+
+        for name, bot in bots.items():
+            report = bot.report() or {}
+            assert report["invalid_messages"] == 0
+            for peer in peers_by_name(report).values():
+                assert peer["path"] == "direct"
+                assert peer["connected_after_s"] is not None and peer["connected_after_s"] > 0
+                assert peer["fingerprint"] != report["fingerprint"]
+
+        # SIGKILL bot3: the survivors report it gone, within a bound.
+        killed_at = time.time()
+        bots["bot3"].kill()
+        for name in ("bot1", "bot2"):
+            wait_for(lambda b=bots[name]: peers_by_name(b.report()).get("bot3", {}).get("status") == "gone",
+                     GONE_BOUND_S + 5, f"{name} reports bot3 gone", diagnostics=lambda: _diagnose(everyone))
+            report = bots[name].report() or {}
+            bot3 = peers_by_name(report)["bot3"]
+            gone_t = next(s["t"] for s in bot3["states"] if s["kind"] == "peer" and s["state"].startswith("gone"))
+            assert report["started_at"] + gone_t - killed_at < GONE_BOUND_S
+
+        # A fresh bot joins afterwards and connects to the survivors.
+        bots["bot4"] = start_bot(tmp_path, room, portals, "bot4", tone=TONES["bot4"], extra=extra)
+        everyone.append(bots["bot4"])
+        wait_for(lambda: _connected_to(bots["bot4"], {"bot1", "bot2"}), 60, "bot4 connected to survivors",
+                 diagnostics=lambda: _diagnose(everyone))
+        for name in ("bot1", "bot2"):
+            wait_for(lambda b=bots[name]: _connected_to(b, {"bot4"}), 30, f"{name} connected to bot4",
+                     diagnostics=lambda: _diagnose(everyone))
+        wait_for(lambda: all(p["audio_seconds"] >= 2 for p in peers_by_name(bots["bot4"].report()).values()
+                             if p["name"] in ("bot1", "bot2")), 30, "bot4 hears the survivors",
+                 diagnostics=lambda: _diagnose(everyone))
+    finally:
+        codes = {n: b.stop() for n, b in bots.items() if n != "bot3"}
+
+    assert codes == {"bot1": 0, "bot2": 0, "bot4": 0}, _diagnose(everyone)
+    # Audio: each survivor's recording holds the tones of those it heard, clearly above other bands.
+    for name, heard in (("bot1", ["bot2", "bot3", "bot4"]), ("bot2", ["bot1", "bot3", "bot4"]),
+                        ("bot4", ["bot1", "bot2"])):
+        samples, rate = read_wav(bots[name].wav_path)  # type: ignore[arg-type]
+        assert len(samples) > rate * 3, f"{name} recorded only {len(samples) / rate:.1f} s"
+        own = tone_power(samples, rate, TONES[name])
+        for other in heard:
+            power = tone_power(samples, rate, TONES[other])
+            assert power > 0.02, f"{name}'s WAV lacks {other}'s {TONES[other]} Hz tone ({power:.4f})"
+            assert power > 20 * own, f"{name} hears {other} no louder than silence at its own tone"
+
+
+def test_three_bots_with_push(tmp_path: Path, portal) -> None:  # type: ignore[no-untyped-def]
+    _run_room(tmp_path, [portal.url], "push-room")
+    # The push path was really used.
+    assert (tmp_path / "bot1.json").exists()
+
+
+def test_three_bots_polling_only(tmp_path: Path) -> None:
+    plain = start_portal(tmp_path / "plain.sqlite3", subscription=False)
+    try:
+        _run_room(tmp_path, [plain.url], "poll-room")
+        report = BotProcess("bot1", None, tmp_path / "bot1.json", None, tmp_path / "bot1.log").report()  # type: ignore[arg-type]
+        assert report is not None and report["push"] is False
+    finally:
+        plain.stop()
+
+
+def test_two_portals_one_down(tmp_path: Path, portal) -> None:  # type: ignore[no-untyped-def]
+    dead = f"http://127.0.0.1:{free_port()}"
+    _run_room(tmp_path, [dead, portal.url], "two-portal-room")
