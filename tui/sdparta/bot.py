@@ -17,9 +17,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from aiortc import RTCIceServer
+
 from sdparta.engine.call import Call, CallConfig
 from sdparta.engine.state import CallSnapshot, PeerSnapshot
-from aiortc import RTCIceServer
 
 REPORT_INTERVAL = 1.0
 

@@ -53,6 +53,7 @@ class PeerLink:
         self.remote_name = member.name
         self.tasks: list[asyncio.Task[Any]] = []
         self._prev_bytes: tuple[float, int, int] | None = None
+        self._last_ice: tuple = (None, (), (), ())  # kept after close so reports still show the path
         self.record("peer", "discovered")
 
     # ------------------------------------------------------------------ state
@@ -186,9 +187,11 @@ class PeerLink:
                 await self.pc.close()
 
     def snapshot(self, audio_level: float, audio_seconds: float, video_frames: int) -> PeerSnapshot:
-        selected = check_list = local = remote = None
         if self.pc is not None and self.pc.connectionState != "closed":
-            selected, check_list, local, remote = ice_details(self.pc)
+            details = ice_details(self.pc)
+            if details[0] is not None or not self._last_ice[0]:
+                self._last_ice = details
+        selected, check_list, local, remote = self._last_ice
         pc = self.pc
         return PeerSnapshot(
             session_id=self.member.session_id,
@@ -204,7 +207,7 @@ class PeerLink:
             connection_state=pc.connectionState if pc else "new",
             timeline=tuple(self.timeline),
             connected_after_s=self.connected_after_s,
-            path=path_kind(selected) if self.status == "connected" or self.connected_after_s else None,
+            path=path_kind(selected) if self.connected_after_s is not None else None,
             selected_pair=selected,
             local_candidates=local or (),
             remote_candidates=remote or (),

@@ -1,0 +1,1 @@
+"""The embedded Skynet-API-compatible portal (``sdparta portal``)."""
