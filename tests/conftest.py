@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from support.procs import PortalProcess, start_portal  # noqa: E402
+from support.procs import PortalProcess, start_portal
 
 
 @pytest.fixture

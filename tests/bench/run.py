@@ -20,7 +20,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from support.procs import peers_by_name, start_bot, start_portal, wait_for  # noqa: E402
+from support.procs import peers_by_name, start_bot, start_portal, wait_for
 
 Row = tuple[str, str, str]
 
