@@ -58,7 +58,7 @@ def _run_room(tmp_path: Path, portals: list[str], room: str, extra: list[str] | 
             wait_for(lambda b=bot, n=name: media_and_chat_arrived(b, n), 60,
                      f"{name} received video, audio and chat", diagnostics=lambda: _diagnose(everyone))
 
-        for name, bot in bots.items():
+        for bot in bots.values():
             report = bot.report() or {}
             assert report["invalid_messages"] == 0
             for peer in peers_by_name(report).values():

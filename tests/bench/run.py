@@ -25,6 +25,11 @@ from support.procs import peers_by_name, start_bot, start_portal, wait_for
 Row = tuple[str, str, str]
 
 
+def mesh_connected(bots: list[Any], n: int) -> bool:
+    """Every bot reports at least ``n - 1`` connected peers."""
+    return all(sum(p["status"] == "connected" for p in peers_by_name(b.report()).values()) >= n - 1 for b in bots)
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
@@ -128,11 +133,7 @@ def bench_mesh(rows: list[Row], sizes: tuple[int, ...] = (2, 4, 8), window: floa
                 bots = [start_bot(work, f"mesh-{n}", [portal.url], f"m{i}", tone=300 + 50 * i, record=False,
                                   extra=["--connect-timeout", "60"]) for i in range(n)]
                 try:
-                    def connected() -> bool:
-                        return all(sum(p["status"] == "connected" for p in peers_by_name(b.report()).values())
-                                   >= n - 1 for b in bots)
-
-                    wait_for(connected, 120, f"mesh of {n} connected")
+                    wait_for(lambda bots=bots, n=n: mesh_connected(bots, n), 120, f"mesh of {n} connected")
                     time.sleep(2)  # let encoders settle before the measured window
                     before_cpu = _cpu_seconds(bots[0].proc.pid)
                     before = [{k: p["video_frames"] for k, p in peers_by_name(b.report()).items()} for b in bots]
@@ -165,8 +166,7 @@ def bench_requests(rows: list[Row], window: float = 20.0) -> None:
             bots = [start_bot(work, "steady", [portal.url], f"s{i}", tone=None, video="none", record=False)
                     for i in range(4)]
             try:
-                wait_for(lambda: all(sum(p["status"] == "connected" for p in peers_by_name(b.report()).values())
-                                     >= 3 for b in bots), 60, "steady room connected")
+                wait_for(lambda bots=bots: mesh_connected(bots, 4), 60, "steady room connected")
                 time.sleep(3)
 
                 def total(b: Any) -> int:
@@ -198,8 +198,7 @@ def bench_opus(rows: list[Row], window: float = 8.0) -> None:
                                   record=False, extra=["--audio-only", "--opus-bitrate", str(bitrate)])
                         for i in range(2)]
                 try:
-                    wait_for(lambda: all(any(p["status"] == "connected" for p in peers_by_name(b.report()).values())
-                                         for b in bots), 60, "opus pair connected")
+                    wait_for(lambda bots=bots: mesh_connected(bots, 2), 60, "opus pair connected")
                     time.sleep(2)
                     sent0 = next(iter(peers_by_name(bots[0].report()).values()))["bytes_sent"]
                     time.sleep(window)
