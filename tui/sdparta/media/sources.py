@@ -51,6 +51,7 @@ class TestPatternTrack(MediaStreamTrack):
     """A moving test pattern: colour bars scrolling under a bouncing box, different per label."""
 
     kind = "video"
+    __test__ = False  # not a pytest test class despite the name
 
     def __init__(self, width: int = 160, height: int = 120, fps: int = 15, label: str = "") -> None:
         super().__init__()
