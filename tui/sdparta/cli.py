@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from sdparta import __version__
 
@@ -63,6 +64,28 @@ def _add_bot_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--chat", default=None, help="send TEXT once connected to everyone")
 
 
+def _add_join_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("join", help="open the terminal app in a room")
+    p.add_argument("room")
+    _add_call_options(p)
+    p.add_argument("--video-mode", choices=("truecolor", "256", "mono"), default=None, help="video rendering")
+    p.add_argument("--fps", type=int, default=None, help="video tile frames per second")
+    p.add_argument("--video", default="camera", help="camera | pattern | none")
+    p.add_argument("--audio", default="mic", help="mic | tone:HZ | none")
+    p.add_argument("--audio-out", default="device", help="device | none | FILE.wav")
+
+
+def _add_demo_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="a local portal, two bots and the app: a live call in seconds")
+    p.add_argument("--video-mode", choices=("truecolor", "256", "mono"), default=None)
+    p.add_argument("--fps", type=int, default=None)
+
+
+def _add_config_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("config", help="show the effective settings and where each came from")
+    p.add_argument("--show", action="store_true", default=True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sdparta", description=__doc__)
     parser.add_argument("--version", action="version", version=f"sdparta {__version__}")
@@ -70,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_portal_parser(sub)
     _add_skydb_parser(sub)
     _add_bot_parser(sub)
+    _add_join_parser(sub)
+    _add_demo_parser(sub)
+    _add_config_parser(sub)
     return parser
 
 
@@ -97,8 +123,63 @@ def main(argv: Sequence[str] | None = None) -> int:
         from sdparta.bot import run_bot
 
         return run_bot(args)
+    if args.command == "join":
+        return _join(args)
+    if args.command == "demo":
+        from sdparta.demo import run_demo
+
+        extra = []
+        if args.video_mode:
+            extra += ["--video-mode", args.video_mode]
+        if args.fps:
+            extra += ["--fps", str(args.fps)]
+        return run_demo(extra)
+    if args.command == "config":
+        from sdparta.config import ConfigError, format_settings, load_settings
+
+        try:
+            print(format_settings(load_settings()))
+        except ConfigError as exc:
+            print(f"config error: {exc}", file=sys.stderr)
+            return 2
+        return 0
     print(f"unknown command {args.command}", file=sys.stderr)
     return 2
+
+
+def _join(args: argparse.Namespace) -> int:
+    """Settings (defaults < config file < flags) → a Call → the app."""
+    from aiortc import RTCIceServer
+
+    from sdparta.config import ConfigError, identity_path, load_settings
+    from sdparta.engine.call import Call, CallConfig
+
+    overrides = {"portals": args.portal, "name": args.name, "video_mode": args.video_mode, "fps": args.fps,
+                 "opus_bitrate": args.opus_bitrate, "opus_channels": args.opus_channels,
+                 "stun": args.stun, "connect_timeout": args.connect_timeout,
+                 "audio_only": True if args.audio_only else None, "relay_only": True if args.relay_only else None}
+    if args.turn:
+        overrides["turn"] = [{"url": url, "username": args.turn_user or "", "password": args.turn_password or ""}
+                             for url in args.turn]
+    try:
+        settings = load_settings(overrides)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    ice = [RTCIceServer(urls=url) for url in settings["stun"]]
+    ice += [RTCIceServer(urls=t["url"], username=t.get("username"), credential=t.get("password"))
+            for t in settings["turn"]]
+    config = CallConfig(
+        room=args.room, portals=list(settings["portals"]), password=args.password, name=settings["name"],
+        identity_path=Path(args.identity) if args.identity else identity_path(),
+        video="none" if settings["audio_only"] else args.video, audio=args.audio, audio_out=args.audio_out,
+        audio_only=settings["audio_only"], opus_bitrate=settings["opus_bitrate"],
+        opus_channels=settings["opus_channels"], ice_servers=ice, relay_only=settings["relay_only"],
+        connect_timeout=settings["connect_timeout"], push=not args.no_push,
+    )
+    from sdparta.ui import run_join_app
+
+    return run_join_app(Call(config), video_mode=settings["video_mode"], fps=settings["fps"])
 
 
 if __name__ == "__main__":

@@ -63,4 +63,4 @@ def run_demo(extra_args: list[str]) -> int:
 
     with tempfile.TemporaryDirectory(prefix="sdparta-demo-") as tmp, demo_room(Path(tmp)) as (url, room):
         print(f"demo: portal {url}, room {room}", flush=True)
-        return cli_main(["join", room, "--portal", url, "--name", "you", *extra_args])
+        return cli_main(["join", room, "--portal", url, "--name", "you", "--video", "pattern", *extra_args])

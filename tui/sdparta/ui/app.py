@@ -25,9 +25,16 @@ from sdparta.ui.video import Identicon, VideoTile
 STATE_COLOURS = {"connected": "green", "connecting": "yellow", "discovered": "cyan", "reconnecting": "yellow",
                  "failed": "red", "left": "grey50", "gone": "red"}
 LIVE = ("discovered", "connecting", "connected", "reconnecting")
-KEYS_HELP = [("m", "mute / unmute microphone"), ("v", "camera on / off"),
-             ("n / p", "focus next / previous participant"), ("i", "show / hide the ICE panel"), ("c", "type a chat message (escape leaves)"),
-             ("d", "dump the focused participant's timeline as JSON"), ("?", "this help"), ("ctrl+q", "leave the call")]
+KEYS_HELP = [
+    ("m", "mute / unmute microphone"),
+    ("v", "camera on / off"),
+    ("n / p", "focus next / previous participant"),
+    ("i", "show / hide the ICE panel"),
+    ("c", "type a chat message (escape leaves)"),
+    ("d", "dump the focused participant's timeline as JSON"),
+    ("?", "this help"),
+    ("ctrl+q", "leave the call"),
+]
 
 
 class SnapshotArrived(Message):
