@@ -123,3 +123,22 @@ def test_three_bots_polling_only(tmp_path: Path) -> None:
 def test_two_portals_one_down(tmp_path: Path, portal) -> None:  # type: ignore[no-untyped-def]
     dead = f"http://127.0.0.1:{free_port()}"
     _run_room(tmp_path, [dead, portal.url], "two-portal-room")
+
+
+def test_one_identity_two_processes_are_two_participants(tmp_path: Path, portal) -> None:  # type: ignore[no-untyped-def]
+    """Two terminals of one user: same identity file, distinct sessions, and they connect."""
+    identity = ["--identity", str(tmp_path / "me.key")]
+    first = start_bot(tmp_path, "same-me", [portal.url], "me-a", tone=500, record=False, extra=identity)
+    wait_for(lambda: (tmp_path / "me.key").exists() and first.report() is not None, 20, "identity created")
+    second = start_bot(tmp_path, "same-me", [portal.url], "me-b", tone=700, record=False, extra=identity)
+    bots = [first, second]
+    try:
+        wait_for(lambda: _connected_to(first, {"me-b"}) and _connected_to(second, {"me-a"}), 60,
+                 "both sessions of one identity connected", diagnostics=lambda: _diagnose(bots))
+        a, b = first.report() or {}, second.report() or {}
+        assert a["fingerprint"] == b["fingerprint"]
+        assert a["session_id"] != b["session_id"]
+        assert peers_by_name(a)["me-b"]["fingerprint"] == a["fingerprint"]
+    finally:
+        for bot in bots:
+            bot.stop()
