@@ -120,6 +120,7 @@ class Call:
         self._error: str | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._chat_sent = 0
+        self._wake_publisher: asyncio.Event | None = None
 
     # ================================================================== public API (any thread)
     def start(self) -> None:
@@ -576,16 +577,22 @@ class Call:
             await asyncio.sleep(STATS_INTERVAL)
             await asyncio.gather(*(link.refresh_stats() for link in list(self._peers.values())
                                    if link.status == "connected"), return_exceptions=True)
-            self._dirty = True
+            self._changed()
 
     async def _publisher(self) -> None:
+        """Publish the first change at once, then at most every PUBLISH_INTERVAL while busy."""
+        self._wake_publisher = asyncio.Event()
         while True:
-            await asyncio.sleep(PUBLISH_INTERVAL)
+            await self._wake_publisher.wait()
+            self._wake_publisher.clear()
             if self._dirty:
                 self._publish()
+            await asyncio.sleep(PUBLISH_INTERVAL)
 
     def _changed(self) -> None:
         self._dirty = True
+        if self._wake_publisher is not None:
+            self._wake_publisher.set()
 
     def _notice(self, severity: str, text: str) -> None:
         self._notices.append(Notice(len(self._notices) + 1, severity, text))
