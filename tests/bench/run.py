@@ -214,11 +214,109 @@ def bench_opus(rows: list[Row], window: float = 8.0) -> None:
             portal.stop()
 
 
+def _camera_like_frames(count: int) -> list[Any]:
+    """Moving test-pattern frames with sensor-like noise, as a camera would deliver (RGB 160×120)."""
+    import numpy as np
+
+    from support.frozen_call import pattern_frame
+
+    rng = np.random.default_rng(7)
+    base = pattern_frame(0).astype(np.int16)
+    frames = []
+    for i in range(count):
+        moved = np.roll(base, i * 2, axis=1) + rng.integers(-6, 7, base.shape)
+        frames.append(np.clip(moved, 0, 255).astype(np.uint8))
+    return frames
+
+
+def bench_render(rows: list[Row], count: int = 150) -> None:
+    """Renderer + strip building per 80×24 frame vs rich-pixels Pixels.from_image, and bytes per frame."""
+    from PIL import Image
+    from rich.console import Console
+    from rich_pixels import Pixels
+
+    from sdparta.media.render import ansi_bytes, changed_rows, render_halfblock
+    from sdparta.ui.video import cells_row_strip
+
+    frames = _camera_like_frames(count)
+    console = Console(width=80, file=open(os.devnull, "w"), color_system="truecolor")  # noqa: SIM115
+    baseline = []
+    for frame in frames[:40]:
+        t0 = time.perf_counter()
+        pixels = Pixels.from_image(Image.fromarray(frame).resize((80, 48)))
+        list(console.render(pixels))
+        baseline.append(time.perf_counter() - t0)
+    base_ms = median(baseline) * 1000
+    rows.append(("rich-pixels Pixels.from_image, 80×24 cells (baseline)", f"{base_ms:.2f} ms/frame", "baseline"))
+    truecolor_bytes = 0.0
+    for mode in ("truecolor", "256", "mono"):
+        costs, sizes, prev = [], [], None
+        for frame in frames:
+            t0 = time.perf_counter()
+            cells = render_halfblock(frame, 80, 24, mode)
+            changed = changed_rows(prev, cells)
+            for y in changed:
+                cells_row_strip(cells, y)
+            costs.append(time.perf_counter() - t0)
+            sizes.append(ansi_bytes(cells, changed))
+            prev = cells
+        ms, size = median(costs) * 1000, median(sizes)
+        if mode == "truecolor":
+            truecolor_bytes = size
+        ratio = size / truecolor_bytes if truecolor_bytes else 1.0
+        target = {"truecolor": "", "256": " (target ≤ 60%)", "mono": " (target ≤ 5%)"}[mode]
+        rows.append((f"render {mode}, 80×24 tile", f"{ms:.2f} ms/frame, {size / 1024:.1f} KiB/frame",
+                     f"{base_ms / ms:.0f}× faster than baseline (target ≥ 10×); {ratio * 100:.0f}% of "
+                     f"truecolor bytes{target}"))
+
+
+def bench_app_cpu(rows: list[Row], window: float = 10.0) -> None:
+    """CPU of the app process (UI + engine) showing 4 remote video tiles at 15 fps, headless."""
+    from sdparta.engine.call import Call, CallConfig
+    from sdparta.ui.app import SdpartaApp
+
+    with tempfile.TemporaryDirectory() as tmp:
+        portal = start_portal(Path(tmp) / "app.sqlite3")
+        bots = [start_bot(Path(tmp), "app-cpu", [portal.url], f"v{i}", tone=300 + 100 * i, record=False)
+                for i in range(4)]
+        result: dict[str, float] = {}
+
+        async def drive() -> None:
+            call = Call(CallConfig(room="app-cpu", portals=[portal.url], name="viewer", video="none", audio="none"))
+            app = SdpartaApp(call, video_mode="truecolor", fps=15)
+            async with app.run_test(size=(160, 50)) as pilot:
+                deadline = time.monotonic() + 90
+                while sum(p.status == "connected" and p.video_frames > 0 for p in app.snapshot_state.peers) < 4:
+                    assert time.monotonic() < deadline, "4 video peers never connected"
+                    await pilot.pause(0.2)
+                await pilot.pause(2)
+                cpu0, t0 = time.process_time(), time.monotonic()
+                refreshed0 = sum(t.video.rows_refreshed for t in app._tiles.values())
+                await pilot.pause(window)
+                result["cpu"] = (time.process_time() - cpu0) / (time.monotonic() - t0)
+                result["rows"] = (sum(t.video.rows_refreshed for t in app._tiles.values()) - refreshed0) / window
+                result["fps"] = app.fps
+                await pilot.press("ctrl+q")
+            call.stop()
+
+        try:
+            asyncio.run(drive())
+        finally:
+            for b in bots:
+                b.stop()
+            portal.stop()
+        rows.append(("app with 4 remote video tiles at 15 fps (headless, UI + engine)",
+                     f"{result['cpu'] * 100:.0f}% of one core",
+                     f"target < 50%; {result['rows']:.0f} rows redrawn/s; tile fps {result['fps']:.0f}"))
+
+
 BENCHES: dict[str, Callable[..., None]] = {
     "connect": lambda runs, rows: bench_connect(runs, rows),
     "requests": lambda runs, rows: bench_requests(rows),
     "opus": lambda runs, rows: bench_opus(rows),
     "mesh": lambda runs, rows: bench_mesh(rows),
+    "render": lambda runs, rows: bench_render(rows),
+    "app": lambda runs, rows: bench_app_cpu(rows),
 }
 
 
