@@ -86,3 +86,21 @@ async def test_app_in_a_real_room(tmp_path: Path, portal) -> None:  # type: igno
         call.stop()
         for bot in bots:
             bot.stop()
+
+
+async def test_unreachable_portal_is_a_notification_not_a_freeze(tmp_path: Path) -> None:
+    from support.procs import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    call = Call(CallConfig(room="nowhere", portals=[dead], name="tester", video="none", audio="none"))
+    app = SdpartaApp(call, fps=5, dump_dir=tmp_path)
+    try:
+        async with app.run_test(size=(120, 40)) as pilot:
+            await until(pilot, lambda: any("unreachable" in n.message for n in app._notifications), 20,
+                        "a notification about the unreachable portal")
+            assert "error" in str(app.query_one("#status", Static).render())
+            await pilot.press("question_mark")  # the UI still answers keys while the engine retries
+            await pilot.press("escape", "ctrl+q")
+            await until(pilot, lambda: not call.running, 20, "engine stopped")
+    finally:
+        call.stop()

@@ -133,7 +133,11 @@ def bench_mesh(rows: list[Row], sizes: tuple[int, ...] = (2, 4, 8), window: floa
                 bots = [start_bot(work, f"mesh-{n}", [portal.url], f"m{i}", tone=300 + 50 * i, record=False,
                                   extra=["--connect-timeout", "60"]) for i in range(n)]
                 try:
-                    wait_for(lambda bots=bots, n=n: mesh_connected(bots, n), 120, f"mesh of {n} connected")
+                    connected_all = True
+                    try:
+                        wait_for(lambda bots=bots, n=n: mesh_connected(bots, n), 90, f"mesh of {n} connected")
+                    except AssertionError:
+                        connected_all = False  # report what the machine managed instead of nothing
                     time.sleep(2)  # let encoders settle before the measured window
                     before_cpu = _cpu_seconds(bots[0].proc.pid)
                     before = [{k: p["video_frames"] for k, p in peers_by_name(b.report()).items()} for b in bots]
@@ -145,10 +149,15 @@ def bench_mesh(rows: list[Row], sizes: tuple[int, ...] = (2, 4, 8), window: floa
                     for b, prev in zip(bots, before, strict=True):
                         for name, peer in peers_by_name(b.report()).items():
                             fractions.append((peer["video_frames"] - prev.get(name, 0)) / (15 * elapsed))
+                    pairs = sum(sum(p["status"] == "connected" for p in peers_by_name(b.report()).values())
+                                for b in bots)
+                    worst = min(fractions) if fractions else 0.0
+                    verdict = "met" if connected_all and worst >= 0.95 else "MISSED"
                     rows.append((f"mesh of {n} bots (audio + 160×120 video at 15 fps)",
                                  f"{cpu * 100:.0f}% CPU of one peer",
-                                 f"worst stream {min(fractions) * 100:.0f}% / median "
-                                 f"{median(fractions) * 100:.0f}% of frames"))
+                                 f"{pairs}/{n * (n - 1)} directed pairs connected; worst stream "
+                                 f"{worst * 100:.0f}% / median {median(fractions) * 100:.0f}% of frames"
+                                 + (f" (target ≥ 95%: {verdict})" if n == 8 else "")))
                 finally:
                     for b in bots:
                         b.stop()

@@ -235,8 +235,16 @@ class Call:
                 continue
             self._status, self._error = "joined", None
             self._changed()
+            self._tasks.append(asyncio.create_task(self._alone_hint()))
             return True
         return False
+
+    async def _alone_hint(self, after: float = 15.0) -> None:
+        """Nobody here after a while: a wrong password or room name looks exactly like an empty room."""
+        await asyncio.sleep(after)
+        if not self._peers:
+            self._notice("information", "nobody else is in this room yet. If you expected someone, check the "
+                                        "room name, the password and that you use the same portal.")
 
     async def _shutdown(self) -> None:
         if self._session is not None:
@@ -571,6 +579,8 @@ class Call:
                 for link in list(self._peers.values()):
                     if link.status == "connected":
                         await self._session.watch(link.member, False)
+                if not any(link.status in ("discovered", "connecting") for link in self._peers.values()):
+                    self._session.clear_pending()
 
     async def _stats_loop(self) -> None:
         while True:

@@ -28,7 +28,8 @@ def configure_opus(bitrate: int = 32000, channels: int = 1) -> None:
             self.codec.bit_rate = bitrate
             self.codec.format = "s16"
             self.codec.layout = layout
-            self.codec.options = {"application": "voip"}
+            # constrained VBR keeps the rate near the setting (plain VBR overshoots on tonal input)
+            self.codec.options = {"application": "voip", "vbr": "constrained"}
             self.codec.sample_rate = opus.SAMPLE_RATE
             self.codec.time_base = opus.TIME_BASE
             self.resampler = AudioResampler(format="s16", layout=layout, rate=opus.SAMPLE_RATE,

@@ -2,8 +2,11 @@
 
 Two pixels per cell with the upper half block: the foreground colour is the top pixel, the
 background the bottom one.  Colours are quantized here, once per frame, so the UI's style cache
-stays small: truecolor keeps 6 bits per channel, ``256`` maps to the xterm colour cube, ``mono``
-uses an ASCII luminance ramp and no colour at all (for dumb terminals and thin SSH links).
+stays small and hits almost always: truecolor keeps 6 bits per channel, ``256`` picks the nearest
+xterm colour-cube or grey-ramp entry, ``mono`` uses an ASCII luminance ramp and no colour at all
+(for dumb terminals and thin SSH links).  The terminal, not WebRTC, is the bottleneck (DESIGN §5),
+so everything here is vectorised; the only per-cell Python work left is in the UI's strip builder
+and in :func:`ansi_rows`, which exists to measure bytes.
 """
 
 from __future__ import annotations
@@ -16,6 +19,12 @@ MODES = ("truecolor", "256", "mono")
 HALF_BLOCK = 0x2580  # ▀
 MONO_RAMP = np.array([ord(c) for c in " .:-=+*#%@"], dtype=np.uint32)
 NO_COLOUR = -1
+#: The six levels of xterm's 6×6×6 colour cube (indices 16–231) are not evenly spaced.
+CUBE_LEVELS = np.array([0, 95, 135, 175, 215, 255], dtype=np.int32)
+_CUBE_THRESHOLDS = (CUBE_LEVELS[1:] + CUBE_LEVELS[:-1] + 1) // 2  # midpoints between levels
+#: Largest box (per axis) averaged for one output pixel; beyond it we stride-sample, so cost stays
+#: bounded for big camera frames.
+MAX_BOX = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,44 +46,99 @@ class Cells:
     def cols(self) -> int:
         return int(self.glyphs.shape[1]) if self.glyphs.ndim == 2 else 0
 
+    def style_keys(self) -> np.ndarray:
+        """One int per cell naming its (fg, bg) pair, so a UI can cache one style per key.
 
-def _sample(rgb: np.ndarray, cols: int, rows: int) -> np.ndarray:
-    """Nearest-neighbour resize to (rows*2, cols) pixels: cheap and good enough for a preview."""
-    height, width = rgb.shape[:2]
-    ys = (np.arange(rows * 2) * height) // (rows * 2)
-    xs = (np.arange(cols) * width) // cols
-    return rgb[ys[:, None], xs[None, :]]
-
-
-def _cube_index(pixels: np.ndarray) -> np.ndarray:
-    """xterm-256 colour cube index (16 + 36r + 6g + b) for uint8 RGB pixels."""
-    levels = (pixels.astype(np.uint16) * 5 + 127) // 255
-    return (16 + 36 * levels[..., 0] + 6 * levels[..., 1] + levels[..., 2]).astype(np.int32)
+        Decode with :func:`split_style_key`."""
+        if self.mode == "truecolor":
+            return (self.fg.astype(np.int64) << 24) | self.bg.astype(np.int64)
+        if self.mode == "256":
+            return (self.fg.astype(np.int64) << 8) | self.bg.astype(np.int64)
+        return np.zeros(self.glyphs.shape, dtype=np.int64)
 
 
-def _pack(pixels: np.ndarray) -> np.ndarray:
-    quantized = (pixels & 0xFC).astype(np.int32)
-    return (quantized[..., 0] << 16) | (quantized[..., 1] << 8) | quantized[..., 2]
+def split_style_key(mode: str, key: int) -> tuple[int, int]:
+    """Inverse of :meth:`Cells.style_keys` for one key: (fg, bg)."""
+    if mode == "truecolor":
+        return key >> 24, key & 0xFFFFFF
+    if mode == "256":
+        return key >> 8, key & 0xFF
+    return NO_COLOUR, NO_COLOUR
+
+
+def fit_size(frame_width: int, frame_height: int, cols: int, rows: int) -> tuple[int, int]:
+    """The largest (cols, rows) inside the given cells that keeps the frame's aspect ratio.
+
+    A half-block pixel is about square (a cell is ~1:2 and holds two pixels stacked)."""
+    if frame_width <= 0 or frame_height <= 0 or cols <= 0 or rows <= 0:
+        return max(0, cols), max(0, rows)
+    scale = min(cols / frame_width, rows * 2 / frame_height)
+    return max(1, min(cols, round(frame_width * scale))), max(1, min(rows, round(frame_height * scale / 2)))
+
+
+def _axis_indices(source: int, target: int) -> np.ndarray:
+    """Source indices per target pixel: a box of k consecutive pixels when shrinking by ≥ 2, else one."""
+    starts = (np.arange(target) * source) // target
+    k = min(MAX_BOX, source // target) if target else 1
+    if k <= 1:
+        return starts[:, None]
+    # spread the k samples over the whole source span of this output pixel
+    offsets = (np.arange(k) * (source // target)) // k
+    return starts[:, None] + offsets[None, :]
+
+
+def sample(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Resize an H×W×3 uint8 frame to ``height`` × ``width`` pixels: box average when shrinking
+    (at most MAX_BOX² samples per pixel), nearest neighbour when enlarging."""
+    src_h, src_w = rgb.shape[:2]
+    ys = _axis_indices(src_h, height)
+    xs = _axis_indices(src_w, width)
+    if ys.shape[1] == 1 and xs.shape[1] == 1:
+        return rgb[ys[:, 0][:, None], xs[:, 0][None, :]]
+    boxes = rgb[ys[:, :, None, None], xs[None, None, :, :]]  # (height, ky, width, kx, 3)
+    total = boxes.sum(axis=(1, 3), dtype=np.uint32)
+    count = ys.shape[1] * xs.shape[1]
+    return ((total + count // 2) // count).astype(np.uint8)
+
+
+def _quantize_truecolor(pixels: np.ndarray) -> np.ndarray:
+    """Packed 0xRRGGBB with 6 bits per channel, high bits replicated so white stays 0xFFFFFF."""
+    q = pixels >> 2
+    q = ((q << 2) | (q >> 4)).astype(np.int32)
+    return (q[..., 0] << 16) | (q[..., 1] << 8) | q[..., 2]
+
+
+def _xterm256(pixels: np.ndarray) -> np.ndarray:
+    """Nearest xterm-256 colour: the 6×6×6 cube (16–231) or the grey ramp (232–255)."""
+    p = pixels.astype(np.int32)
+    levels = np.searchsorted(_CUBE_THRESHOLDS, p, side="right")  # 0..5 per channel
+    cube_rgb = CUBE_LEVELS[levels]
+    cube_err = ((cube_rgb - p) ** 2).sum(axis=-1)
+    cube = 16 + 36 * levels[..., 0] + 6 * levels[..., 1] + levels[..., 2]
+    grey_step = np.clip((p.sum(axis=-1) // 3 - 8 + 5) // 10, 0, 23)  # ramp is 8, 18, …, 238
+    grey_err = (((8 + 10 * grey_step)[..., None] - p) ** 2).sum(axis=-1)
+    return np.where(grey_err < cube_err, 232 + grey_step, cube).astype(np.int32)
 
 
 def render_halfblock(rgb: np.ndarray, cols: int, rows: int, mode: str = "truecolor") -> Cells:
-    """Render an H×W×3 uint8 RGB frame into ``cols`` × ``rows`` cells."""
+    """Render an H×W×3 uint8 RGB frame into exactly ``cols`` × ``rows`` cells (no aspect fitting:
+    use :func:`fit_size` first to keep proportions)."""
     if mode not in MODES:
         raise ValueError(f"unknown video mode {mode!r} (choose from {', '.join(MODES)})")
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"expected an H×W×3 uint8 frame, got {rgb.shape} {rgb.dtype}")
     cols, rows = max(1, cols), max(1, rows)
-    pixels = _sample(rgb, cols, rows)
-    top, bottom = pixels[0::2], pixels[1::2]
+    pixels = sample(rgb, cols, rows * 2)
     if mode == "mono":
-        luma = (pixels[..., 0].astype(np.uint16) * 77 + pixels[..., 1].astype(np.uint16) * 150
-                + pixels[..., 2].astype(np.uint16) * 29) >> 8
-        cell_luma = (luma[0::2] + luma[1::2]) // 2
+        luma = (pixels[..., 0].astype(np.uint32) * 77 + pixels[..., 1].astype(np.uint32) * 150
+                + pixels[..., 2].astype(np.uint32) * 29) >> 8
+        cell_luma = (luma[0::2] + luma[1::2] + 1) // 2
         glyphs = MONO_RAMP[(cell_luma * (len(MONO_RAMP) - 1) + 127) // 255]
         empty = np.full((rows, cols), NO_COLOUR, dtype=np.int32)
         return Cells(mode, glyphs, empty, empty.copy())
     glyphs = np.full((rows, cols), HALF_BLOCK, dtype=np.uint32)
-    if mode == "256":
-        return Cells(mode, glyphs, _cube_index(top), _cube_index(bottom))
-    return Cells(mode, glyphs, _pack(top), _pack(bottom))
+    quantize = _xterm256 if mode == "256" else _quantize_truecolor
+    return Cells(mode, glyphs, quantize(pixels[0::2]), quantize(pixels[1::2]))
 
 
 def changed_rows(previous: Cells | None, current: Cells) -> list[int]:
@@ -87,7 +151,14 @@ def changed_rows(previous: Cells | None, current: Cells) -> list[int]:
     return [int(i) for i in np.flatnonzero(diff)]
 
 
-def _sgr(mode: str, fg: int, bg: int) -> str:
+def row_runs(keys: np.ndarray) -> tuple[list[int], list[int]]:
+    """Start and end of each run of equal keys in one row (vectorised boundaries)."""
+    boundaries = (np.flatnonzero(keys[1:] != keys[:-1]) + 1).tolist()
+    return [0, *boundaries], [*boundaries, int(keys.shape[0])]
+
+
+def sgr(mode: str, fg: int, bg: int) -> str:
+    """The SGR escape selecting one cell's colours (empty in mono)."""
     if mode == "truecolor":
         return (f"\x1b[38;2;{fg >> 16};{(fg >> 8) & 255};{fg & 255};"
                 f"48;2;{bg >> 16};{(bg >> 8) & 255};{bg & 255}m")
@@ -96,24 +167,26 @@ def _sgr(mode: str, fg: int, bg: int) -> str:
     return ""
 
 
-def ansi_rows(cells: Cells, rows: list[int] | None = None) -> list[str]:
-    """The escape sequences a terminal is sent for these rows (style emitted only on change)."""
-    out = []
-    for y in range(cells.rows) if rows is None else rows:
-        parts: list[str] = []
-        last: tuple[int, int] | None = None
-        glyphs, fg, bg = cells.glyphs[y], cells.fg[y], cells.bg[y]
-        for x in range(cells.cols):
-            style = (int(fg[x]), int(bg[x]))
-            if style != last and cells.mode != "mono":
-                parts.append(_sgr(cells.mode, *style))
-                last = style
-            parts.append(chr(int(glyphs[x])))
-        parts.append("\x1b[0m\r\n" if cells.mode != "mono" else "\r\n")
+def ansi_rows(cells: Cells, rows: list[int] | None = None, *, x: int = 0, y: int = 0) -> list[str]:
+    """What a terminal is sent to redraw these rows at (x, y): a cursor move per row, then one
+    colour escape + text + reset per run of equal colours (as Textual writes segments)."""
+    out: list[str] = []
+    keys = cells.style_keys()
+    for row in range(cells.rows) if rows is None else rows:
+        text = "".join(map(chr, cells.glyphs[row].tolist()))
+        parts = [f"\x1b[{y + row + 1};{x + 1}H"]
+        if cells.mode == "mono":
+            parts.append(text)
+        else:
+            row_keys = keys[row]
+            starts, ends = row_runs(row_keys)
+            for start, end in zip(starts, ends, strict=True):
+                fg, bg = split_style_key(cells.mode, int(row_keys[start]))
+                parts.append(f"{sgr(cells.mode, fg, bg)}{text[start:end]}\x1b[0m")
         out.append("".join(parts))
     return out
 
 
 def ansi_bytes(cells: Cells, rows: list[int] | None = None) -> int:
-    """Bytes written to the terminal for these rows (all by default)."""
+    """Bytes written to the terminal to redraw these rows (all rows by default)."""
     return sum(len(row.encode("utf-8")) for row in ansi_rows(cells, rows))

@@ -166,6 +166,10 @@ class RoomSession:
         self._pending_until = max(self._pending_until, time.monotonic() + seconds)
         self._wake.set()
 
+    def clear_pending(self) -> None:
+        """Nothing is negotiating any more: let polling back off."""
+        self._pending_until = 0.0
+
     async def watch(self, member: Member, active: bool) -> None:
         """Watch (or stop watching) the member's pair slot to us.
 
