@@ -85,9 +85,12 @@ def _run_room(tmp_path: Path, portals: list[str], room: str, extra: list[str] | 
         for name in ("bot1", "bot2"):
             wait_for(lambda b=bots[name]: _connected_to(b, {"bot4"}), 30, f"{name} connected to bot4",
                      diagnostics=lambda: _diagnose(everyone))
-        wait_for(lambda: all(p["audio_seconds"] >= 2 for p in peers_by_name(bots["bot4"].report()).values()
+        wait_for(lambda: all(p["audio_seconds"] >= 3 for p in peers_by_name(bots["bot4"].report()).values()
                              if p["name"] in ("bot1", "bot2")), 30, "bot4 hears the survivors",
                  diagnostics=lambda: _diagnose(everyone))
+        for name in ("bot1", "bot2"):
+            wait_for(lambda b=bots[name]: peers_by_name(b.report()).get("bot4", {}).get("audio_seconds", 0) >= 3,
+                     30, f"{name} hears bot4", diagnostics=lambda: _diagnose(everyone))
     finally:
         codes = {n: b.stop() for n, b in bots.items() if n != "bot3"}
 
@@ -97,9 +100,11 @@ def _run_room(tmp_path: Path, portals: list[str], room: str, extra: list[str] | 
                         ("bot4", ["bot1", "bot2"])):
         samples, rate = read_wav(bots[name].wav_path)  # type: ignore[arg-type]
         assert len(samples) > rate * 3, f"{name} recorded only {len(samples) / rate:.1f} s"
-        own = tone_power(samples, rate, TONES[name])
         for other in heard:
-            power = tone_power(samples, rate, TONES[other])
+            # bot4 joined last: look for it only in the final seconds, when it was in the room
+            part = samples[-rate * 2 :] if other == "bot4" else samples
+            power = tone_power(part, rate, TONES[other])
+            own = tone_power(part, rate, TONES[name])
             assert power > 0.003, f"{name}'s WAV lacks {other}'s {TONES[other]} Hz tone ({power:.4f})"
             assert power > 20 * own, f"{name} hears {other} no louder than silence at its own tone"
 

@@ -5,6 +5,7 @@ Not a network mock: the UI has no network; this is just a fixed input to render.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 
@@ -13,6 +14,7 @@ from sdparta.engine.state import (
     CandidateInfo,
     CandidatePairInfo,
     ChatMessage,
+    Notice,
     PeerSnapshot,
     PeerStats,
     StateChange,
@@ -43,46 +45,62 @@ def frozen_snapshot() -> CallSnapshot:
                 StateChange(0.05, "ice_gathering", "complete"), StateChange(0.12, "ice_connection", "checking"),
                 StateChange(0.2, "ice_connection", "completed"), StateChange(0.31, "connection", "connected"),
                 StateChange(0.31, "peer", "connected"))
-    peers = tuple(
-        PeerSnapshot(session_id=f"{i:016x}", name=f"bot{i}", fingerprint=f"{i}a1b:2c3d:4e5f:6a7b",
-                     public_key="00" * 32, we_offer=i == 1, status="connected", signaling_state="stable",
-                     ice_gathering_state="complete", ice_connection_state="completed", connection_state="connected",
-                     timeline=timeline, connected_after_s=0.31, path="direct", selected_pair=pair,
-                     local_candidates=(local,), remote_candidates=(remote,), check_list=(pair,),
-                     stats=history[-1], stats_history=history, audio_level=0.2 if i == 1 else 0.0,
-                     speaking=i == 1, video_frames=100, audio_seconds=10.0, remote_muted=i == 2)
-        for i in (1, 2))
+
+    def peer(i: int, **changes: object) -> PeerSnapshot:
+        base = PeerSnapshot(
+            session_id=f"{i:016x}", name=f"bot{i}", fingerprint=f"{i}a1b:2c3d:4e5f:6a7b", public_key="00" * 32,
+            we_offer=i == 1, status="connected", signaling_state="stable", ice_gathering_state="complete",
+            ice_connection_state="completed", connection_state="connected", timeline=timeline,
+            connected_after_s=0.31, path="direct", selected_pair=pair, local_candidates=(local,),
+            remote_candidates=(remote,), check_list=(pair,), stats=history[-1], stats_history=history,
+            audio_level=0.2 if i == 1 else 0.0, speaking=i == 1, video_frames=100, audio_seconds=10.0,
+            remote_muted=i == 2)
+        return replace(base, **changes)  # type: ignore[arg-type]
+
+    peers = (peer(1), peer(2), peer(3, remote_audio_only=True, video_frames=0, path="turn"),
+             peer(4, status="left", path=None, stats=PeerStats(), stats_history=()))
     return CallSnapshot(room="snapshot-room", name="me", fingerprint="feed:beef:cafe:f00d", session_id="0" * 16,
                         portals=("http://127.0.0.1:8787",), push=True, status="joined", mic="on", camera="pattern",
                         audio_out="missing", peers=peers,
-                        chat=(ChatMessage(0.0, "bot1", "1a1b:2c3d:4e5f:6a7b", "hello from bot1"),),
+                        chat=(ChatMessage(0.0, "bot1", "1a1b:2c3d:4e5f:6a7b", "hello from bot1"),
+                              ChatMessage(60.0, "me", "feed:beef:cafe:f00d", "hi bot1", own=True)),
+                        notices=(Notice(1, "warning", "no audio output device: you will not hear the others"),),
                         started_at=0.0)
 
 
 class FrozenCall:
-    """Implements the UI's CallSource with fixed data."""
+    """Implements the UI's CallSource with fixed data; ``publish`` plays the engine thread's part."""
 
-    def __init__(self) -> None:
-        self._snapshot = frozen_snapshot()
+    def __init__(self, snapshot: CallSnapshot | None = None) -> None:
+        self._snapshot = snapshot or frozen_snapshot()
+        self._listeners: list[Callable[[CallSnapshot], None]] = []
         self.commands: list[tuple[str, object]] = []
+        self.frame_seq = 1
+        self.started = self.stopped = False
 
     def start(self) -> None:
-        pass
+        self.started = True
 
     def stop(self, timeout: float = 10.0) -> None:
-        pass
+        self.stopped = True
 
     def add_listener(self, fn: Callable[[CallSnapshot], None]) -> None:
-        pass
+        self._listeners.append(fn)
+
+    def publish(self, snapshot: CallSnapshot) -> None:
+        """Hand listeners a new snapshot, as the engine does on every change."""
+        self._snapshot = snapshot
+        for fn in self._listeners:
+            fn(snapshot)
 
     def snapshot(self) -> CallSnapshot:
         return self._snapshot
 
     def latest_frame(self, session_id: str) -> tuple[int, np.ndarray] | None:
-        return 1, pattern_frame(int(session_id, 16))
+        return self.frame_seq, pattern_frame(int(session_id, 16))
 
     def latest_local_frame(self) -> tuple[int, np.ndarray] | None:
-        return 1, pattern_frame(5)
+        return self.frame_seq, pattern_frame(5)
 
     def set_mic_muted(self, muted: bool) -> None:
         self.commands.append(("mute", muted))

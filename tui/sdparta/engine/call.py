@@ -121,6 +121,7 @@ class Call:
         self._tasks: list[asyncio.Task[Any]] = []
         self._chat_sent = 0
         self._wake_publisher: asyncio.Event | None = None
+        self._notice_seq = 0
 
     # ================================================================== public API (any thread)
     def start(self) -> None:
@@ -605,7 +606,8 @@ class Call:
             self._wake_publisher.set()
 
     def _notice(self, severity: str, text: str) -> None:
-        self._notices.append(Notice(len(self._notices) + 1, severity, text))
+        self._notice_seq += 1
+        self._notices.append(Notice(self._notice_seq, severity, text))
         del self._notices[:-50]
         self._changed()
 

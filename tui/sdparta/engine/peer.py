@@ -150,6 +150,7 @@ class PeerLink:
             return
         rtt: float | None = None
         received = lost = sent_bytes = recv_bytes = 0
+        transport_in = transport_out = 0
         for stat in report.values():
             kind = getattr(stat, "type", "")
             if kind == "remote-inbound-rtp" and getattr(stat, "roundTripTime", None) is not None:
@@ -160,6 +161,11 @@ class PeerLink:
                 recv_bytes += int(getattr(stat, "bytesReceived", 0) or 0)
             elif kind == "outbound-rtp":
                 sent_bytes += int(getattr(stat, "bytesSent", 0) or 0)
+            elif kind == "transport":
+                transport_in += int(getattr(stat, "bytesReceived", 0) or 0)
+                transport_out += int(getattr(stat, "bytesSent", 0) or 0)
+        # aiortc's inbound-rtp stats carry no byte counts: the transport's are the best measure in.
+        recv_bytes = recv_bytes or transport_in
         now = time.monotonic()
         in_kbps = out_kbps = 0.0
         if self._prev_bytes is not None:

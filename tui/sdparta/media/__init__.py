@@ -1,2 +1,5 @@
-"""Media: sources (camera, microphone, test pattern, tone), sinks (mixer → device/WAV, latest video
-frame), analysis helpers, and the frame → terminal cells renderer.  No textual imports here."""
+"""Media: sources (test pattern, tone, camera, microphone), sinks (one mixer → sound card / WAV,
+latest-frame video slot), audio analysis, and the frame → terminal cells renderer.
+
+Modules, not re-exports, so importing the renderer does not pull in aiortc.  No textual here.
+"""

@@ -77,28 +77,82 @@ def fit_size(frame_width: int, frame_height: int, cols: int, rows: int) -> tuple
 
 
 def _axis_indices(source: int, target: int) -> np.ndarray:
-    """Source indices per target pixel: a box of k consecutive pixels when shrinking by ≥ 2, else one."""
+    """Source indices per target pixel (target × k): a box of k pixels spread over the pixel's span
+    when shrinking by ≥ 2, else the single nearest one."""
     starts = (np.arange(target) * source) // target
-    k = min(MAX_BOX, source // target) if target else 1
+    span = source // target if target else 1
+    k = min(MAX_BOX, span)
     if k <= 1:
         return starts[:, None]
-    # spread the k samples over the whole source span of this output pixel
-    offsets = (np.arange(k) * (source // target)) // k
-    return starts[:, None] + offsets[None, :]
+    return starts[:, None] + ((np.arange(k) * span) // k)[None, :]
 
 
 def sample(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
     """Resize an H×W×3 uint8 frame to ``height`` × ``width`` pixels: box average when shrinking
-    (at most MAX_BOX² samples per pixel), nearest neighbour when enlarging."""
-    src_h, src_w = rgb.shape[:2]
-    ys = _axis_indices(src_h, height)
-    xs = _axis_indices(src_w, width)
-    if ys.shape[1] == 1 and xs.shape[1] == 1:
-        return rgb[ys[:, 0][:, None], xs[:, 0][None, :]]
-    boxes = rgb[ys[:, :, None, None], xs[None, None, :, :]]  # (height, ky, width, kx, 3)
-    total = boxes.sum(axis=(1, 3), dtype=np.uint32)
+    (at most MAX_BOX² samples per pixel), nearest neighbour when enlarging. Separable, so each
+    axis is one ``take`` and one sum."""
+    ys = _axis_indices(rgb.shape[0], height)
+    xs = _axis_indices(rgb.shape[1], width)
     count = ys.shape[1] * xs.shape[1]
-    return ((total + count // 2) // count).astype(np.uint8)
+    acc = _box_sum(rgb, ys, axis=0, widen=count > 1)
+    acc = _box_sum(acc, xs, axis=1, widen=False)
+    if count == 1:
+        return acc
+    return ((acc + count // 2) // count).astype(np.uint8)
+
+
+def _box_sum(pixels: np.ndarray, indices: np.ndarray, axis: int, widen: bool) -> np.ndarray:
+    """Sum of the k samples per output pixel along one axis (k ≤ MAX_BOX, so a short loop)."""
+    total = np.take(pixels, indices[:, 0], axis=axis)
+    if widen:
+        total = total.astype(np.uint16)
+    for j in range(1, indices.shape[1]):
+        total += np.take(pixels, indices[:, j], axis=axis)
+    return total
+
+
+def _lut_256() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per channel value: its nearest cube level index and that level; per grey value: ramp step."""
+    values = np.arange(256, dtype=np.int32)
+    level = np.searchsorted(_CUBE_THRESHOLDS, values, side="right").astype(np.int32)
+    grey_step = np.clip((values - 8 + 5) // 10, 0, 23).astype(np.int32)  # ramp is 8, 18, …, 238
+    return level, CUBE_LEVELS[level], grey_step
+
+
+_LEVEL, _LEVEL_VALUE, _GREY_STEP = _lut_256()
+
+
+def _xterm256_exact(pixels: np.ndarray) -> np.ndarray:
+    """Nearest xterm-256 colour: the 6×6×6 cube (16–231) or the grey ramp (232–255)."""
+    p = pixels.astype(np.int32)
+    levels = _LEVEL[pixels]
+    cube_err = ((_LEVEL_VALUE[pixels] - p) ** 2).sum(axis=-1)
+    cube = 16 + 36 * levels[..., 0] + 6 * levels[..., 1] + levels[..., 2]
+    grey_step = _GREY_STEP[p.sum(axis=-1) // 3]
+    grey_err = (((8 + 10 * grey_step)[..., None] - p) ** 2).sum(axis=-1)
+    return np.where(grey_err < cube_err, 232 + grey_step, cube).astype(np.int32)
+
+
+TABLE_BITS = 6  # per channel, for the 256-colour lookup table (2^18 entries, built on first use)
+_xterm256_lut: np.ndarray | None = None
+
+
+def _xterm256_table() -> np.ndarray:
+    """The exact mapping evaluated once at the centre of every 6-bit-per-channel bucket."""
+    step = 1 << (8 - TABLE_BITS)
+    v = (np.arange(1 << TABLE_BITS) * step + step // 2).astype(np.uint8)
+    grid = np.stack(np.meshgrid(v, v, v, indexing="ij"), axis=-1)
+    return _xterm256_exact(grid).reshape(-1).astype(np.uint8)
+
+
+def _xterm256(pixels: np.ndarray) -> np.ndarray:
+    """xterm-256 index per pixel by table lookup (the exact search costs ~10× more per frame)."""
+    global _xterm256_lut
+    if _xterm256_lut is None:
+        _xterm256_lut = _xterm256_table()
+    q = (pixels >> (8 - TABLE_BITS)).astype(np.int32)
+    index = (q[..., 0] << (2 * TABLE_BITS)) | (q[..., 1] << TABLE_BITS) | q[..., 2]
+    return _xterm256_lut[index].astype(np.int32)
 
 
 def _quantize_truecolor(pixels: np.ndarray) -> np.ndarray:
@@ -108,16 +162,9 @@ def _quantize_truecolor(pixels: np.ndarray) -> np.ndarray:
     return (q[..., 0] << 16) | (q[..., 1] << 8) | q[..., 2]
 
 
-def _xterm256(pixels: np.ndarray) -> np.ndarray:
-    """Nearest xterm-256 colour: the 6×6×6 cube (16–231) or the grey ramp (232–255)."""
-    p = pixels.astype(np.int32)
-    levels = np.searchsorted(_CUBE_THRESHOLDS, p, side="right")  # 0..5 per channel
-    cube_rgb = CUBE_LEVELS[levels]
-    cube_err = ((cube_rgb - p) ** 2).sum(axis=-1)
-    cube = 16 + 36 * levels[..., 0] + 6 * levels[..., 1] + levels[..., 2]
-    grey_step = np.clip((p.sum(axis=-1) // 3 - 8 + 5) // 10, 0, 23)  # ramp is 8, 18, …, 238
-    grey_err = (((8 + 10 * grey_step)[..., None] - p) ** 2).sum(axis=-1)
-    return np.where(grey_err < cube_err, 232 + grey_step, cube).astype(np.int32)
+def is_frame(rgb: np.ndarray) -> bool:
+    """True for what the renderer takes: a non-empty H×W×3 uint8 array."""
+    return rgb.ndim == 3 and rgb.shape[2] == 3 and rgb.dtype == np.uint8 and rgb.shape[0] > 0 and rgb.shape[1] > 0
 
 
 def render_halfblock(rgb: np.ndarray, cols: int, rows: int, mode: str = "truecolor") -> Cells:
@@ -125,8 +172,8 @@ def render_halfblock(rgb: np.ndarray, cols: int, rows: int, mode: str = "truecol
     use :func:`fit_size` first to keep proportions)."""
     if mode not in MODES:
         raise ValueError(f"unknown video mode {mode!r} (choose from {', '.join(MODES)})")
-    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-        raise ValueError(f"expected an H×W×3 uint8 frame, got {rgb.shape} {rgb.dtype}")
+    if not is_frame(rgb):
+        raise ValueError(f"expected a non-empty H×W×3 uint8 frame, got {rgb.shape} {rgb.dtype}")
     cols, rows = max(1, cols), max(1, rows)
     pixels = sample(rgb, cols, rows * 2)
     if mode == "mono":

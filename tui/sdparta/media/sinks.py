@@ -1,15 +1,23 @@
-"""Media sinks: one audio mixer for all peers → device or WAV file, and a latest-frame video slot."""
+"""Media sinks: one audio mixer for all peers → sound card, WAV file or nothing, and a latest-frame
+video slot per remote track.
+
+The mixer is paced by the monotonic clock in fixed blocks: ALSA's ``null``/``file`` devices and
+WAV files accept data faster than real time, so the output can never be the clock (DESIGN §7).
+Each input has its own ring buffer with a small playout delay, so network jitter does not become
+clicks, and a latency cap, so a sender whose clock runs fast cannot build up delay.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fractions
 import logging
-import struct
+import queue
 import threading
 import time
+import wave
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -17,236 +25,471 @@ import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from sdparta.media.sources import AUDIO_RATE, ensure_alsa_config
+from sdparta.media.devices import AudioDevice, open_output_device
 
 log = logging.getLogger(__name__)
 
-BLOCK = AUDIO_RATE // 50  # 20 ms
-MAX_BUFFER = AUDIO_RATE // 2  # keep at most 0.5 s per input: latency over completeness
+__all__ = [
+    "AudioMixer",
+    "AudioOutput",
+    "DeviceOutput",
+    "InputStats",
+    "NullOutput",
+    "VideoSink",
+    "WavFileOutput",
+    "open_audio_output",
+]
+
+AUDIO_RATE = 48_000
+BLOCK_MS = 20
+#: Header rewrite + flush interval of a WAV recording: a killed process loses at most this much.
+WAV_SYNC_S = 0.5
+#: How far behind schedule the mixer may fall before it skips ahead instead of catching up.
+MAX_CATCH_UP_S = 0.2
 
 
 class AudioOutput(Protocol):
-    """Where the mixed audio goes (mono s16 at 48 kHz, 20 ms blocks)."""
+    """Where the mixed audio goes: s16 blocks shaped (frames, channels), in real time."""
 
-    def write(self, samples: np.ndarray) -> None: ...
+    def write(self, block: np.ndarray) -> None: ...
     def close(self) -> None: ...
 
 
 class NullOutput:
-    def write(self, samples: np.ndarray) -> None:
-        pass
+    """Discards audio; ``reason`` says why there is no real output (shown to the user)."""
+
+    def __init__(self, reason: str | None = None) -> None:
+        self.reason = reason
+        self.blocks_written = 0
+
+    def write(self, block: np.ndarray) -> None:
+        self.blocks_written += 1
 
     def close(self) -> None:
         pass
 
 
 class WavFileOutput:
-    """A WAV file whose header is kept valid while writing, so even a killed process leaves a
-    readable recording."""
+    """A 16-bit PCM WAV recording that stays readable while being written.
 
-    def __init__(self, path: str | Path, sample_rate: int = AUDIO_RATE) -> None:
+    The stdlib ``wave`` writer patches the RIFF/data sizes on demand; we do it (and flush) every
+    ``WAV_SYNC_S`` and on close, so another process can read the file meanwhile and a killed
+    process still leaves a valid file with everything but the last half second."""
+
+    def __init__(self, path: str | Path, sample_rate: int = AUDIO_RATE, channels: int = 1) -> None:
         self.path = Path(path)
-        self.sample_rate = sample_rate
-        self._file = self.path.open("w+b")
-        self._data_bytes = 0
-        self._last_patch = 0.0
-        self._write_header()
+        self.sample_rate, self.channels = sample_rate, channels
+        self.frames_written = 0
+        self._file = self.path.open("wb")
+        try:
+            # Both stay open for the recording's lifetime; close() ends them.
+            self._wav = wave.open(self._file, "wb")  # noqa: SIM115
+            self._wav.setnchannels(channels)
+            self._wav.setsampwidth(2)
+            self._wav.setframerate(sample_rate)
+            self._wav.writeframes(b"")  # header now, so even an empty recording is a valid file
+            self._file.flush()
+        except BaseException:
+            self._file.close()
+            raise
+        self._last_sync = time.monotonic()
+        self._closed = False
 
-    def _write_header(self) -> None:
-        self._file.seek(0)
-        self._file.write(b"RIFF" + struct.pack("<I", 36 + self._data_bytes) + b"WAVE")
-        self._file.write(b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, self.sample_rate, self.sample_rate * 2, 2, 16))
-        self._file.write(b"data" + struct.pack("<I", self._data_bytes))
-        self._file.seek(0, 2)
-
-    def write(self, samples: np.ndarray) -> None:
-        self._file.write(samples.astype("<i2").tobytes())
-        self._data_bytes += samples.size * 2
+    def write(self, block: np.ndarray) -> None:
+        if self._closed:
+            raise ValueError(f"{self.path}: recording is closed")
+        data = np.asarray(block, dtype="<i2")
+        if data.ndim != 2 or data.shape[1] != self.channels:
+            data = data.reshape(-1, self.channels)
+        self._wav.writeframesraw(data.tobytes())
+        self.frames_written += data.shape[0]
         now = time.monotonic()
-        if now - self._last_patch > 1.0:
-            self._last_patch = now
-            self._write_header()
+        if now - self._last_sync >= WAV_SYNC_S:
+            self.sync()
+            self._last_sync = now
+
+    def sync(self) -> None:
+        """Rewrite the header for what has been written so far and push it to the OS."""
+        if not self._closed:
+            self._wav.writeframes(b"")  # patches the RIFF and data sizes
             self._file.flush()
 
     def close(self) -> None:
-        if not self._file.closed:
-            self._write_header()
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._wav.close()  # final header patch; does not close a file object it was given
+        finally:
             self._file.close()
 
 
 class DeviceOutput:
-    """The sound card through PyAV (PulseAudio or ALSA)."""
+    """The sound card through PyAV (Pulse or ALSA), written from its own thread.
 
-    def __init__(self, device: str | None = None) -> None:
-        ensure_alsa_config()
-        errors = []
-        self.container = None
-        for fmt in ("pulse", "alsa"):
+    A sound card write blocks while the card's buffer is full; that must never stall the event
+    loop that also runs ICE and RTP, so writes go through a short queue (oldest dropped when the
+    card falls behind) to a writer thread.  A device error surfaces on the next ``write``."""
+
+    def __init__(self, device: str | None = None, sample_rate: int = AUDIO_RATE, channels: int = 1,
+                 queue_blocks: int = 10) -> None:
+        self._device: AudioDevice = open_output_device(device, sample_rate, channels)  # OSError if missing
+        self.name = self._device.name
+        self.sample_rate, self.channels = sample_rate, channels
+        self.error: str | None = None
+        self.dropped = 0
+        self.blocks_written = 0
+        self._queue: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=queue_blocks)
+        self._thread = threading.Thread(target=self._run, name="audio-out", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while (block := self._queue.get()) is not None:
+                self._device.write(block)
+                self.blocks_written += 1
+        except Exception as exc:
+            self.error = f"{self.name}: {exc}"
+            log.warning("audio output failed: %s", self.error)
+        finally:
+            self._device.close()
+
+    def _put(self, item: np.ndarray | None) -> None:
+        while True:
             try:
-                self.container = av.open(device or "default", "w", format=fmt)
-                break
-            except Exception as exc:
-                errors.append(f"{fmt}: {exc}")
-        if self.container is None:
-            raise OSError("no audio output device (" + "; ".join(errors) + ")")
-        self.stream = self.container.add_stream("pcm_s16le", rate=AUDIO_RATE)
-        self.stream.layout = "mono"
-        self._pts = 0
+                self._queue.put_nowait(item)
+                return
+            except queue.Full:
+                with contextlib.suppress(queue.Empty):
+                    self._queue.get_nowait()
+                    self.dropped += 1
 
-    def write(self, samples: np.ndarray) -> None:
-        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1).astype(np.int16), format="s16", layout="mono")
-        frame.sample_rate = AUDIO_RATE
-        frame.pts = self._pts
-        frame.time_base = fractions.Fraction(1, AUDIO_RATE)
-        self._pts += samples.size
-        for packet in self.stream.encode(frame):
-            self.container.mux(packet)
+    def write(self, block: np.ndarray) -> None:
+        if self.error is not None:
+            raise OSError(self.error)
+        if not self._thread.is_alive():
+            raise OSError(f"{self.name}: output is closed")
+        self._put(np.array(block, dtype=np.int16, copy=True))
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.container.close()
+        if self._thread.is_alive():
+            self._put(None)
+            self._thread.join(timeout=2.0)
 
 
-def open_audio_output(spec: str) -> tuple[AudioOutput, str]:
-    """``device`` | ``none`` | ``path.wav`` → (output, state) with state device|wav|none|missing."""
+def open_audio_output(spec: str, sample_rate: int = AUDIO_RATE, channels: int = 1) -> tuple[AudioOutput, str]:
+    """Turn a user's choice into an output and a state word; never raises for a missing device.
+
+    ``spec``: ``device`` (or ``device:NAME``, e.g. ``device:hw:1`` / ``device:null``), ``none``
+    (or empty), or a path ending in ``.wav``.  States: ``device`` | ``wav`` | ``none`` |
+    ``missing``; when ``missing`` the output is a :class:`NullOutput` whose ``reason`` says why."""
+    spec = spec.strip()
     if spec in ("", "none"):
         return NullOutput(), "none"
-    if spec == "device":
+    if spec == "device" or spec.startswith("device:"):
+        name = spec.partition(":")[2] or None
         try:
-            output = DeviceOutput()
-            output.write(np.zeros(BLOCK, dtype=np.int16))  # opening can succeed and the first write fail
-        except Exception as exc:
-            log.info("no audio output: %s", exc)
-            return NullOutput(), "missing"
-        return output, "device"
-    return WavFileOutput(spec), "wav"
+            return DeviceOutput(name, sample_rate, channels), "device"
+        except OSError as exc:
+            log.info("%s", exc)
+            return NullOutput(str(exc)), "missing"
+    if spec.lower().endswith(".wav"):
+        try:
+            return WavFileOutput(spec, sample_rate, channels), "wav"
+        except OSError as exc:
+            return NullOutput(f"cannot write {spec}: {exc.strerror or exc}"), "missing"
+    return NullOutput(f"unknown audio output {spec!r} (expected device, none or FILE.wav)"), "missing"
+
+
+@dataclass(frozen=True)
+class InputStats:
+    """One mixer input as the UI shows it."""
+
+    level: float  # RMS 0..1 of the last ~100 ms received (0 when nothing arrived lately)
+    seconds: float  # audio received so far
+    buffered_ms: float  # waiting to be played
+    underruns: int  # times the buffer ran dry while playing (gaps heard)
+    dropped_ms: float  # audio skipped to keep latency bounded
 
 
 class _Input:
-    def __init__(self) -> None:
-        self.buffer: deque[np.ndarray] = deque()
-        self.buffered = 0
-        self.level = 0.0
-        self.level_at = 0.0
+    """One peer's audio on its way to the mix: resampler, ring buffer, level meter."""
+
+    def __init__(self, sample_rate: int, channels: int, capacity: int, level_window: int) -> None:
+        self.sample_rate, self.channels = sample_rate, channels
+        self.layout = "mono" if channels == 1 else "stereo"
+        self.resampler: av.AudioResampler | None = None
+        self.ring = np.zeros((capacity, channels), dtype=np.int16)
+        self.read_pos = 0
+        self.count = 0  # frames buffered
+        self.playing = False  # past the initial playout delay
         self.seconds = 0.0
-        self.resampler = av.AudioResampler(format="s16", layout="mono", rate=AUDIO_RATE)
+        self.underruns = 0
+        self.dropped = 0
+        self.last_received = 0.0
+        self._level_window = level_window
+        self._level_chunks: deque[tuple[float, int]] = deque()
+        self._level_sum = 0.0
+        self._level_n = 0
+
+    # -- receiving --------------------------------------------------------------------------
+    def feed(self, frame: av.AudioFrame) -> None:
+        if self.resampler is None:
+            self.resampler = av.AudioResampler(format="s16", layout=self.layout, rate=self.sample_rate)
+        try:
+            frames = self.resampler.resample(frame)
+        except ValueError:  # the sender's format changed mid-stream: rebuild and retry once
+            self.resampler = av.AudioResampler(format="s16", layout=self.layout, rate=self.sample_rate)
+            frames = self.resampler.resample(frame)
+        for out in frames:
+            samples = out.to_ndarray().reshape(-1, self.channels)
+            self._push(samples)
+            self._meter(samples)
+            self.seconds += samples.shape[0] / self.sample_rate
+        self.last_received = time.monotonic()
+
+    def _push(self, samples: np.ndarray) -> None:
+        capacity = self.ring.shape[0]
+        n = samples.shape[0]
+        if n >= capacity:  # a burst bigger than the whole ring: keep its newest part
+            self.dropped += self.count + n - capacity
+            samples, n = samples[-capacity:], capacity
+            self.read_pos, self.count = 0, 0
+        overflow = self.count + n - capacity
+        if overflow > 0:
+            self._skip(overflow)
+        write = (self.read_pos + self.count) % capacity
+        first = min(n, capacity - write)
+        self.ring[write : write + first] = samples[:first]
+        self.ring[: n - first] = samples[first:]
+        self.count += n
+
+    def _meter(self, samples: np.ndarray) -> None:
+        as_float = samples.astype(np.float32) / 32768
+        self._level_chunks.append((float(np.square(as_float).sum()), as_float.size))
+        self._level_sum += self._level_chunks[-1][0]
+        self._level_n += as_float.size
+        while len(self._level_chunks) > 1 and self._level_n - self._level_chunks[0][1] >= self._level_window:
+            old_sum, old_n = self._level_chunks.popleft()
+            self._level_sum -= old_sum
+            self._level_n -= old_n
+
+    def level(self, now: float) -> float:
+        if self._level_n == 0 or now - self.last_received > 0.3:
+            return 0.0
+        return min(1.0, float(np.sqrt(max(self._level_sum, 0.0) / self._level_n)))
+
+    # -- playing ----------------------------------------------------------------------------
+    def _skip(self, n: int) -> None:
+        n = min(n, self.count)
+        self.read_pos = (self.read_pos + n) % self.ring.shape[0]
+        self.count -= n
+        self.dropped += n
+
+    def take(self, n: int, playout: int, max_latency: int) -> np.ndarray | None:
+        """Up to ``n`` frames for this block, or None while (re)filling the playout delay."""
+        if not self.playing:
+            if self.count < playout:
+                return None
+            self.playing = True
+        if self.count > max_latency:  # sender runs fast or arrived in a burst: drop to the target
+            self._skip(self.count - playout)
+        got = min(n, self.count)
+        capacity = self.ring.shape[0]
+        first = min(got, capacity - self.read_pos)
+        out = np.concatenate([self.ring[self.read_pos : self.read_pos + first], self.ring[: got - first]])
+        self.read_pos = (self.read_pos + got) % capacity
+        self.count -= got
+        if got < n:
+            self.playing = False  # ran dry: wait for the playout delay again instead of stuttering
+            if self.seconds > 0:
+                self.underruns += 1
+        return out
 
 
 class AudioMixer:
-    """Sums every peer's audio into one output, paced by the clock in 20 ms blocks."""
+    """Sums every peer's audio into one output, paced by the monotonic clock in 20 ms blocks.
 
-    def __init__(self, output: AudioOutput) -> None:
-        self.output = output
+    Use from one event loop: ``start()``, then ``consume(key, track)`` per remote track,
+    ``remove_input(key)`` when a peer goes, ``close()`` at the end.  Inputs are resampled to the
+    mixer's format whatever arrives (aiortc decodes Opus to s16 stereo 48 kHz)."""
+
+    def __init__(self, output: AudioOutput | None = None, *, sample_rate: int = AUDIO_RATE, channels: int = 1,
+                 block_ms: int = BLOCK_MS, playout_ms: int = 60, max_latency_ms: int = 200) -> None:
+        if channels not in (1, 2):
+            raise ValueError("channels must be 1 or 2")
+        self.sample_rate, self.channels = sample_rate, channels
+        self.block = sample_rate * block_ms // 1000
+        self._playout = sample_rate * playout_ms // 1000
+        self._max_latency = max(sample_rate * max_latency_ms // 1000, self._playout + self.block)
+        self._capacity = max(sample_rate, 2 * self._max_latency)
+        self._output: AudioOutput = output if output is not None else NullOutput()
+        self.output_error: str | None = None
+        self.blocks_mixed = 0
         self._inputs: dict[str, _Input] = {}
+        self._retired: dict[str, float] = {}  # seconds received by inputs since removed
         self._task: asyncio.Task[None] | None = None
-        self._lock = threading.Lock()
+
+    @property
+    def output(self) -> AudioOutput:
+        return self._output
+
+    def set_output(self, output: AudioOutput) -> None:
+        """Switch outputs (e.g. start recording); the old one is closed."""
+        old, self._output = self._output, output
+        self.output_error = None
+        if old is not output:
+            old.close()
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        """Start the paced output loop on the running event loop (idempotent)."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="audio-mixer")
+
+    # -- inputs -----------------------------------------------------------------------------
+    def add_input(self, key: str) -> None:
+        """Register an input (idempotent); ``consume`` does this itself."""
+        self._add(key)
+
+    def _add(self, key: str) -> _Input:
+        entry = self._inputs.get(key)
+        if entry is None:
+            entry = _Input(self.sample_rate, self.channels, self._capacity, self.sample_rate // 10)
+            self._inputs[key] = entry
+            self._retired.pop(key, None)
+        return entry
+
+    def remove_input(self, key: str) -> None:
+        """Stop mixing ``key`` (its ``consume`` returns at the next frame); keeps its seconds."""
+        entry = self._inputs.pop(key, None)
+        if entry is not None:
+            self._retired[key] = entry.seconds
+
+    def keys(self) -> list[str]:
+        return list(self._inputs)
 
     async def consume(self, key: str, track: MediaStreamTrack) -> None:
-        """Read a remote track until it ends, buffering mono 48 kHz samples for the mixer."""
-        entry = self._inputs.setdefault(key, _Input())
+        """Read a remote audio track until it ends (or the input is removed), buffering its audio."""
+        entry = self._add(key)
+        warned = False
         while True:
             try:
                 frame = await track.recv()
             except MediaStreamError:
                 return
-            for out in entry.resampler.resample(frame):
-                samples = out.to_ndarray().reshape(-1).astype(np.int16)
-                entry.buffer.append(samples)
-                entry.buffered += samples.size
-                while entry.buffered > MAX_BUFFER and entry.buffer:
-                    entry.buffered -= entry.buffer.popleft().size
-                entry.seconds += samples.size / AUDIO_RATE
-                rms = float(np.sqrt(np.mean((samples.astype(np.float32) / 32768) ** 2))) if samples.size else 0.0
-                entry.level, entry.level_at = rms, time.monotonic()
-
-    def remove_input(self, key: str) -> None:
-        entry = self._inputs.get(key)
-        if entry is not None:
-            entry.buffer.clear()
-            entry.buffered = 0
-            entry.level = 0.0
+            if self._inputs.get(key) is not entry:
+                return
+            try:
+                entry.feed(frame)
+            except (ValueError, av.FFmpegError) as exc:  # one bad frame must not end the input
+                if not warned:
+                    log.warning("audio input %s: cannot resample a frame: %s", key, exc)
+                    warned = True
 
     def input_stats(self, key: str) -> tuple[float, float]:
-        """(current level 0..1, seconds received) of one input."""
+        """(level 0..1 of the last ~100 ms, seconds received) of one input; zeros if unknown."""
         entry = self._inputs.get(key)
         if entry is None:
-            return 0.0, 0.0
-        level = entry.level if time.monotonic() - entry.level_at < 0.5 else 0.0
-        return level, entry.seconds
+            return 0.0, self._retired.get(key, 0.0)
+        return entry.level(time.monotonic()), entry.seconds
 
-    def _take(self, entry: _Input) -> np.ndarray:
-        out = np.zeros(BLOCK, dtype=np.int32)
-        filled = 0
-        while filled < BLOCK and entry.buffer:
-            head = entry.buffer[0]
-            n = min(BLOCK - filled, head.size)
-            out[filled : filled + n] = head[:n]
-            filled += n
-            if n == head.size:
-                entry.buffer.popleft()
-            else:
-                entry.buffer[0] = head[n:]
-        entry.buffered -= filled
-        return out
+    def stats(self) -> dict[str, InputStats]:
+        now = time.monotonic()
+        rate = self.sample_rate / 1000
+        return {key: InputStats(e.level(now), e.seconds, e.count / rate, e.underruns, e.dropped / rate)
+                for key, e in self._inputs.items()}
+
+    # -- output -----------------------------------------------------------------------------
+    def mix_block(self) -> np.ndarray:
+        """The next block: every input's next samples summed with clipping, s16 (frames, channels)."""
+        acc = np.zeros((self.block, self.channels), dtype=np.int32)
+        for entry in list(self._inputs.values()):
+            part = entry.take(self.block, self._playout, self._max_latency)
+            if part is not None and part.shape[0]:
+                acc[: part.shape[0]] += part
+        self.blocks_mixed += 1
+        return np.clip(acc, -32768, 32767).astype(np.int16)
+
+    def _write(self, block: np.ndarray) -> None:
+        try:
+            self._output.write(block)
+        except Exception as exc:
+            # Losing the sound card mid-call is a state, not a crash: keep mixing (levels, stats).
+            self.output_error = str(exc)
+            log.warning("audio output failed, continuing without it: %s", exc)
+            failed, self._output = self._output, NullOutput(self.output_error)
+            with contextlib.suppress(Exception):
+                failed.close()
 
     async def _run(self) -> None:
+        period = self.block / self.sample_rate
         start = time.monotonic()
-        blocks = 0
+        count = 0
         while True:
-            blocks += 1
-            delay = start + blocks * BLOCK / AUDIO_RATE - time.monotonic()
+            count += 1
+            delay = start + count * period - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-            elif delay < -1.0:
-                start, blocks = time.monotonic(), 0
-            mixed = np.zeros(BLOCK, dtype=np.int32)
-            for entry in list(self._inputs.values()):
-                mixed += self._take(entry)
-            try:
-                self.output.write(np.clip(mixed, -32768, 32767).astype(np.int16))
-            except Exception as exc:
-                log.warning("audio output failed, muting output: %s", exc)
-                self.output = NullOutput()
+            elif delay < -MAX_CATCH_UP_S:  # starved or suspended: skip ahead rather than burst
+                start = time.monotonic() - count * period
+            self._write(self.mix_block())
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        """Stop the output loop and close the output (inputs' consumers end with their tracks)."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        self.output.close()
+                await task
+        self._output.close()
 
 
 class VideoSink:
-    """Keeps only the newest frame of a track (converted to RGB lazily, on read)."""
+    """Keeps only the newest frame of a track, converted to RGB lazily, on read.
+
+    Counting is what happens per frame (cheap); conversion happens at most once per new frame and
+    only when a reader (a UI at ≤ 15 fps) asks.  Conversion is serialized: a VideoFrame's
+    converter is not thread-safe (DESIGN §7)."""
 
     def __init__(self) -> None:
-        self.frames = 0
+        self.frames = 0  # frames received; also the sequence number of the newest
+        self.last_frame_at: float | None = None  # monotonic time of the newest frame
         self._frame: av.VideoFrame | None = None
         self._rgb: tuple[int, np.ndarray] | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the slot (taken briefly by the loop per frame)
+        self._convert_lock = threading.Lock()  # serializes conversions (readers only)
+        self._reformatter = av.video.reformatter.VideoReformatter()
 
     async def consume(self, track: MediaStreamTrack) -> None:
+        """Receive frames until the track ends."""
         while True:
             try:
                 frame = await track.recv()
             except MediaStreamError:
                 return
+            if not isinstance(frame, av.VideoFrame):
+                continue
             with self._lock:
                 self._frame = frame
                 self.frames += 1
+                self.last_frame_at = time.monotonic()
+
+    @property
+    def size(self) -> tuple[int, int] | None:
+        """(width, height) of the newest frame."""
+        frame = self._frame
+        return (frame.width, frame.height) if frame is not None else None
 
     def latest(self) -> tuple[int, np.ndarray] | None:
-        """(sequence number, H×W×3 uint8 RGB) of the newest frame; safe from any thread."""
-        with self._lock:
-            frame, seq, cached = self._frame, self.frames, self._rgb
-        if frame is None:
-            return None
-        if cached is not None and cached[0] == seq:
-            return cached
-        rgb = frame.to_ndarray(format="rgb24")
-        with self._lock:
+        """(sequence number, H×W×3 uint8 RGB, read-only) of the newest frame; safe from any thread."""
+        with self._convert_lock:
+            with self._lock:
+                frame, seq, cached = self._frame, self.frames, self._rgb
+            if frame is None:
+                return None
+            if cached is not None and cached[0] == seq:
+                return cached
+            rgb = self._reformatter.reformat(frame, format="rgb24").to_ndarray()
+            rgb.flags.writeable = False  # shared by every reader of this sequence number
             self._rgb = (seq, rgb)
-        return seq, rgb
+            return self._rgb

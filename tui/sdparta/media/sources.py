@@ -1,232 +1,291 @@
-"""Local media sources as aiortc tracks: test pattern and tone (tests, demo, no devices) and the
-real camera/microphone through PyAV when present.
+"""Synthetic local media as aiortc tracks (a moving test pattern and a tone), and the on/off switch
+that mutes any source without renegotiation.
 
 Video is produced as yuv420p at the source: one frame shared by several VP8 encoders through
-MediaRelay must not need conversion (PyAV's converter is not thread-safe; DESIGN §7).
+``MediaRelay`` must not need conversion, because PyAV's converter is not thread-safe (DESIGN §7).
+Every source paces itself by the monotonic clock, so an encoder (or a test) can never run ahead of
+real time, and stamps frames from a sample/frame counter so pts never jump.
+
+The device sources (camera, microphone) live in :mod:`sdparta.media.devices`; ``DeviceResult``,
+``open_camera`` and ``open_microphone`` are re-exported here for callers that predate that split.
 """
 
 from __future__ import annotations
 
 import asyncio
 import fractions
-import glob
-import logging
 import math
-import os
 import time
-from dataclasses import dataclass
+import zlib
 
 import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-log = logging.getLogger(__name__)
+from sdparta.media.devices import DeviceResult, ensure_alsa_config, open_camera, open_microphone
 
-VIDEO_CLOCK = 90_000
+__all__ = [
+    "AUDIO_RATE",
+    "VIDEO_CLOCK",
+    "DeviceResult",
+    "Pacer",
+    "Switchable",
+    "SwitchableTrack",
+    "TestPatternTrack",
+    "ToneTrack",
+    "black_frame",
+    "ensure_alsa_config",
+    "open_camera",
+    "open_microphone",
+    "silent_frame",
+]
+
+VIDEO_CLOCK = 90_000  # RTP video clock; aiortc's encoders convert from any time base
 AUDIO_RATE = 48_000
+#: Behind schedule by more than this (process suspended, loop starved): restart the schedule
+#: instead of emitting a burst of frames to catch up.
+MAX_LAG_S = 1.0
+
+# BT.601 limited-range Y, U, V of 75 % colour bars: white, yellow, cyan, green, magenta, red, blue, black.
+_BARS_YUV = np.array(
+    [[180, 128, 128], [162, 44, 142], [131, 156, 44], [112, 72, 58],
+     [84, 184, 198], [65, 100, 212], [35, 212, 114], [16, 128, 128]],
+    dtype=np.uint8,
+)
 
 
-class _Pacer:
-    """Real-time pacing by the monotonic clock (sinks and encoders must not run ahead)."""
+class Pacer:
+    """Real-time schedule: the n-th call returns at ``start + n × period`` (the first at once)."""
 
-    def __init__(self, period: float) -> None:
-        self.period = period
-        self.start: float | None = None
-        self.count = 0
+    def __init__(self, period_s: float) -> None:
+        if period_s <= 0:
+            raise ValueError("period must be positive")
+        self.period_s = period_s
+        self._start: float | None = None
+        self._count = -1
 
     async def wait(self) -> int:
-        if self.start is None:
-            self.start = time.monotonic()
-        else:
-            self.count += 1
-            delay = self.start + self.count * self.period - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            elif delay < -1.0:  # fell far behind (suspended?): resync instead of bursting
-                self.start = time.monotonic() - self.count * self.period
-        return self.count
+        """Sleep until the next slot and return its index (0, 1, 2, …)."""
+        self._count += 1
+        now = time.monotonic()
+        if self._start is None:
+            self._start = now
+            return self._count
+        delay = self._start + self._count * self.period_s - now
+        if delay > 0:
+            await asyncio.sleep(delay)
+        elif delay < -MAX_LAG_S:
+            self._start = now - self._count * self.period_s
+        return self._count
+
+
+def _plane_view(plane: av.video.plane.VideoPlane) -> np.ndarray:
+    """A writable (height, width) numpy view of a plane, skipping its line padding."""
+    rows = np.frombuffer(plane, dtype=np.uint8, count=plane.line_size * plane.height)
+    return rows.reshape(plane.height, plane.line_size)[:, : plane.width]
+
+
+def _even(value: int, name: str) -> int:
+    if value < 2:
+        raise ValueError(f"{name} must be at least 2, got {value}")
+    return value - value % 2
 
 
 class TestPatternTrack(MediaStreamTrack):
-    """A moving test pattern: colour bars scrolling under a bouncing box, different per label."""
+    """A moving test pattern: scrolling colour bars over a grey ramp, with a bouncing box.
+
+    The bar order, scroll speed, box colour and box path derive from ``label``, so peers in a demo
+    are told apart at a glance.  Frames are yuv420p; each one costs a few plane copies."""
 
     kind = "video"
     __test__ = False  # not a pytest test class despite the name
 
     def __init__(self, width: int = 160, height: int = 120, fps: int = 15, label: str = "") -> None:
         super().__init__()
-        self.width, self.height, self.fps = width - width % 2, height - height % 2, max(1, fps)
-        self._pacer = _Pacer(1 / self.fps)
-        seed = sum(label.encode()) % 97
-        bars = np.array([[235, 128, 128], [210, 16, 146], [170, 166, 16], [145, 54, 34],
-                         [106, 202, 222], [81, 90, 240], [41, 240, 110], [16, 128, 128]], dtype=np.uint8)
-        bars = np.roll(bars, seed % 8, axis=0)
-        cols = (np.arange(self.width) * 8 // self.width)
-        self._y = np.ascontiguousarray(np.tile(bars[cols, 0], (self.height, 1)))
-        self._u = np.ascontiguousarray(np.tile(bars[cols[::2], 1], (self.height // 2, 1)))
-        self._v = np.ascontiguousarray(np.tile(bars[cols[::2], 2], (self.height // 2, 1)))
-        self._speed = 1 + seed % 3
+        self.width, self.height = _even(width, "width"), _even(height, "height")
+        self.fps = max(1, int(fps))
+        self.label = label
+        seed = zlib.crc32(label.encode())
+        self._pacer = Pacer(1 / self.fps)
+        self._time_base = fractions.Fraction(1, VIDEO_CLOCK)
+        self._y, self._u, self._v = self._background(seed)
+        # Scroll 1–3 luma pixels per frame, always an even amount so the chroma planes follow exactly.
+        self._scroll = 2 * (1 + seed % 3)
+        self._box = max(2, (min(self.width, self.height) // 4) & ~1)
+        hue = (seed >> 8) % 360
+        self._box_yuv = _hue_to_yuv(hue)
+        self._box_speed = (2 + (seed >> 16) % 3, 1 + (seed >> 20) % 3)  # luma px per frame, x and y
+
+    def _background(self, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        w, h = self.width, self.height
+        bars = np.roll(_BARS_YUV, seed % len(_BARS_YUV), axis=0)
+        col = np.arange(w) * len(bars) // w
+        ramp_rows = max(2, (h // 4) & ~1)
+        y = np.empty((h, w), dtype=np.uint8)
+        y[: h - ramp_rows] = bars[col, 0]
+        y[h - ramp_rows :] = np.linspace(16, 235, w).astype(np.uint8)
+        u = np.empty((h // 2, w // 2), dtype=np.uint8)
+        v = np.empty_like(u)
+        u[:] = bars[col[::2], 1]
+        v[:] = bars[col[::2], 2]
+        u[(h - ramp_rows) // 2 :] = 128
+        v[(h - ramp_rows) // 2 :] = 128
+        return y, u, v
+
+    def _box_position(self, n: int) -> tuple[int, int]:
+        """Top-left corner of the box at frame n: a triangle-wave bounce inside the frame."""
+        def bounce(travel: int, speed: int) -> int:
+            if travel <= 0:
+                return 0
+            t = (n * speed) % (2 * travel)
+            return t if t <= travel else 2 * travel - t
+
+        x = bounce(self.width - self._box, self._box_speed[0]) & ~1
+        y = bounce(self.height - self._box, self._box_speed[1]) & ~1
+        return x, y
+
+    def render(self, n: int) -> av.VideoFrame:
+        """Frame ``n`` of the pattern (no pacing; the pattern is a pure function of n)."""
+        frame = av.VideoFrame(self.width, self.height, "yuv420p")
+        shift = (n * self._scroll) % self.width
+        bx, by = self._box_position(n)
+        size = self._box
+        for plane, src, value, sub in zip(frame.planes, (self._y, self._u, self._v), self._box_yuv,
+                                          (1, 2, 2), strict=True):
+            dst = _plane_view(plane)
+            s = shift // sub
+            width = src.shape[1]
+            dst[:, : width - s] = src[:, s:]
+            dst[:, width - s :] = src[:, :s]
+            dst[by // sub : (by + size) // sub, bx // sub : (bx + size) // sub] = value
+        frame.pts = n * VIDEO_CLOCK // self.fps
+        frame.time_base = self._time_base
+        return frame
 
     async def recv(self) -> av.VideoFrame:
         if self.readyState != "live":
             raise MediaStreamError
         n = await self._pacer.wait()
-        shift = (n * self._speed) % self.width
-        y = np.roll(self._y, shift, axis=1)
-        u = np.roll(self._u, shift // 2, axis=1)
-        v = np.roll(self._v, shift // 2, axis=1)
-        box = max(4, self.height // 4)
-        bx = int((math.sin(n / 9) + 1) / 2 * (self.width - box)) & ~1
-        by = int((math.cos(n / 7) + 1) / 2 * (self.height - box)) & ~1
-        y[by : by + box, bx : bx + box] = 235
-        u[by // 2 : (by + box) // 2, bx // 2 : (bx + box) // 2] = 128
-        v[by // 2 : (by + box) // 2, bx // 2 : (bx + box) // 2] = 128
-        frame = av.VideoFrame(self.width, self.height, "yuv420p")
-        for plane, data in zip(frame.planes, (y, u, v), strict=True):
-            _fill_plane(plane, data)
-        frame.pts = int(n * VIDEO_CLOCK / self.fps)
-        frame.time_base = fractions.Fraction(1, VIDEO_CLOCK)
-        return frame
+        if self.readyState != "live":  # stopped while we slept
+            raise MediaStreamError
+        return self.render(n)
 
 
-def _fill_plane(plane: av.video.plane.VideoPlane, data: np.ndarray) -> None:
-    """Copy rows into a plane that may be padded (line_size ≥ width)."""
-    height, width = data.shape
-    if plane.line_size == width:
-        plane.update(np.ascontiguousarray(data).tobytes())
-        return
-    padded = np.zeros((height, plane.line_size), dtype=np.uint8)
-    padded[:, :width] = data
-    plane.update(padded.tobytes())
+def _hue_to_yuv(hue: int) -> tuple[int, int, int]:
+    """A saturated colour of the given hue as BT.601 limited-range Y, U, V."""
+    h = hue / 60
+    x = 1 - abs(h % 2 - 1)
+    r, g, b = [(1, x, 0), (x, 1, 0), (0, 1, x), (0, x, 1), (x, 0, 1), (1, 0, x)][int(h) % 6]
+    y = 16 + 65.481 * r + 128.553 * g + 24.966 * b
+    u = 128 - 37.797 * r - 74.203 * g + 112.0 * b
+    v = 128 + 112.0 * r - 93.786 * g - 18.214 * b
+    return round(y), round(u), round(v)
 
 
 class ToneTrack(MediaStreamTrack):
-    """A continuous-phase sine, s16 mono 48 kHz in 20 ms frames."""
+    """A continuous-phase sine as s16 frames of ``frame_ms``, paced by the clock.
+
+    Tests and bots send it so the far end can prove, by FFT, that audio came through intact."""
 
     kind = "audio"
 
     def __init__(self, frequency_hz: float = 440.0, sample_rate: int = AUDIO_RATE, channels: int = 1,
                  frame_ms: int = 20, amplitude: float = 0.3) -> None:
         super().__init__()
+        if channels not in (1, 2):
+            raise ValueError("channels must be 1 or 2")
+        if not 0 <= amplitude <= 1:
+            raise ValueError("amplitude must be within 0..1")
+        if not 0 < frequency_hz < sample_rate / 2:
+            raise ValueError("frequency must be between 0 and the Nyquist frequency")
         self.frequency_hz, self.sample_rate, self.channels = frequency_hz, sample_rate, channels
-        self.samples = sample_rate * frame_ms // 1000
         self.amplitude = amplitude
-        self._pacer = _Pacer(self.samples / sample_rate)
-        self._phase = 0
+        self.samples = sample_rate * frame_ms // 1000
+        if self.samples < 1:
+            raise ValueError("frame_ms is too short for this sample rate")
+        self._layout = "mono" if channels == 1 else "stereo"
+        self._pacer = Pacer(self.samples / sample_rate)
+        self._time_base = fractions.Fraction(1, sample_rate)
+        self._step = 2 * math.pi * frequency_hz / sample_rate
+        self._phase = 0.0  # kept in [0, 2π) so precision does not degrade over a long call
+
+    def render(self, n: int) -> av.AudioFrame:
+        """The next frame of the tone, stamped as frame ``n`` (no pacing)."""
+        angles = self._phase + self._step * np.arange(self.samples)
+        self._phase = (self._phase + self._step * self.samples) % (2 * math.pi)
+        mono = np.round(np.sin(angles) * (self.amplitude * 32767)).astype(np.int16)
+        data = np.repeat(mono, self.channels).reshape(1, -1)
+        frame = av.AudioFrame.from_ndarray(data, format="s16", layout=self._layout)
+        frame.sample_rate = self.sample_rate
+        frame.pts = n * self.samples
+        frame.time_base = self._time_base
+        return frame
 
     async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
             raise MediaStreamError
         n = await self._pacer.wait()
-        t = (np.arange(self.samples) + self._phase) / self.sample_rate
-        self._phase += self.samples
-        wave = (np.sin(2 * np.pi * self.frequency_hz * t) * self.amplitude * 32767).astype(np.int16)
-        data = np.repeat(wave, self.channels).reshape(1, -1)
-        frame = av.AudioFrame.from_ndarray(data, format="s16", layout="mono" if self.channels == 1 else "stereo")
-        frame.sample_rate = self.sample_rate
-        frame.pts = n * self.samples
-        frame.time_base = fractions.Fraction(1, self.sample_rate)
-        return frame
+        if self.readyState != "live":
+            raise MediaStreamError
+        return self.render(n)
 
 
-class Switchable(MediaStreamTrack):
-    """Wraps a source so it can be muted / turned off without renegotiation.
+def silent_frame(like: av.AudioFrame) -> av.AudioFrame:
+    """Digital silence with the format, layout, length and timing of ``like``."""
+    silent = av.AudioFrame(format=like.format.name, layout=like.layout.name, samples=like.samples)
+    for plane in silent.planes:
+        plane.update(bytes(plane.buffer_size))
+    silent.sample_rate = like.sample_rate
+    silent.pts, silent.time_base = like.pts, like.time_base
+    return silent
 
-    Disabled audio becomes silence with the same timing; disabled video becomes black frames."""
 
-    def __init__(self, source: MediaStreamTrack) -> None:
+def black_frame(like: av.VideoFrame) -> av.VideoFrame:
+    """A black yuv420p frame with the size and timing of ``like``."""
+    black = av.VideoFrame(like.width, like.height, "yuv420p")
+    for index, plane in enumerate(black.planes):
+        _plane_view(plane)[:] = 16 if index == 0 else 128
+    black.pts, black.time_base = like.pts, like.time_base
+    return black
+
+
+class SwitchableTrack(MediaStreamTrack):
+    """Wraps any source so it can be muted / turned off without renegotiation.
+
+    The source keeps being read while disabled, so the timing stays the source's and a live
+    device's queue cannot pile up stale frames; only the content is replaced: silence for audio,
+    black for video.  Stopping the wrapper stops the source."""
+
+    def __init__(self, source: MediaStreamTrack, enabled: bool = True) -> None:
         super().__init__()
         self.kind = source.kind
         self.source = source
-        self.enabled = True
+        self._enabled = enabled
+
+    @property
+    def enabled(self) -> bool:
+        return self._enabled
 
     def set_enabled(self, enabled: bool) -> None:
-        self.enabled = enabled
+        """Switch content on or off; takes effect from the next frame."""
+        self._enabled = bool(enabled)
 
     async def recv(self) -> av.AudioFrame | av.VideoFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
         frame = await self.source.recv()
-        if self.enabled:
+        if self._enabled:
             return frame
         if isinstance(frame, av.AudioFrame):
-            silent = av.AudioFrame(format=frame.format.name, layout=frame.layout.name, samples=frame.samples)
-            for plane in silent.planes:
-                plane.update(bytes(plane.buffer_size))
-            silent.sample_rate, silent.pts, silent.time_base = frame.sample_rate, frame.pts, frame.time_base
-            return silent
-        black = av.VideoFrame(frame.width, frame.height, "yuv420p")
-        for i, plane in enumerate(black.planes):
-            plane.update(bytes([16 if i == 0 else 128]) * plane.buffer_size)
-        black.pts, black.time_base = frame.pts, frame.time_base
-        return black
+            return silent_frame(frame)
+        if isinstance(frame, av.VideoFrame):
+            return black_frame(frame)
+        return frame  # an encoded packet (not produced by our sources): pass through
 
     def stop(self) -> None:
         super().stop()
         self.source.stop()
 
 
-@dataclass
-class DeviceResult:
-    """A device track, or None and the reason it is missing (never an exception)."""
-
-    track: MediaStreamTrack | None
-    error: str | None = None
-
-
-def ensure_alsa_config() -> None:
-    """PyAV's bundled ALSA looks for its config under a vendored path; point it at the system's."""
-    if "ALSA_CONFIG_PATH" not in os.environ and os.path.exists("/usr/share/alsa/alsa.conf"):
-        os.environ["ALSA_CONFIG_PATH"] = "/usr/share/alsa/alsa.conf"
-
-
-def open_camera(device: str | None = None, width: int = 160, height: int = 120, fps: int = 15) -> DeviceResult:
-    """The v4l2 camera via aiortc's MediaPlayer, converted to yuv420p at our size."""
-    path = device or next(iter(sorted(glob.glob("/dev/video*"))), None)
-    if path is None or not os.path.exists(path):
-        return DeviceResult(None, f"no camera found ({path or '/dev/video*'} does not exist)")
-    try:
-        from aiortc.contrib.media import MediaPlayer
-
-        player = MediaPlayer(path, format="v4l2", options={"video_size": f"{width}x{height}",
-                                                             "framerate": str(fps)})
-    except Exception as exc:
-        return DeviceResult(None, f"cannot open camera {path}: {exc}")
-    if player.video is None:
-        return DeviceResult(None, f"{path} offers no video")
-    return DeviceResult(_Yuv420Track(player.video, width, height), None)
-
-
-class _Yuv420Track(MediaStreamTrack):
-    """Reformat a device's frames once, at the source."""
-
-    kind = "video"
-
-    def __init__(self, source: MediaStreamTrack, width: int, height: int) -> None:
-        super().__init__()
-        self.source, self.width, self.height = source, width, height
-
-    async def recv(self) -> av.VideoFrame:
-        frame = await self.source.recv()
-        out = frame.reformat(width=self.width, height=self.height, format="yuv420p")
-        out.pts, out.time_base = frame.pts, frame.time_base
-        return out
-
-    def stop(self) -> None:
-        super().stop()
-        self.source.stop()
-
-
-def open_microphone(device: str | None = None) -> DeviceResult:
-    """The microphone via PyAV: PulseAudio when available, else ALSA ``default``."""
-    ensure_alsa_config()
-    from aiortc.contrib.media import MediaPlayer
-
-    errors = []
-    for fmt in ("pulse", "alsa"):
-        try:
-            player = MediaPlayer(device or "default", format=fmt)
-        except Exception as exc:
-            errors.append(f"{fmt}: {exc}")
-            continue
-        if player.audio is not None:
-            return DeviceResult(player.audio, None)
-    return DeviceResult(None, "no microphone (" + "; ".join(errors) + ")")
+#: The name the engine uses.
+Switchable = SwitchableTrack

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sdparta.store.base import (
+    MAX_ENTRY_DATA,
     InvalidEntry,
     RegistryEntry,
     RevisionConflict,
@@ -11,17 +12,37 @@ from sdparta.store.base import (
     StoreUnavailable,
     Subscription,
 )
+from sdparta.store.crypto import (
+    KeyPair,
+    decode_skylink,
+    encode_skylink,
+    hash_data_key,
+    hash_registry_entry,
+    sign_entry,
+    skylink_for_content,
+    verify_entry,
+)
+from sdparta.store.memory import MemoryStore
 from sdparta.store.multi import MultiStore
-from sdparta.store.portal_client import PortalClient
+from sdparta.store.portal_client import PortalClient, check_portal_url
+from sdparta.store.skydb import SkyDBValue, delete_json, get_json, set_json
 
 
 def open_store(portal_urls: list[str]) -> Store:
-    """One portal → a PortalClient; several → a MultiStore over all of them."""
+    """One portal → a PortalClient; several → a MultiStore over all of them (duplicates dropped).
+
+    Raises ValueError with a usable message for an empty list or a malformed URL.
+    """
     if not portal_urls:
         raise ValueError("at least one portal URL is needed (e.g. --portal http://127.0.0.1:8787)")
-    clients = [PortalClient(url) for url in portal_urls]
+    urls = list(dict.fromkeys(check_portal_url(url) for url in portal_urls))
+    clients = [PortalClient(url) for url in urls]
     return clients[0] if len(clients) == 1 else MultiStore(clients)
 
 
-__all__ = ["InvalidEntry", "MultiStore", "PortalClient", "RegistryEntry", "RevisionConflict", "Store",
-           "StoreError", "StoreUnavailable", "Subscription", "open_store"]
+__all__ = [
+    "MAX_ENTRY_DATA", "InvalidEntry", "KeyPair", "MemoryStore", "MultiStore", "PortalClient", "RegistryEntry",
+    "RevisionConflict", "SkyDBValue", "Store", "StoreError", "StoreUnavailable", "Subscription",
+    "decode_skylink", "delete_json", "encode_skylink", "get_json", "hash_data_key", "hash_registry_entry",
+    "open_store", "set_json", "sign_entry", "skylink_for_content", "verify_entry",
+]

@@ -1,85 +1,191 @@
-"""SkyDB v1 JSON, as skynet-js ``db.getJSON`` / ``db.setJSON``: the value wrapped as
-``{"_data": …, "_v": 2}`` in a skyfile, its raw 34-byte skylink as the registry entry's data."""
+"""SkyDB v1 JSON, interoperable with skynet-js 4.x ``db.getJSON`` / ``db.setJSON`` / ``db.deleteJSON``.
+
+Layout (what skynet-js writes and reads):
+- the value is wrapped as ``{"_data": value, "_v": 2}`` and uploaded as a skyfile (skynet-js names
+  the file ``dk:<hex of the UTF-8 data key>``, type application/json);
+- the registry entry under (public key, ``hashDataKey(key)``) holds the raw 34-byte skylink, at
+  revision previous + 1 (0 for a new key);
+- 34 zero bytes mark a deleted value; 46 bytes are a legacy base64 skylink string; a skyfile without
+  ``_data``/``_v`` is legacy (pre-v4) JSON returned as is.
+skynet-js only accepts JSON objects as values; sdparta accepts any JSON value (a superset).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import sys
-from typing import Any
+from typing import Any, NamedTuple
 
-from sdparta.store import open_store
 from sdparta.store.base import InvalidEntry, Store, StoreError
-from sdparta.store.crypto import KeyPair, decode_skylink, encode_skylink, hash_data_key, sign_entry
+from sdparta.store.crypto import (
+    MAX_REVISION,
+    SKYLINK_LEN,
+    SKYLINK_RAW_LEN,
+    KeyPair,
+    decode_skylink,
+    encode_skylink,
+    hash_data_key,
+    sign_entry,
+)
 
 MAX_JSON_BYTES = 1024 * 1024
+JSON_RESPONSE_VERSION = 2
+DELETION_ENTRY_DATA = bytes(SKYLINK_RAW_LEN)
 
 
-async def get_json(store: Store, public_key: bytes, data_key: str) -> tuple[Any, int] | None:
-    """(value, revision), or None when the key was never set."""
-    entry = await store.get_entry(public_key, hash_data_key(data_key))
+class SkyDBValue(NamedTuple):
+    """A value read from SkyDB and the registry revision it was read at."""
+
+    data: Any
+    revision: int
+
+
+def _public_key(keypair_or_pubkey: KeyPair | bytes) -> bytes:
+    if isinstance(keypair_or_pubkey, KeyPair):
+        return keypair_or_pubkey.public_key
+    if isinstance(keypair_or_pubkey, bytes | bytearray) and len(keypair_or_pubkey) == 32:
+        return bytes(keypair_or_pubkey)
+    raise ValueError("expected a KeyPair or a 32-byte ed25519 public key")
+
+
+def _data_link(data: bytes) -> str | None:
+    """The skylink in an entry's data (raw or legacy base64), None for the deletion marker."""
+    if data == DELETION_ENTRY_DATA:
+        return None
+    if len(data) == SKYLINK_RAW_LEN:
+        return encode_skylink(data)
+    if len(data) == SKYLINK_LEN:
+        try:
+            link = data.decode("ascii")
+        except UnicodeDecodeError:
+            link = ""
+        decode_skylink(link)  # raises InvalidEntry when it is not a skylink
+        return link
+    raise InvalidEntry(f"registry entry data is {len(data)} bytes, not a skylink (not SkyDB data)")
+
+
+async def get_json(store: Store, keypair_or_pubkey: KeyPair | bytes, data_key: str) -> SkyDBValue | None:
+    """(value, revision), or None when the key was never set or was deleted."""
+    entry = await store.get_entry(_public_key(keypair_or_pubkey), hash_data_key(data_key))
     if entry is None:
         return None
-    if len(entry.data) != 34:
-        raise InvalidEntry("registry entry does not hold a skylink (not SkyDB data)")
-    raw = await store.download_blob(encode_skylink(entry.data), max_size=MAX_JSON_BYTES)
+    link = _data_link(entry.data)
+    if link is None:
+        return None
+    raw = await store.download_blob(link, max_size=MAX_JSON_BYTES)
     try:
         wrapped = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidEntry("SkyDB skyfile is not JSON") from exc
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise InvalidEntry(f"SkyDB skyfile for {data_key!r} is not JSON") from exc
     if isinstance(wrapped, dict) and "_data" in wrapped and "_v" in wrapped:
-        return wrapped["_data"], entry.revision
-    return wrapped, entry.revision
+        return SkyDBValue(wrapped["_data"], entry.revision)
+    return SkyDBValue(wrapped, entry.revision)  # legacy (pre skynet-js v4) JSON
+
+
+def _next_revision(current: int | None) -> int:
+    revision = 0 if current is None else current + 1
+    if revision > MAX_REVISION:
+        raise StoreError("this SkyDB entry already has the maximum revision; it cannot be updated")
+    return revision
+
+
+def encode_json(value: Any) -> bytes:
+    """``JSON.stringify({_data: value, _v: 2})`` byte for byte (compact, UTF-8)."""
+    try:
+        text = json.dumps({"_data": value, "_v": JSON_RESPONSE_VERSION}, separators=(",", ":"),
+                          ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise StoreError(f"value cannot be stored as JSON: {exc}") from exc
+    return text.encode("utf-8")
 
 
 async def set_json(store: Store, keypair: KeyPair, data_key: str, value: Any) -> int:
-    """Store ``value``; returns the new revision (previous + 1, or 0)."""
+    """Store ``value`` under ``data_key``; returns the new revision (previous + 1, or 0).
+
+    Two writers racing on one key get RevisionConflict from the portal for the loser, who may
+    re-read and retry (the registry write is compare-and-set on the revision).
+    """
+    blob = encode_json(value)
+    if len(blob) > MAX_JSON_BYTES:
+        raise StoreError(f"value is {len(blob)} bytes as JSON; SkyDB values here are limited to {MAX_JSON_BYTES}")
     hashed = hash_data_key(data_key)
     current = await store.get_entry(keypair.public_key, hashed)
-    revision = current.revision + 1 if current is not None else 0
-    skylink = await store.upload_blob(json.dumps({"_data": value, "_v": 2}).encode())
+    revision = _next_revision(current.revision if current else None)
+    skylink = await store.upload_blob(blob)
     await store.set_entry(sign_entry(keypair, hashed, decode_skylink(skylink), revision))
     return revision
 
 
-def cli_get(portals: list[str], seed: str, key: str) -> int:
-    async def run() -> int:
+async def delete_json(store: Store, keypair: KeyPair, data_key: str) -> int | None:
+    """skynet-js ``deleteJSON``: write the deletion marker; returns its revision (None if never set)."""
+    hashed = hash_data_key(data_key)
+    current = await store.get_entry(keypair.public_key, hashed)
+    if current is None:
+        return None
+    revision = _next_revision(current.revision)
+    await store.set_entry(sign_entry(keypair, hashed, DELETION_ENTRY_DATA, revision))
+    return revision
+
+
+# ---------------------------------------------------------------------- CLI (`sdparta skydb`)
+def _run(portals: list[str], action: str, work: Any) -> int:
+    """Open the store, run ``work(store)``, map every failure to a message and exit code 1."""
+    from sdparta.store import open_store  # here: sdparta.store imports this module
+
+    async def main() -> int:
         store = open_store(portals)
         try:
-            result = await get_json(store, KeyPair.from_seed(seed).public_key, key)
+            result: int = await work(store)
+            return result
         finally:
             await store.aclose()
-        if result is None:
-            print(f"no value for key {key!r} under this seed", file=sys.stderr)
-            return 1
-        print(json.dumps(result[0]))
-        return 0
 
     try:
-        return asyncio.run(run())
+        return asyncio.run(main())
+    except ValueError as exc:  # bad portal URL or key
+        print(f"skydb {action}: {exc}", file=sys.stderr)
     except StoreError as exc:
-        print(f"skydb get failed: {exc}", file=sys.stderr)
-        return 1
+        print(f"skydb {action} failed: {exc}", file=sys.stderr)
+    return 1
+
+
+def cli_get(portals: list[str], seed: str, key: str) -> int:
+    """``sdparta skydb get``: print the JSON value stored under (seed, key) on stdout."""
+
+    async def work(store: Store) -> int:
+        result = await get_json(store, KeyPair.from_seed(seed).public_key, key)
+        if result is None:
+            print(f"skydb get: no value for key {key!r} under this seed on {', '.join(portals)}",
+                  file=sys.stderr)
+            return 1
+        print(json.dumps(result.data, ensure_ascii=False))
+        return 0
+
+    return _run(portals, "get", work)
 
 
 def cli_set(portals: list[str], seed: str, key: str, json_text: str) -> int:
+    """``sdparta skydb set``: store the JSON text under (seed, key); the revision goes to stderr."""
     try:
-        value = json.loads(json_text)
-    except json.JSONDecodeError as exc:
-        print(f"not valid JSON: {exc}", file=sys.stderr)
-        return 2
+        value = json.loads(json_text, parse_constant=_refuse_constant)
+    except ValueError as exc:
+        print(f"skydb set: the value is not valid JSON ({exc}); quote it for the shell, "
+              """e.g. '{"a": 1}'""", file=sys.stderr)
+        return 1
 
-    async def run() -> int:
-        store = open_store(portals)
-        try:
-            revision = await set_json(store, KeyPair.from_seed(seed), key, value)
-        finally:
-            await store.aclose()
+    async def work(store: Store) -> int:
+        revision = await set_json(store, KeyPair.from_seed(seed), key, value)
         print(f"stored {key!r} at revision {revision}", file=sys.stderr)
         return 0
 
-    try:
-        return asyncio.run(run())
-    except StoreError as exc:
-        print(f"skydb set failed: {exc}", file=sys.stderr)
-        return 1
+    return _run(portals, "set", work)
+
+
+def _refuse_constant(name: str) -> float:
+    """NaN and Infinity are not JSON (Python's parser accepts them by default)."""
+    raise ValueError(f"{name} is not valid JSON")
+
+
+__all__ = ["DELETION_ENTRY_DATA", "SkyDBValue", "cli_get", "cli_set", "delete_json", "encode_json",
+           "get_json", "set_json"]

@@ -1,0 +1,125 @@
+"""Settings: defaults < config file < command line, with the source of every value recorded."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from sdparta.config import ConfigError, config_path, format_settings, load_settings
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point SDPARTA_CONFIG at a file that does not exist yet; no SSH unless a test says so."""
+    path = tmp_path / "config.toml"
+    monkeypatch.setenv("SDPARTA_CONFIG", str(path))
+    monkeypatch.delenv("SSH_CONNECTION", raising=False)
+    monkeypatch.setenv("USER", "tester")
+    return path
+
+
+def test_defaults_contact_no_public_server(isolated: Path) -> None:
+    settings = load_settings({})
+    assert settings["portals"] == ["http://127.0.0.1:8787"]
+    assert settings["stun"] == [] and settings["turn"] == []
+    assert (settings["video_mode"], settings["fps"]) == ("truecolor", 15)
+    assert (settings["opus_bitrate"], settings["opus_channels"], settings["audio_only"]) == (32000, 1, False)
+    assert settings["name"] == "tester"
+    assert set(settings.sources.values()) == {"default"}
+    assert config_path() == isolated
+
+
+def test_default_path_is_in_the_user_config_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("SDPARTA_CONFIG")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    assert config_path() == tmp_path / "xdg" / "sdparta" / "config.toml"
+
+
+def test_config_file_then_command_line(isolated: Path) -> None:
+    isolated.write_text(
+        'name = "ana"\nportals = ["https://p1.example", "http://10.0.0.5:8787"]\nstun = ["stun:stun.example:3478"]\n'
+        'video_mode = "256"\nfps = 10\nopus_bitrate = 16000\nopus_channels = 2\naudio_only = true\n'
+        '[[turn]]\nurl = "turn:turn.example:3478"\nusername = "ana"\npassword = "s3cret"\n')
+    settings = load_settings({"fps": 5, "name": None, "video_mode": "mono"})
+    assert settings["name"] == "ana" and settings.sources["name"] == f"config file {isolated}"
+    assert settings["portals"] == ["https://p1.example", "http://10.0.0.5:8787"]
+    assert settings["turn"] == [{"url": "turn:turn.example:3478", "username": "ana", "password": "s3cret"}]
+    assert (settings["opus_bitrate"], settings["opus_channels"], settings["audio_only"]) == (16000, 2, True)
+    assert settings["fps"] == 5 and settings.sources["fps"] == "command line"
+    assert settings["video_mode"] == "mono" and settings.sources["video_mode"] == "command line"
+    assert settings.sources["connect_timeout"] == "default"
+
+
+def test_ssh_lowers_the_default_fps_only(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SSH_CONNECTION", "10.0.0.1 50000 10.0.0.2 22")
+    settings = load_settings({})
+    assert settings["fps"] == 8 and settings.sources["fps"].startswith("environment")
+    isolated.write_text("fps = 12\n")
+    assert load_settings({})["fps"] == 12  # an explicit choice wins over the SSH default
+    assert load_settings({"fps": 20})["fps"] == 20
+
+
+@pytest.mark.parametrize(("toml", "message"), [
+    ("colour = 1\n", "unknown setting 'colour'"),
+    ('fps = "fast"\n', "fps must be a whole number from 1 to 30"),
+    ("fps = 0\n", "fps must be a whole number"),
+    ("fps = true\n", "fps must be a whole number"),
+    ('video_mode = "sixel"\n', "video_mode must be one of truecolor, 256, mono"),
+    ('portals = ["ftp://x"]\n', "portals: 'ftp://x' is not a URL"),
+    ("portals = []\n", "portals must be a non-empty list"),
+    ('stun = ["stun.example.org"]\n', "stun: 'stun.example.org' is not a URL starting with stun:"),
+    ('[[turn]]\nurl = "turn:x"\npass = "y"\n', "turn: each entry needs url"),
+    ("opus_channels = 3\n", "opus_channels must be 1 (mono) or 2 (stereo)"),
+    ("opus_bitrate = 100\n", "opus_bitrate must be a whole number from 6000"),
+    ('audio_only = "yes"\n', "audio_only must be true or false"),
+    ("name = \n", "cannot read"),
+])
+def test_bad_files_name_the_file_and_the_key(isolated: Path, toml: str, message: str) -> None:
+    isolated.write_text(toml)
+    with pytest.raises(ConfigError, match=re.escape(message)) as error:
+        load_settings({})
+    assert str(isolated) in str(error.value)
+
+
+def test_bad_command_line_values_are_errors_too() -> None:
+    with pytest.raises(ConfigError, match="command line: fps must be"):
+        load_settings({"fps": 99})
+    with pytest.raises(ConfigError, match="unknown setting 'colour'"):
+        load_settings({"colour": "red"})
+
+
+def test_format_settings_shows_sources_and_masks_passwords(isolated: Path) -> None:
+    isolated.write_text('[[turn]]\nurl = "turns:t.example:5349"\nusername = "u"\npassword = "hunter2"\n')
+    text = format_settings(load_settings({"fps": 9}))
+    assert "hunter2" not in text and "'password': '***'" in text
+    assert f"config file: {isolated}" in text
+    assert "command line" in text and f"config file {isolated}" in text and "# default" in text
+    fps_line = next(line for line in text.splitlines() if line.startswith("fps"))
+    assert "= 9" in fps_line and fps_line.endswith("# command line")
+
+
+def test_missing_file_is_reported_not_an_error(isolated: Path) -> None:
+    assert "not present" in format_settings(load_settings({}))
+
+
+def test_cli_config_show(isolated: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from sdparta.cli import main
+
+    isolated.write_text('video_mode = "mono"\n')
+    assert main(["config", "--show"]) == 0
+    out = capsys.readouterr().out
+    assert "video_mode" in out and f"config file {isolated}" in out
+    isolated.write_text("fps = -1\n")
+    assert main(["config", "--show"]) == 2
+    assert "fps must be" in capsys.readouterr().err
+
+
+def test_the_readme_example_is_a_valid_config(isolated: Path) -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    example = readme.split("```toml", 1)[1].split("```", 1)[0]
+    isolated.write_text(example)
+    settings = load_settings({})
+    assert all(source.startswith("config file") for key, source in settings.sources.items()
+               if key in ("name", "portals", "stun", "turn", "video_mode", "fps", "opus_bitrate"))
