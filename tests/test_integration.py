@@ -25,8 +25,10 @@ def _diagnose(bots: list[BotProcess]) -> str:
     lines = []
     for bot in bots:
         report = bot.report() or {}
-        peers = {n: (p["status"], p.get("failure_reason")) for n, p in peers_by_name(report).items()}
-        lines.append(f"{bot.name}: status={report.get('status')} peers={peers}")
+        peers = {n: (p["status"], p.get("failure_reason"), f"video={p['video_frames']}",
+                     f"audio={p['audio_seconds']}s") for n, p in peers_by_name(report).items()}
+        chats = [c["text"] for c in report.get("chat_received", [])]
+        lines.append(f"{bot.name}: status={report.get('status')} peers={peers} chat={chats}")
         lines.append("  log tail: " + " | ".join(bot.log_path.read_text().splitlines()[-8:]))
     return "\n".join(lines)
 

@@ -302,8 +302,7 @@ class _Input:
         self.count -= got
         if got < n:
             self.playing = False  # ran dry: wait for the playout delay again instead of stuttering
-            if self.seconds > 0:
-                self.underruns += 1
+            self.underruns += 1
         return out
 
 
