@@ -293,6 +293,7 @@ def bench_app_cpu(rows: list[Row], window: float = 10.0) -> None:
         async def drive() -> None:
             call = Call(CallConfig(room="app-cpu", portals=[portal.url], name="viewer", video="none", audio="none"))
             app = SdpartaApp(call, video_mode="truecolor", fps=15)
+            app.governor.min_fps = 15  # measure at the figure's 15 fps: no adaptive lowering
             async with app.run_test(size=(160, 50)) as pilot:
                 deadline = time.monotonic() + 90
                 while sum(p.status == "connected" and p.video_frames > 0 for p in app.snapshot_state.peers) < 4:
