@@ -105,7 +105,8 @@ class Call:
         self._notices: list[Notice] = []
         self._dirty = True
         self._session: RoomSession | None = None
-        self._store: Store | None = None
+        # Built here, not on join: making the HTTP client (its TLS context) costs ~50 ms.
+        self._store: Store | None = config.store or open_store(config.portals)
         self._relay = MediaRelay()
         self._audio_source: MediaStreamTrack | None = None
         self._video_source: MediaStreamTrack | None = None
@@ -211,7 +212,6 @@ class Call:
         self._tasks.append(asyncio.create_task(self._heartbeat_loop()))
         try:
             keys = cfg.room_keys or await asyncio.to_thread(RoomKeys.derive, cfg.room, cfg.password)
-            self._store = cfg.store or open_store(cfg.portals)
             self._session = RoomSession(self._store, keys, self.identity, cfg.name, self.session_id,
                                         _Events(self), push=cfg.push, timing=cfg.timing)
             joined = await self._join_with_retry()
