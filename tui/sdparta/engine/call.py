@@ -108,8 +108,6 @@ class Call:
         # Built here, not on join: making the HTTP client (its TLS context) costs ~50 ms.
         self._store: Store | None = config.store or open_store(config.portals)
         self._relay = MediaRelay()
-        self._audio_source: MediaStreamTrack | None = None
-        self._video_source: MediaStreamTrack | None = None
         self._audio_switch: sources.Switchable | None = None
         self._video_switch: sources.Switchable | None = None
         self._local_view: sinks.VideoSink | None = None
@@ -120,7 +118,6 @@ class Call:
         self._status = "starting"
         self._error: str | None = None
         self._tasks: list[asyncio.Task[Any]] = []
-        self._chat_sent = 0
         self._wake_publisher: asyncio.Event | None = None
         self._notice_seq = 0
 
@@ -263,7 +260,7 @@ class Call:
                 await task
         if self._mixer is not None:
             await self._mixer.close()
-        for track in (self._audio_source, self._video_source):
+        for track in (self._audio_switch, self._video_switch):
             if track is not None:
                 track.stop()
         if self._store is not None and self.config.store is None:
@@ -289,7 +286,6 @@ class Call:
                 self._notice("warning", f"no microphone: {result.error}. Others will not hear you.")
         if audio is not None:
             self._audio_switch = sources.Switchable(audio)
-            self._audio_source = self._audio_switch
         # Video source
         video: MediaStreamTrack | None = None
         if not cfg.audio_only:
@@ -305,10 +301,9 @@ class Call:
                     self._notice("warning", f"no camera: {result.error}. Others see your identicon.")
         if video is not None:
             self._video_switch = sources.Switchable(video)
-            self._video_source = self._video_switch
             self._local_view = sinks.VideoSink()
             self._tasks.append(asyncio.create_task(
-                self._local_view.consume(self._relay.subscribe(self._video_source, buffered=False))))
+                self._local_view.consume(self._relay.subscribe(self._video_switch, buffered=False))))
         # Audio out
         output, state = sinks.open_audio_output(cfg.audio_out)
         self._audio_out_state = state
@@ -352,7 +347,6 @@ class Call:
         for link in self._peers.values():
             link.send_control({"t": "chat", "text": text, "ts": now})
         self._chat.append(ChatMessage(now, self.config.name, self.identity.fingerprint, text, own=True))
-        self._chat_sent += 1
         self._changed()
 
     # ------------------------------------------------------------------ peers
@@ -369,13 +363,13 @@ class Call:
 
     def _add_local_media(self, pc: RTCPeerConnection, link: PeerLink, offering: bool) -> None:
         """Attach our tracks; on the offering side also create the transceivers and channel."""
-        if self._audio_source is not None:
-            pc.addTrack(self._relay.subscribe(self._audio_source, buffered=True))
+        if self._audio_switch is not None:
+            pc.addTrack(self._relay.subscribe(self._audio_switch, buffered=True))
         elif offering:
             pc.addTransceiver("audio", direction="recvonly")
         if not self.config.audio_only:
-            if self._video_source is not None:
-                pc.addTrack(self._relay.subscribe(self._video_source, buffered=False))
+            if self._video_switch is not None:
+                pc.addTrack(self._relay.subscribe(self._video_switch, buffered=False))
             elif offering:
                 pc.addTransceiver("video", direction="recvonly")
         if offering:
@@ -532,13 +526,13 @@ class Call:
         asyncio.get_running_loop().create_task(link.close())
         self._changed()
 
-    def _on_member_gone(self, member: Member, reason: str) -> None:
+    def _on_member_gone(self, member: Member, status: str, reason: str) -> None:
         link = self._peers.get(member.session_id)
         if link is None or link.finished:
             return
         if link.status == "connected" and time.monotonic() - link.last_heard < HEARTBEAT_TIMEOUT:
             return  # the data channel says it is alive; trust it over the presence list
-        self._peer_finished(link, "gone" if "crash" in reason else "left", reason)
+        self._peer_finished(link, status, reason)
 
     def _on_message(self, member: Member, body: dict[str, Any]) -> None:
         link = self._peers.get(member.session_id)
@@ -657,8 +651,8 @@ class _Events(RoomEvents):
     def member_seen(self, member: Member) -> None:
         self.call._on_member_seen(member)
 
-    def member_gone(self, member: Member, reason: str) -> None:
-        self.call._on_member_gone(member, reason)
+    def member_gone(self, member: Member, status: str, reason: str) -> None:
+        self.call._on_member_gone(member, status, reason)
 
     def message(self, member: Member, body: dict[str, Any]) -> None:
         self.call._on_message(member, body)

@@ -150,7 +150,7 @@ class PeerLink:
             return
         rtt: float | None = None
         received = lost = sent_bytes = recv_bytes = 0
-        transport_in = transport_out = 0
+        transport_in = 0
         for stat in report.values():
             kind = getattr(stat, "type", "")
             if kind == "remote-inbound-rtp" and getattr(stat, "roundTripTime", None) is not None:
@@ -163,7 +163,6 @@ class PeerLink:
                 sent_bytes += int(getattr(stat, "bytesSent", 0) or 0)
             elif kind == "transport":
                 transport_in += int(getattr(stat, "bytesReceived", 0) or 0)
-                transport_out += int(getattr(stat, "bytesSent", 0) or 0)
         # aiortc's inbound-rtp stats carry no byte counts: the transport's are the best measure in.
         recv_bytes = recv_bytes or transport_in
         now = time.monotonic()

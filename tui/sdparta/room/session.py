@@ -77,7 +77,8 @@ class RoomEvents:
     """Callbacks the engine implements; all are called on the session's event loop."""
 
     def member_seen(self, member: Member) -> None: ...
-    def member_gone(self, member: Member, reason: str) -> None: ...
+    def member_gone(self, member: Member, status: str, reason: str) -> None:
+        """``status`` is "left" (taken out of the list) or "gone" (stopped announcing)."""
     def message(self, member: Member, body: dict[str, Any]) -> None: ...
     def invalid(self, reason: str) -> None: ...
 
@@ -242,6 +243,7 @@ class RoomSession:
             self._invalid("presence: a member record failed to verify")
         self._presence.revision = entry.revision
         self._presence.skylink = entry.data
+        self._last_presence = members
         return members
 
     def _apply_presence(self, members: list[Member]) -> None:
@@ -256,7 +258,7 @@ class RoomSession:
             if key not in listed:
                 del self._members[key]
                 self._watch_slot.discard(key)
-                self.events.member_gone(member, "left the room")
+                self.events.member_gone(member, "left", "left the room")
         for key, member in listed.items():
             known = self._members.get(key)
             self._members[key] = member
@@ -269,7 +271,7 @@ class RoomSession:
             if not self._is_fresh(member):
                 del self._members[key]
                 self._watch_slot.discard(key)
-                self.events.member_gone(member, "stopped announcing (crashed or lost its network)")
+                self.events.member_gone(member, "gone", "stopped announcing (crashed or lost its network)")
 
     async def _update_presence(self, leaving: bool) -> None:
         """Read-modify-write of the presence list with compare-and-set; retries on conflict."""
@@ -279,12 +281,8 @@ class RoomSession:
                 entry = await self.store.get_entry(self._room_keypair.public_key, self._presence_key)
                 current: list[Member] = []
                 if entry is not None:
-                    if entry.data == self._presence.skylink and entry.revision >= self._presence.revision:
-                        current = list(self._last_presence)
-                        self._presence.revision = entry.revision
-                    else:
-                        members = await self._fetch_presence(entry)
-                        current = members if members is not None else list(self._last_presence)
+                    await self._fetch_presence(entry)  # no-op when the slot did not change
+                    current = list(self._last_presence)
                 self._last_presence = current
                 if not leaving:
                     self._apply_presence(current)
@@ -349,7 +347,6 @@ class RoomSession:
         if entry.public_key == self._room_keypair.public_key and entry.data_key == self._presence_key:
             members = await self._fetch_presence(entry)
             if members is not None:
-                self._last_presence = members
                 self._apply_presence(members)
             return
         for member in list(self._members.values()):
@@ -361,7 +358,6 @@ class RoomSession:
     async def _poll_once(self) -> None:
         members = await self._fetch_presence()
         if members is not None:
-            self._last_presence = members
             self._apply_presence(members)
         self._expire_members()
         watched = [m for m in self._members.values() if m.key in self._watch_slot]
