@@ -93,6 +93,10 @@ def _run_room(tmp_path: Path, portals: list[str], room: str, extra: list[str] | 
         for name in ("bot1", "bot2"):
             wait_for(lambda b=bots[name]: peers_by_name(b.report()).get("bot4", {}).get("audio_seconds", 0) >= 3,
                      30, f"{name} hears bot4", diagnostics=lambda: _diagnose(everyone))
+        # the survivors greet the late joiner too (each --chat line goes to every participant as it connects)
+        wait_for(lambda: {c["text"] for c in bots["bot4"].report().get("chat_received", [])}
+                 >= {"hello from bot1", "hello from bot2"}, 30, "bot4 greeted by the survivors",
+                 diagnostics=lambda: _diagnose(everyone))
     finally:
         codes = {n: b.stop() for n, b in bots.items() if n != "bot3"}
 

@@ -108,5 +108,5 @@ class FrozenCall:
     def set_camera(self, on: bool) -> None:
         self.commands.append(("camera", on))
 
-    def send_chat(self, text: str) -> None:
+    def send_chat(self, text: str, to: str | None = None) -> None:
         self.commands.append(("chat", text))

@@ -137,7 +137,7 @@ def run_bot(args: argparse.Namespace) -> int:
     print(f"sdparta bot {config.name} {call.identity.fingerprint} session {call.session_id}", flush=True)
     call.start()
     deadline = time.monotonic() + args.duration if args.duration else None
-    chat_sent = False
+    greeted: set[str] = set()  # session ids that got our --chat line
     ever_connected = False
     while not stop.is_set():
         if deadline is not None and time.monotonic() >= deadline:
@@ -146,9 +146,11 @@ def run_bot(args: argparse.Namespace) -> int:
         snapshot = call.snapshot()
         live = [p for p in snapshot.peers if p.status not in ("left", "gone", "failed")]
         ever_connected = ever_connected or any(p.status == "connected" for p in snapshot.peers)
-        if args.chat and not chat_sent and live and all(p.status == "connected" for p in live):
-            call.send_chat(args.chat)
-            chat_sent = True
+        if args.chat:  # greet each participant once, as it connects (also late joiners)
+            for peer in live:
+                if peer.status == "connected" and peer.session_id not in greeted:
+                    call.send_chat(args.chat, to=peer.session_id)
+                    greeted.add(peer.session_id)
         if report_path is not None:
             write_report(report_path, build_report(call, snapshot))
     call.stop()

@@ -61,7 +61,7 @@ def _add_bot_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--record-audio", default=None, help="write what is heard to this WAV file")
     p.add_argument("--duration", type=float, default=None, help="leave after S seconds")
     p.add_argument("--report", default=None, help="write the JSON report here (also updated live)")
-    p.add_argument("--chat", default=None, help="send TEXT once connected to everyone")
+    p.add_argument("--chat", default=None, help="send TEXT to each participant once it connects")
 
 
 def _add_join_parser(sub: argparse._SubParsersAction) -> None:

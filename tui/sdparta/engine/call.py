@@ -165,8 +165,9 @@ class Call:
     def set_camera(self, on: bool) -> None:
         self._command(self._set_camera, on)
 
-    def send_chat(self, text: str) -> None:
-        self._command(self._send_chat, text)
+    def send_chat(self, text: str, to: str | None = None) -> None:
+        """Chat to everyone, or only to the participant with session id `to`."""
+        self._command(self._send_chat, text, to)
 
     def _command(self, fn: Callable[..., Any], *args: Any) -> None:
         loop = self._loop
@@ -339,13 +340,14 @@ class Call:
         for link in self._peers.values():
             link.send_control(message)
 
-    def _send_chat(self, text: str) -> None:
+    def _send_chat(self, text: str, to: str | None = None) -> None:
         text = "".join(ch for ch in text if ch.isprintable() or ch == " ")[:MAX_CHAT_CHARS].strip()
         if not text:
             return
         now = time.time()
-        for link in self._peers.values():
-            link.send_control({"t": "chat", "text": text, "ts": now})
+        for sid, link in self._peers.items():
+            if (to is None or sid == to) and link.status not in ("left", "gone"):
+                link.send_or_hold({"t": "chat", "text": text, "ts": now})
         self._chat.append(ChatMessage(now, self.config.name, self.identity.fingerprint, text, own=True))
         self._changed()
 
@@ -397,6 +399,7 @@ class Call:
         def _opened() -> None:
             link.last_heard = time.monotonic()
             link.send_control(self._local_state_message())
+            link.flush_outbox()
             self._changed()
 
         if channel.readyState == "open":

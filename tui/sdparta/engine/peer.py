@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 MAX_DATA_MESSAGE = 16 * 1024
 MAX_CHAT_CHARS = 2000
 STATS_HISTORY = 120
+OUTBOX_LIMIT = 50  # chat lines kept for a peer whose data channel is not open yet
 
 
 class PeerLink:
@@ -52,6 +53,7 @@ class PeerLink:
         self.remote_audio_only = False
         self.remote_name = member.name
         self.tasks: list[asyncio.Task[Any]] = []
+        self.outbox: deque[dict[str, Any]] = deque(maxlen=OUTBOX_LIMIT)  # chat held until the channel opens
         self._prev_bytes: tuple[float, int, int] | None = None
         self._last_ice: tuple = (None, (), (), ())  # kept after close so reports still show the path
         self.record("peer", "discovered")
@@ -117,6 +119,15 @@ class PeerLink:
             log.debug("data channel send failed: %s", exc)
             return False
         return True
+
+    def send_or_hold(self, message: dict[str, Any]) -> None:
+        """Send now, or keep the message until the channel opens (a chat typed while connecting)."""
+        if not self.send_control(message):
+            self.outbox.append(message)
+
+    def flush_outbox(self) -> None:
+        while self.outbox and self.send_control(self.outbox[0]):
+            self.outbox.popleft()
 
     @staticmethod
     def parse_control(raw: str | bytes) -> dict[str, Any] | None:

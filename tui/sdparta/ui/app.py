@@ -411,7 +411,7 @@ class SdpartaApp(App[int]):
     def _snapshot_arrived(self) -> None:
         with self._snapshot_lock:
             snapshot, self._pending = self._pending, None
-        if snapshot is not None:
+        if snapshot is not None and self.is_running:  # not while shutting down (widgets go first)
             self._render_snapshot(snapshot)
 
     def focused_peer(self) -> PeerSnapshot | None:
