@@ -110,3 +110,6 @@ class FrozenCall:
 
     def send_chat(self, text: str, to: str | None = None) -> None:
         self.commands.append(("chat", text))
+
+    def restart_ice(self, session_id: str) -> None:
+        self.commands.append(("restart", session_id))

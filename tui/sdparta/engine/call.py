@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import threading
 import time
@@ -29,7 +30,7 @@ from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamTrack
 
 from sdparta.engine import codec_tuning
-from sdparta.engine.peer import MAX_CHAT_CHARS, PeerLink
+from sdparta.engine.peer import MAX_CHAT_CHARS, MAX_DATA_MESSAGE, PeerLink
 from sdparta.engine.state import CallSnapshot, ChatMessage, Notice
 from sdparta.media import sinks, sources
 from sdparta.room.keys import Identity, RoomKeys, fingerprint, new_session_id
@@ -40,10 +41,28 @@ from sdparta.store.base import Store, StoreError
 
 log = logging.getLogger(__name__)
 
+
+def _send_signal(channel: Any, body: dict[str, Any]) -> bool:
+    """An offer/answer over the data channel; False when it does not fit or the channel broke."""
+    raw = json.dumps({"t": "signal", "body": body}, separators=(",", ":"))
+    if len(raw) > MAX_DATA_MESSAGE or channel.readyState != "open":
+        return False
+    try:
+        channel.send(raw)
+    except Exception:
+        return False
+    return True
+
 PUBLISH_INTERVAL = 0.1  # snapshots are published at most this often
 STATS_INTERVAL = 1.0
 HEARTBEAT_INTERVAL = 1.0
-HEARTBEAT_TIMEOUT = 6.0  # no data channel traffic for this long: the peer is gone
+RESTART_SILENCE = 4.0  # no data channel traffic for this long: the pair is broken, restart ICE
+RECONNECT_GIVE_UP = 120.0  # still not back after this long: failed (a peer that left is gone sooner)
+RESTART_REOFFER = 15.0  # an unanswered restart offer is renewed this often
+RESTART_ANSWERED_TIMEOUT = 8.0  # an answered restart that has not connected by then is tried again
+RESTART_RETRY = 0.5  # pause between restart offers that could not be sent (network still down)
+ROOM_SEND_TIMEOUT = 4.0  # a restart's room write that takes longer is retried on a fresh connection
+CHANNEL_FRESH = 2.0  # a data channel heard from this recently can carry restart signalling
 
 
 @dataclass
@@ -168,6 +187,10 @@ class Call:
     def send_chat(self, text: str, to: str | None = None) -> None:
         """Chat to everyone, or only to the participant with session id `to`."""
         self._command(self._send_chat, text, to)
+
+    def restart_ice(self, session_id: str) -> None:
+        """Restart ICE with one participant now (for debugging a path; the pair stays up meanwhile)."""
+        self._command(self._restart_ice, session_id)
 
     def _command(self, fn: Callable[..., Any], *args: Any) -> None:
         loop = self._loop
@@ -375,7 +398,7 @@ class Call:
             elif offering:
                 pc.addTransceiver("video", direction="recvonly")
         if offering:
-            self._wire_channel(link, pc.createDataChannel("sdparta", ordered=True))
+            self._wire_channel(link, pc, pc.createDataChannel("sdparta", ordered=True))
 
     def _wire_pc(self, link: PeerLink, pc: RTCPeerConnection) -> None:
         link.attach(pc)
@@ -384,17 +407,17 @@ class Call:
         @pc.on("track")
         def _on_track(track: MediaStreamTrack) -> None:
             if track.kind == "audio" and self._mixer is not None:
-                link.tasks.append(asyncio.create_task(self._mixer.consume(sid, track)))
+                link.track_task(pc, asyncio.create_task(self._mixer.consume(sid, track)))
             elif track.kind == "video":
                 sink = self._video_sinks.setdefault(sid, sinks.VideoSink())
-                link.tasks.append(asyncio.create_task(sink.consume(track)))
+                link.track_task(pc, asyncio.create_task(sink.consume(track)))
 
         @pc.on("datachannel")
         def _on_channel(channel: Any) -> None:
-            self._wire_channel(link, channel)
+            self._wire_channel(link, pc, channel)
 
-    def _wire_channel(self, link: PeerLink, channel: Any) -> None:
-        link.channel = channel
+    def _wire_channel(self, link: PeerLink, pc: RTCPeerConnection, channel: Any) -> None:
+        link.set_channel(channel, pc)
 
         def _opened() -> None:
             link.last_heard = time.monotonic()
@@ -430,32 +453,75 @@ class Call:
             self._peer_finished(link, "left", None)
         elif kind == "ping":
             link.send_control({"t": "pong"})
+        elif kind == "restart" and link.we_offer and link.status == "connected":
+            self._begin_reconnect(link, "the peer asked for an ICE restart")
+        elif kind == "signal":  # an ICE restart's offer/answer over the (DTLS-authenticated) channel
+            body = message.get("body")
+            if (isinstance(body, dict) and body.get("type") in ("offer", "answer")
+                    and isinstance(body.get("sdp"), str) and isinstance(body.get("gen"), int)
+                    and not isinstance(body.get("gen"), bool)):
+                self._on_signal(link, body)
+            else:
+                self._on_invalid("data channel: malformed signal")
         self._changed()
 
-    async def _start_offer(self, link: PeerLink) -> None:
+    async def _start_offer(self, link: PeerLink) -> bool:
+        """Offer a fresh connection (first contact, or an ICE restart with ``gen`` + 1).
+
+        A restart offer also goes over the data channel when it is alive (faster, and works while
+        the portal is unreachable); the room copy reaches a peer whose channel is dead. Returns
+        whether the offer reached the room (or the channel)."""
+        restart = link.pc is not None
+        old_channel = link.channel if link.channel_alive(CHANNEL_FRESH) else None
+        link.gen += 1
+        link.answered = False
         pc = self._new_pc()
         self._wire_pc(link, pc)
         self._add_local_media(pc, link, offering=True)
-        link.set_status("connecting")
+        if not restart:
+            link.set_status("connecting")
         await pc.setLocalDescription(await pc.createOffer())
+        if link.pc is not pc:
+            return False  # replaced meanwhile (the link closed or another attempt began)
+        body = {"type": "offer", "sdp": pc.localDescription.sdp, "gen": link.gen}
+        via_channel = old_channel is not None and _send_signal(old_channel, body)
         assert self._session is not None
         await self._session.watch(link.member, True)
-        await self._session.send(link.member, {"type": "offer", "sdp": pc.localDescription.sdp,
-                                               "gen": link.gen})
-        self._session.mark_pending()
+        self._session.mark_pending(urgent=restart)
+        if not restart:
+            await self._session.send(link.member, body)
+            return True
+        link.record("peer", f"restart offer gen {link.gen}" + (" via data channel" if via_channel else ""))
+        try:
+            await asyncio.wait_for(self._session.send(link.member, body), ROOM_SEND_TIMEOUT)
+        except (StoreError, TimeoutError) as exc:
+            log.info("restart offer to %s not written to the room: %s", link.remote_name, exc)
+            return via_channel
+        return True
+
+    def _on_signal(self, link: PeerLink, body: dict[str, Any]) -> None:
+        if link.finished:
+            return
+        if body["type"] == "offer" and not link.we_offer:
+            self._spawn(self._on_offer(link, body), link)
+        elif body["type"] == "answer" and link.we_offer:
+            self._spawn(self._on_answer(link, body), link)
 
     async def _on_offer(self, link: PeerLink, body: dict[str, Any]) -> None:
         gen = int(body.get("gen", 0))
         if gen <= link.remote_gen:
-            return  # stale or repeated offer
-        if link.pc is not None:  # the peer renegotiates from scratch: start a fresh connection
-            await link.close()
-            link.answered = False
+            return  # stale or repeated offer (the same offer comes over the channel and the room)
         link.remote_gen = gen
+        restart = link.pc is not None
+        old_channel = link.channel if restart and link.channel_alive(CHANNEL_FRESH) else None
         pc = self._new_pc()
         self._wire_pc(link, pc)
-        link.set_status("connecting")
+        if not restart:
+            link.set_status("connecting")
+        elif link.status == "connected":
+            link.set_status("reconnecting", "the peer restarts ICE")
         await pc.setRemoteDescription(RTCSessionDescription(sdp=body["sdp"], type="offer"))
+        # Browsers send no a=end-of-candidates: signal it so a dead check list can fail.
         await pc.addIceCandidate(None)
         self._add_local_media(pc, link, offering=False)
         if self.config.audio_only:
@@ -463,8 +529,18 @@ class Call:
                 if transceiver.kind == "video":
                     transceiver.direction = "inactive"
         await pc.setLocalDescription(await pc.createAnswer())
+        if link.pc is not pc:
+            return  # a newer offer took over while we answered
+        answer = {"type": "answer", "sdp": pc.localDescription.sdp, "gen": gen}
+        if old_channel is not None:
+            _send_signal(old_channel, answer)
         assert self._session is not None
-        await self._session.send(link.member, {"type": "answer", "sdp": pc.localDescription.sdp, "gen": gen})
+        if restart:
+            self._session.mark_pending(urgent=True)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._session.send(link.member, answer), ROOM_SEND_TIMEOUT)
+        else:
+            await self._session.send(link.member, answer)
 
     async def _on_answer(self, link: PeerLink, body: dict[str, Any]) -> None:
         if not link.we_offer or link.answered or int(body.get("gen", 0)) != link.gen:
@@ -473,11 +549,65 @@ class Call:
             return
         await link.apply_answer(body["sdp"])
 
+    # ------------------------------------------------------------------ reconnection
+    def _restart_ice(self, session_id: str) -> None:
+        link = self._peers.get(session_id)
+        if link is None or link.finished or link.pc is None:
+            return
+        if not link.we_offer:  # only the offerer restarts (no glare): ask it to
+            link.send_control({"t": "restart"})
+            link.record("peer", "asked the peer to restart ICE")
+            return
+        self._begin_reconnect(link, "ICE restart requested")
+
+    def _begin_reconnect(self, link: PeerLink, reason: str) -> None:
+        """The pair broke (silence, or ICE/DTLS failed): both sides watch the room closely again
+        and the offerer restarts ICE with fresh connections until the pair is back."""
+        if link.status != "reconnecting":
+            link.set_status("reconnecting", reason)
+        if link.reconnecting_since is None:
+            link.reconnecting_since = time.monotonic()
+            if self._session is not None:
+                self._spawn(self._session.watch(link.member, True), link)
+                self._session.mark_pending(urgent=True)
+                self._session.kick()  # the push socket may have died with the network
+        if link.we_offer and (link.restart_task is None or link.restart_task.done()):
+            link.restart_task = asyncio.create_task(self._restart_loop(link))
+            link.tasks.append(link.restart_task)
+
+    async def _restart_loop(self, link: PeerLink) -> None:
+        while link.status == "reconnecting":
+            try:
+                offered = await self._start_offer(link)
+            except Exception as exc:  # one failed attempt (e.g. no network to gather on) is retried
+                log.info("ICE restart attempt for %s failed: %s", link.remote_name, exc)
+                offered = False
+            if not offered:
+                await asyncio.sleep(RESTART_RETRY)
+                continue
+            sent_at = time.monotonic()
+            while link.status == "reconnecting":
+                now = time.monotonic()
+                if link.answered and now - link.answered_at > RESTART_ANSWERED_TIMEOUT:
+                    break  # answered but the checks did not get through: a fresh attempt
+                if not link.answered and now - sent_at > RESTART_REOFFER:
+                    break
+                await asyncio.sleep(0.1)
+
     def _on_member_seen(self, member: Member) -> None:
         sid = member.session_id
-        if sid in self._peers or sid == self.session_id:
+        if sid == self.session_id:
+            return
+        old = self._peers.get(sid)
+        if old is not None and old.status != "gone":
             return
         link = PeerLink(member, self._we_offer(member), self._mono_start, self._changed)
+        if old is not None:
+            # Declared gone (we or they were offline too long) and announcing again: a fresh pair,
+            # with generations above the old ones so neither side takes the new offer for a stale one.
+            link.gen, link.remote_gen = old.gen, old.remote_gen
+            link.record("peer", "back in the room after being gone")
+        self._replace_stale_sessions(member)
         self._peers[sid] = link
         link.tasks.append(asyncio.create_task(self._connect_guard(link)))
         if link.we_offer:
@@ -486,6 +616,16 @@ class Call:
             assert self._session is not None
             self._spawn(self._session.watch(member, True), link)
         self._changed()
+
+    def _replace_stale_sessions(self, member: Member) -> None:
+        """The same identity came back with a new session (restarted its app): the old pair, if
+        it is not working, is replaced. Two live sessions of one identity are two participants."""
+        for sid, link in list(self._peers.items()):
+            if (sid != member.session_id and link.member.public_key == member.public_key
+                    and link.connected_after_s is not None and link.status != "connected"):
+                self._peer_finished(link, "left", "rejoined with a new session")
+                del self._peers[sid]
+                self._video_sinks.pop(sid, None)
 
     def _spawn(self, coro: Any, link: PeerLink) -> None:
         async def guarded() -> None:
@@ -502,7 +642,7 @@ class Call:
     async def _connect_guard(self, link: PeerLink) -> None:
         """Our own connect timeout: aiortc alone may wait a minute, or forever with no candidates."""
         await asyncio.sleep(self.config.connect_timeout)
-        if link.status in ("connected", "left", "gone"):
+        if link.connected_after_s is not None or link.finished:
             return
         self._peer_finished(link, "failed", self._diagnose(link))
 
@@ -533,7 +673,7 @@ class Call:
         link = self._peers.get(member.session_id)
         if link is None or link.finished:
             return
-        if link.status == "connected" and time.monotonic() - link.last_heard < HEARTBEAT_TIMEOUT:
+        if link.status == "connected" and time.monotonic() - link.last_heard < RESTART_SILENCE:
             return  # the data channel says it is alive; trust it over the presence list
         self._peer_finished(link, status, reason)
 
@@ -567,17 +707,27 @@ class Call:
             await asyncio.sleep(HEARTBEAT_INTERVAL)
             now = time.monotonic()
             for link in list(self._peers.values()):
-                if link.status != "connected":
-                    continue
-                link.send_control({"t": "ping"})
-                if now - link.last_heard > HEARTBEAT_TIMEOUT:
-                    self._peer_finished(link, "gone", f"no data channel traffic for {HEARTBEAT_TIMEOUT:.0f} s")
+                if link.status == "connected":
+                    link.send_control({"t": "ping"})
+                    if now - link.last_heard > RESTART_SILENCE:
+                        self._begin_reconnect(link, f"nothing heard for {RESTART_SILENCE:.0f} s")
+                elif link.status == "reconnecting":
+                    link.send_control({"t": "ping"})
+                    if now - (link.reconnecting_since or now) > RECONNECT_GIVE_UP:
+                        self._peer_finished(link, "failed", f"could not reconnect for {RECONNECT_GIVE_UP:.0f} s")
+                    else:  # also picks up a failure reported by the connection itself
+                        self._begin_reconnect(link, link.failure_reason or "connection failed")
+                        if self._session is not None:
+                            self._session.mark_pending(3.0, urgent=True)
             if self._session is not None:
+                # A silent peer whose presence record also went stale crashed or lost its network.
+                self._session.expire_stale()
                 # Slots of peers we are connected to need no polling; the rest do.
                 for link in list(self._peers.values()):
                     if link.status == "connected":
                         await self._session.watch(link.member, False)
-                if not any(link.status in ("discovered", "connecting") for link in self._peers.values()):
+                if not any(link.status in ("discovered", "connecting", "reconnecting")
+                           for link in self._peers.values()):
                     self._session.clear_pending()
 
     async def _stats_loop(self) -> None:

@@ -38,6 +38,7 @@ class PeerLink:
         self.on_change = on_change
         self.pc: RTCPeerConnection | None = None
         self.channel: RTCDataChannel | None = None
+        self._channel_pc: RTCPeerConnection | None = None  # the connection the channel runs on
         self.status = "discovered"
         self.failure_reason: str | None = None
         self.timeline: list[StateChange] = []
@@ -52,7 +53,13 @@ class PeerLink:
         self.remote_camera_off = False
         self.remote_audio_only = False
         self.remote_name = member.name
-        self.tasks: list[asyncio.Task[Any]] = []
+        self.tasks: list[asyncio.Task[Any]] = []  # link-level work (negotiation, guards, restarts)
+        self._pc_tasks: dict[int, list[asyncio.Task[Any]]] = {}
+        self.restarts = 0  # ICE restarts that brought the pair back
+        self.previous_pc: RTCPeerConnection | None = None  # kept until its replacement connects
+        self.restart_task: asyncio.Task[None] | None = None
+        self.answered_at = 0.0
+        self.reconnecting_since: float | None = None
         self.outbox: deque[dict[str, Any]] = deque(maxlen=OUTBOX_LIMIT)  # chat held until the channel opens
         self._prev_bytes: tuple[float, int, int] | None = None
         self._last_ice: tuple = (None, (), (), ())  # kept after close so reports still show the path
@@ -73,8 +80,10 @@ class PeerLink:
             return
         self.status = status
         self.failure_reason = reason
-        if status == "connected" and self.connected_after_s is None:
-            self.connected_after_s = round(time.monotonic() - self.link_started, 4)
+        if status == "connected":
+            self.reconnecting_since = None
+            if self.connected_after_s is None:
+                self.connected_after_s = round(time.monotonic() - self.link_started, 4)
         self.record("peer", status if reason is None else f"{status}: {reason}")
 
     @property
@@ -82,33 +91,77 @@ class PeerLink:
         return self.status in ("left", "gone", "failed")
 
     def attach(self, pc: RTCPeerConnection) -> None:
-        """Follow the four state machines of a peer connection."""
-        self.pc = pc
+        """Make ``pc`` the link's connection and follow its four state machines.
+
+        An ICE restart builds a new connection while the old one may still carry the data channel
+        (the restart's signalling can go over it): the old one is kept as ``previous_pc`` until the
+        new one connects, and events of a connection that is no longer ``self.pc`` are ignored."""
+        if self.previous_pc is not None:
+            asyncio.get_running_loop().create_task(self.retire(self.previous_pc))
+        self.previous_pc, self.pc = self.pc, pc
+        self._prev_bytes = None  # byte counters start again with a new connection
         self.record("signaling", pc.signalingState)
         self.record("ice_gathering", pc.iceGatheringState)
 
         @pc.on("signalingstatechange")
         def _signaling() -> None:
-            self.record("signaling", pc.signalingState)
+            if self.pc is pc:
+                self.record("signaling", pc.signalingState)
 
         @pc.on("icegatheringstatechange")
         def _gathering() -> None:
-            self.record("ice_gathering", pc.iceGatheringState)
+            if self.pc is pc:
+                self.record("ice_gathering", pc.iceGatheringState)
 
         @pc.on("iceconnectionstatechange")
         def _ice() -> None:
-            self.record("ice_connection", pc.iceConnectionState)
+            if self.pc is pc:
+                self.record("ice_connection", pc.iceConnectionState)
 
         @pc.on("connectionstatechange")
         def _connection() -> None:
+            if self.pc is not pc:
+                return
             self.record("connection", pc.connectionState)
             if pc.connectionState == "connected":
                 self.last_heard = time.monotonic()
+                if self.status == "reconnecting":
+                    self.restarts += 1
                 self.set_status("connected")
+                if self.previous_pc is not None:
+                    old, self.previous_pc = self.previous_pc, None
+                    asyncio.get_running_loop().create_task(self.retire(old))
             elif pc.connectionState == "failed" and not self.finished:
-                self.set_status("failed", "ICE/DTLS failed")
+                if self.connected_after_s is not None:
+                    self.set_status("reconnecting", "ICE/DTLS failed")
+                else:
+                    self.set_status("failed", "ICE/DTLS failed")
+
+    def track_task(self, pc: RTCPeerConnection, task: asyncio.Task[Any]) -> None:
+        """A media consumer that belongs to ``pc`` (cancelled when that connection is retired)."""
+        self._pc_tasks.setdefault(id(pc), []).append(task)
+
+    async def retire(self, pc: RTCPeerConnection | None) -> None:
+        """Close a connection that an ICE restart replaced (or the link's last one)."""
+        if pc is None:
+            return
+        for task in self._pc_tasks.pop(id(pc), []):
+            task.cancel()
+        if self._channel_pc is pc:
+            self.channel, self._channel_pc = None, None
+        with contextlib.suppress(Exception):
+            await pc.close()
 
     # ------------------------------------------------------------------ data channel
+    def set_channel(self, channel: RTCDataChannel, pc: RTCPeerConnection) -> None:
+        self.channel, self._channel_pc = channel, pc
+
+    def channel_alive(self, within: float) -> bool:
+        """Open and heard from lately: worth sending signalling over (faster than the room)."""
+        channel = self.channel
+        return (channel is not None and channel.readyState == "open"
+                and time.monotonic() - self.last_heard < within)
+
     def send_control(self, message: dict[str, Any]) -> bool:
         channel = self.channel
         if channel is None or channel.readyState != "open":
@@ -149,6 +202,7 @@ class PeerLink:
         # Browsers send no a=end-of-candidates: signal it so a dead check list can fail.
         await self.pc.addIceCandidate(None)
         self.answered = True
+        self.answered_at = time.monotonic()
 
     # ------------------------------------------------------------------ stats
     async def refresh_stats(self) -> None:
@@ -196,11 +250,11 @@ class PeerLink:
     # ------------------------------------------------------------------ teardown
     async def close(self) -> None:
         for task in self.tasks:
-            task.cancel()
+            if task is not asyncio.current_task():
+                task.cancel()
         self.tasks.clear()
-        if self.pc is not None:
-            with contextlib.suppress(Exception):
-                await self.pc.close()
+        await self.retire(self.previous_pc)
+        await self.retire(self.pc)
 
     def snapshot(self, audio_level: float, audio_seconds: float, video_frames: int) -> PeerSnapshot:
         if self.pc is not None and self.pc.connectionState != "closed":
@@ -237,4 +291,5 @@ class PeerLink:
             remote_muted=self.remote_muted,
             remote_camera_off=self.remote_camera_off,
             remote_audio_only=self.remote_audio_only,
+            restarts=self.restarts,
         )

@@ -91,6 +91,7 @@ class PeerSnapshot:
     remote_muted: bool = False
     remote_camera_off: bool = False
     remote_audio_only: bool = False
+    restarts: int = 0  # ICE restarts that brought this pair back
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,6 +48,7 @@ class SessionTiming:
     poll_fast: float = 0.15  # poll interval while a negotiation is pending
     poll_slow: float = 2.0  # poll interval backs off to this when nothing is pending
     poll_push: float = 15.0  # safety poll of presence when push is in use
+    poll_urgent_timeout: float = 2.0  # bound on one poll while a pair reconnects
 
 
 @dataclass
@@ -112,6 +113,7 @@ class RoomSession:
         self._tasks: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
         self._pending_until = 0.0
+        self._urgent_until = 0.0
         self._closing = False
         self._presence_lock = asyncio.Lock()
         self._last_presence: list[Member] = []
@@ -162,14 +164,25 @@ class RoomSession:
     def members(self) -> list[Member]:
         return list(self._members.values())
 
-    def mark_pending(self, seconds: float = 10.0) -> None:
-        """Poll fast for a while: a negotiation is waiting on the other side."""
-        self._pending_until = max(self._pending_until, time.monotonic() + seconds)
+    def mark_pending(self, seconds: float = 10.0, *, urgent: bool = False) -> None:
+        """Poll fast for a while: a negotiation is waiting on the other side.
+
+        ``urgent`` (an ICE restart) polls fast even with push, each poll bounded in time: the push
+        socket and pooled connections may have died with the network and not noticed yet."""
+        now = time.monotonic()
+        self._pending_until = max(self._pending_until, now + seconds)
+        if urgent:
+            self._urgent_until = max(self._urgent_until, now + seconds)
         self._wake.set()
+
+    def kick(self) -> None:
+        """The network may have changed: reopen the push socket now instead of after its backoff."""
+        if self._subscription is not None:
+            self._subscription.reconnect()
 
     def clear_pending(self) -> None:
         """Nothing is negotiating any more: let polling back off."""
-        self._pending_until = 0.0
+        self._pending_until = self._urgent_until = 0.0
 
     async def watch(self, member: Member, active: bool) -> None:
         """Watch (or stop watching) the member's pair slot to us.
@@ -266,6 +279,10 @@ class RoomSession:
                 self.mark_pending()
                 self.events.member_seen(member)
 
+    def expire_stale(self) -> None:
+        """Report members whose record went stale (cheap, local: the engine calls it every second)."""
+        self._expire_members()
+
     def _expire_members(self) -> None:
         for key, member in list(self._members.items()):
             if not self._is_fresh(member):
@@ -356,12 +373,16 @@ class RoomSession:
                 return
 
     async def _poll_once(self) -> None:
-        members = await self._fetch_presence()
-        if members is not None:
-            self._apply_presence(members)
-        self._expire_members()
+        """Presence and watched pair slots, side by side: one failing read must not hide the others."""
+        async def presence() -> None:
+            members = await self._fetch_presence()
+            if members is not None:
+                self._apply_presence(members)
+
         watched = [m for m in self._members.values() if m.key in self._watch_slot]
-        await asyncio.gather(*(self._guarded(self._read_pair_slot(m)) for m in watched))
+        await asyncio.gather(self._guarded(presence()),
+                             *(self._guarded(self._read_pair_slot(m)) for m in watched))
+        self._expire_members()
 
     async def _guarded(self, coro: Awaitable[None]) -> None:
         try:
@@ -372,11 +393,17 @@ class RoomSession:
     async def _poll_loop(self) -> None:
         interval = self.timing.poll_fast
         while not self._closing:
+            urgent = time.monotonic() < self._urgent_until
             try:
-                await self._poll_once()
-            except StoreError as exc:
+                if urgent:  # a request stuck on a connection the network change killed is abandoned
+                    await asyncio.wait_for(self._poll_once(), self.timing.poll_urgent_timeout)
+                else:
+                    await self._poll_once()
+            except (StoreError, TimeoutError) as exc:
                 log.info("poll failed: %s", exc)
-            if self.push_active:
+            if urgent:
+                interval = self.timing.poll_fast
+            elif self.push_active:
                 interval = self.timing.poll_push
             elif time.monotonic() < self._pending_until:
                 interval = self.timing.poll_fast

@@ -60,6 +60,9 @@ class Subscription(Protocol):
     def updates(self) -> AsyncIterator[RegistryEntry]:
         """Yield every pushed entry, already signature-verified, until closed."""
 
+    def reconnect(self) -> None:
+        """The network may have changed: reopen the channel now (it re-subscribes every slot)."""
+
     async def aclose(self) -> None:
         """Close the channel."""
 

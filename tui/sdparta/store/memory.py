@@ -58,6 +58,9 @@ class MemorySubscription:
     def updates(self) -> AsyncIterator[RegistryEntry]:
         return self._mailbox.updates()
 
+    def reconnect(self) -> None:
+        """Nothing to reopen in memory."""
+
     async def aclose(self) -> None:
         self._mailbox.close()
         self._store._subscriptions.discard(self)

@@ -113,6 +113,10 @@ class MultiSubscription:
     def updates(self) -> AsyncIterator[RegistryEntry]:
         return self._mailbox.updates()
 
+    def reconnect(self) -> None:
+        for sub in self._subs:
+            sub.reconnect()
+
     async def aclose(self) -> None:
         self._mailbox.close()
         for task in self._tasks:

@@ -164,14 +164,17 @@ class PortalSubscription:
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
+        self._retry_now = asyncio.Event()
         self.reconnects = 0
         self.rejected = 0  # pushes that failed verification
 
     async def _open_ws(self) -> aiohttp.ClientWebSocketResponse:
         assert self._session is not None
         try:
+            # a short close timeout: reconnect() closes sockets that may be dead (no reply ever comes)
             return await self._session.ws_connect(self.ws_url, heartbeat=15, max_msg_size=MAX_PUSH_MESSAGE,
-                                                  autoclose=True, autoping=True)
+                                                  autoclose=True, autoping=True,
+                                                  timeout=aiohttp.ClientWSTimeout(ws_close=1.0))
         except aiohttp.WSServerHandshakeError as exc:
             if exc.status in _NO_PUSH_STATUSES:
                 raise _NoPush(f"portal {self.url} has no registry subscription endpoint ({exc.status})") from exc
@@ -229,7 +232,11 @@ class PortalSubscription:
                 delay = 0.25
             if self._mailbox.closed:
                 break
-            await asyncio.sleep(delay * (0.5 + random.random()))  # dropped: reconnect, re-subscribe
+            with contextlib.suppress(TimeoutError):  # dropped: reconnect (sooner when kicked), re-subscribe
+                await asyncio.wait_for(self._retry_now.wait(), delay * (0.5 + random.random()))
+            if self._retry_now.is_set():
+                self._retry_now.clear()
+                delay = 0.25
             delay = min(delay * 2, 10.0)
             try:
                 self._ws = await self._open_ws()
@@ -241,6 +248,13 @@ class PortalSubscription:
             self.connected.set()
             for public_key, data_key in list(self._slots):
                 await self._send("subscribe", public_key, data_key)
+
+    def reconnect(self) -> None:
+        """Drop the socket (it may be dead without knowing it) and reopen it at once."""
+        self._retry_now.set()
+        ws = self._ws
+        if ws is not None and not ws.closed:
+            asyncio.get_running_loop().create_task(ws.close())
 
     def _handle(self, raw: str) -> None:
         if len(raw) > MAX_PUSH_MESSAGE:

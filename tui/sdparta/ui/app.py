@@ -53,6 +53,7 @@ KEYS_HELP = [
     ("i", "show / hide the ICE panel of the focused participant"),
     ("c, /", "type a chat message (enter sends, escape leaves the input)"),
     ("d", "dump the focused participant's timeline and stats as JSON"),
+    ("r", "restart ICE with the focused participant (re-gathers candidates, keeps the call)"),
     ("?", "this help (escape closes)"),
     ("ctrl+q", "leave the call (works everywhere)"),
 ]
@@ -119,8 +120,8 @@ def peer_line(peer: PeerSnapshot, focused: bool) -> Text:
         text.append(f" {peer.stats.rtt_ms:.0f} ms")
     for flag in peer_flags(peer):
         text.append(f" {flag}", style="magenta")
-    if peer.failure_reason and peer.status in ("failed", "gone"):
-        text.append(f"\n    {safe(peer.failure_reason)}", style="red")
+    if peer.failure_reason and peer.status in ("failed", "gone", "reconnecting"):
+        text.append(f"\n    {safe(peer.failure_reason)}", style="red" if peer.status != "reconnecting" else "yellow")
     return text
 
 
@@ -164,6 +165,8 @@ def ice_panel_text(peer: PeerSnapshot | None) -> Text:
     text.append(f"session {safe(peer.session_id)} · {role}", style="grey62")
     if peer.connected_after_s is not None:
         text.append(f" · connected after {peer.connected_after_s:.2f} s", style="grey62")
+    if peer.restarts:
+        text.append(f" · {peer.restarts} ICE restart{'s' if peer.restarts > 1 else ''}", style="grey62")
     text.append("\n")
     if peer.failure_reason:
         text.append(f"{safe(peer.failure_reason)}\n", style="red")
@@ -331,6 +334,7 @@ class SdpartaApp(App[int]):
         Binding("i", "toggle_ice", "ICE"),
         Binding("c,slash", "chat", "chat"),
         Binding("d", "dump", "dump"),
+        Binding("r", "restart_ice", "restart ICE", show=False),
         Binding("question_mark", "help", "help"),
     ]
 
@@ -576,6 +580,14 @@ class SdpartaApp(App[int]):
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen())
+
+    def action_restart_ice(self) -> None:
+        peer = self.focused_peer()
+        if peer is None or peer.status not in ("connected", "reconnecting"):
+            self.notify("no connected participant to restart ICE with", severity="warning")
+            return
+        self.call.restart_ice(peer.session_id)
+        self.notify(f"restarting ICE with {safe(peer.name)}…", timeout=4, markup=False)
 
     def action_dump(self) -> None:
         peer = self.focused_peer()
