@@ -30,6 +30,7 @@ def test_key_derivation_vectors(keys: RoomKeys) -> None:
     assert keys.data_key("presence").hex() == "2fe912703f6c80583c6216ebd3064ab05fdce1bd13bcd0fd54da0b5753759297"
     assert keys.data_key("pair", SID_A, SID_B).hex() == (
         "c3827605ca3914c3fe20f709ff92843ff1e6663d2e08b5df3342dc91f9194576")
+    assert keys.data_key("settings").hex() == "ace2d5608031cee8a9798750e350308dbd9f67256dfc4bdd2a2aeab9a8eb2464"
 
 
 def test_password_and_room_both_matter(keys: RoomKeys) -> None:
@@ -111,3 +112,34 @@ def test_any_tampered_byte_is_rejected(keys: RoomKeys, alice: Identity, data: st
     blob[index] ^= flip
     with pytest.raises(wire.WireError):
         wire.decode_message(keys, alice.public_key, data_key, bytes(blob))
+
+
+ROOM_TURN = [wire.TurnServer("turn:203.0.113.1:3478?transport=udp", "sdparta", "secret")]
+
+
+def test_room_settings_round_trip_and_author(keys: RoomKeys, alice: Identity) -> None:
+    slot = bytes(32)
+    data_key = keys.data_key("settings")
+    blob = wire.encode_settings(keys, alice, slot, data_key, ROOM_TURN, 1700000000000)
+    settings = wire.decode_settings(keys, slot, data_key, blob)
+    assert settings.author == alice.public_key and settings.turn == tuple(ROOM_TURN)
+    assert settings.ts_ms == 1700000000000
+    with pytest.raises(wire.WireError):  # another room (or a wrong password) cannot open them
+        wire.decode_settings(RoomKeys.derive("demo-room", "wrong"), slot, data_key, blob)
+    with pytest.raises(wire.WireError):  # bound to its slot
+        wire.decode_settings(keys, slot, keys.data_key("presence"), blob)
+
+
+def test_room_settings_reject_forgery_and_bad_urls(keys: RoomKeys, alice: Identity) -> None:
+    slot, data_key = bytes(32), keys.data_key("settings")
+    mallory = Identity.from_seed(bytes(32))
+    # a member re-signs alice's settings under alice's name: the signature does not verify
+    blob = wire.encode_settings(keys, mallory, slot, data_key, ROOM_TURN, 1)
+    plain = wire.open_sealed(keys, b"settings", slot, data_key, blob, wire.MAX_SETTINGS_BYTES)
+    forged = plain[:64] + plain[64:].replace(mallory.public_key.hex().encode(), alice.public_key.hex().encode())
+    with pytest.raises(wire.WireError, match="signature"):
+        wire.decode_settings(keys, slot, data_key, wire.seal(keys, b"settings", slot, data_key, forged))
+    for url in ("stun:203.0.113.1", "turn:evil host", "http://x", "turn:a?transport=sctp"):
+        bad = wire.encode_settings(keys, alice, slot, data_key, [wire.TurnServer(url, "u", "p")], 1)
+        with pytest.raises(wire.WireError, match="URL"):
+            wire.decode_settings(keys, slot, data_key, bad)

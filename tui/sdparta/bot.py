@@ -110,6 +110,7 @@ def config_from_args(args: argparse.Namespace) -> CallConfig:
         audio_only=args.audio_only,
         ice_servers=ice_servers_from_args(args),
         relay_only=args.relay_only,
+        share_turn=args.share_turn,
         push=not args.no_push,
     )
     if args.opus_bitrate:

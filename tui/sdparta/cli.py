@@ -45,6 +45,8 @@ def _add_call_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--turn-user", default=None, help="TURN username")
     p.add_argument("--turn-password", default=None, help="TURN password")
     p.add_argument("--relay-only", action="store_true", help="use only TURN relay candidates")
+    p.add_argument("--share-turn", action="store_true",
+                   help="share your TURN relay (with its credentials) with everyone who has the room password")
     p.add_argument("--opus-bitrate", type=int, default=None, help="Opus bitrate in bit/s")
     p.add_argument("--opus-channels", type=int, choices=(1, 2), default=None, help="Opus channels")
     p.add_argument("--audio-only", action="store_true", help="send no video at all")
@@ -183,7 +185,7 @@ def _join(args: argparse.Namespace) -> int:
         video="none" if settings["audio_only"] else args.video, audio=args.audio, audio_out=args.audio_out,
         audio_only=settings["audio_only"], opus_bitrate=settings["opus_bitrate"],
         opus_channels=settings["opus_channels"], ice_servers=ice, relay_only=settings["relay_only"],
-        connect_timeout=settings["connect_timeout"], push=not args.no_push,
+        connect_timeout=settings["connect_timeout"], push=not args.no_push, share_turn=args.share_turn,
     )
     from sdparta.ui import run_join_app
 

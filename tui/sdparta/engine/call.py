@@ -35,11 +35,21 @@ from sdparta.engine.state import CallSnapshot, ChatMessage, Notice
 from sdparta.media import sinks, sources
 from sdparta.room.keys import Identity, RoomKeys, fingerprint, new_session_id
 from sdparta.room.session import RoomEvents, RoomSession, SessionTiming
-from sdparta.room.wire import Member
+from sdparta.room.wire import Member, RoomSettings, TurnServer
 from sdparta.store import open_store
 from sdparta.store.base import Store, StoreError
 
 log = logging.getLogger(__name__)
+
+
+def turn_servers_of(servers: list[RTCIceServer]) -> list[TurnServer]:
+    """The TURN entries of an ICE server list, one per URL (what --share-turn puts in the room)."""
+    found = []
+    for server in servers:
+        urls = server.urls if isinstance(server.urls, list) else [server.urls]
+        found += [TurnServer(url, server.username or "", server.credential or "")
+                  for url in urls if url.startswith(("turn:", "turns:"))]
+    return found
 
 
 def _send_signal(channel: Any, body: dict[str, Any]) -> bool:
@@ -87,6 +97,7 @@ class CallConfig:
     video_max_bitrate: int = 300_000
     ice_servers: list[RTCIceServer] = field(default_factory=list)
     relay_only: bool = False
+    share_turn: bool = False  # put our TURN relay into the room's sealed settings for everyone
     connect_timeout: float = 20.0
     push: bool = True
     timing: SessionTiming | None = None
@@ -127,6 +138,7 @@ class Call:
         # Built here, not on join: making the HTTP client (its TLS context) costs ~50 ms.
         self._store: Store | None = config.store or open_store(config.portals)
         self._relay = MediaRelay()
+        self._ice_servers: list[RTCIceServer] = list(config.ice_servers)  # + the room's relay, if shared
         self._audio_switch: sources.Switchable | None = None
         self._video_switch: sources.Switchable | None = None
         self._local_view: sinks.VideoSink | None = None
@@ -233,8 +245,11 @@ class Call:
         self._tasks.append(asyncio.create_task(self._heartbeat_loop()))
         try:
             keys = cfg.room_keys or await asyncio.to_thread(RoomKeys.derive, cfg.room, cfg.password)
+            share = turn_servers_of(cfg.ice_servers) if cfg.share_turn else None
+            if cfg.share_turn and not share:
+                self._notice("warning", "--share-turn: no TURN server configured to share (add --turn …)")
             self._session = RoomSession(self._store, keys, self.identity, cfg.name, self.session_id,
-                                        _Events(self), push=cfg.push, timing=cfg.timing)
+                                        _Events(self), push=cfg.push, timing=cfg.timing, share_turn=share)
             joined = await self._join_with_retry()
             if joined:
                 await self._stop_event.wait()
@@ -383,8 +398,18 @@ class Call:
         from aiortc.rtcconfiguration import RTCIceTransportPolicy
 
         policy = RTCIceTransportPolicy.RELAY if self.config.relay_only else RTCIceTransportPolicy.ALL
-        return RTCPeerConnection(RTCConfiguration(iceServers=list(self.config.ice_servers),
+        return RTCPeerConnection(RTCConfiguration(iceServers=list(self._ice_servers),
                                                   iceTransportPolicy=policy))
+
+    def _on_room_settings(self, settings: RoomSettings) -> None:
+        """Someone shared a TURN relay with the room: use it unless we have our own."""
+        if not settings.turn or turn_servers_of(self._ice_servers):
+            return
+        self._ice_servers = [*self._ice_servers, *(RTCIceServer(urls=t.url, username=t.username,
+                                                                credential=t.credential)
+                                                   for t in settings.turn)]
+        shared = "us" if settings.author == self.identity.public_key else fingerprint(settings.author)
+        self._notice("information", f"using the room's TURN relay {settings.turn[0].url} (shared by {shared})")
 
     def _add_local_media(self, pc: RTCPeerConnection, link: PeerLink, offering: bool) -> None:
         """Attach our tracks; on the offering side also create the transceivers and channel."""
@@ -812,3 +837,6 @@ class _Events(RoomEvents):
 
     def invalid(self, reason: str) -> None:
         self.call._on_invalid(reason)
+
+    def settings(self, settings: RoomSettings) -> None:
+        self.call._on_room_settings(settings)

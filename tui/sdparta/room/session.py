@@ -25,12 +25,17 @@ from sdparta.room.keys import Identity, RoomKeys
 from sdparta.room.wire import (
     MAX_MESSAGE_BYTES,
     MAX_PRESENCE_BYTES,
+    MAX_SETTINGS_BYTES,
     Member,
+    RoomSettings,
+    TurnServer,
     WireError,
     decode_message,
     decode_presence,
+    decode_settings,
     encode_message,
     encode_presence,
+    encode_settings,
     sign_member,
 )
 from sdparta.store.base import RegistryEntry, RevisionConflict, Store, StoreError, Subscription
@@ -82,6 +87,8 @@ class RoomEvents:
         """``status`` is "left" (taken out of the list) or "gone" (stopped announcing)."""
     def message(self, member: Member, body: dict[str, Any]) -> None: ...
     def invalid(self, reason: str) -> None: ...
+    def settings(self, settings: RoomSettings) -> None:
+        """The room's shared settings (TURN relays), read on joining, before any member is seen."""
 
 
 class RoomSession:
@@ -89,7 +96,7 @@ class RoomSession:
 
     def __init__(self, store: Store, keys: RoomKeys, identity: Identity, name: str, session_id: str,
                  events: RoomEvents, *, push: bool = True, timing: SessionTiming | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, share_turn: list[TurnServer] | None = None) -> None:
         self.store = store
         self.keys = keys
         self.identity = identity
@@ -100,10 +107,13 @@ class RoomSession:
         self.timing = timing or SessionTiming()
         self.clock = clock
         self.counters = SessionCounters()
+        self.share_turn = share_turn  # write these relays into the room's settings on joining
+        self.settings: RoomSettings | None = None
         self.push_active = False
         self._room_keypair = KeyPair.from_private_bytes(keys.presence_seed)
         self._identity_keypair = KeyPair.from_private_bytes(identity.seed)
         self._presence_key = keys.data_key("presence")
+        self._settings_key = keys.data_key("settings")
         self._presence = _SlotState()
         self._members: dict[tuple[bytes, str], Member] = {}
         self._incoming: dict[tuple[bytes, str], _SlotState] = {}
@@ -120,20 +130,71 @@ class RoomSession:
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
-        """Open push if wanted, read the room, announce ourselves, start the loops."""
-        if self.want_push:
-            try:
-                self._subscription = await self.store.open_subscription()
-            except StoreError as exc:
-                log.info("push unavailable, polling: %s", exc)
-                self._subscription = None
-            if self._subscription is not None:
-                await self._subscription.add(self._room_keypair.public_key, self._presence_key)
-                self.push_active = True
-                self._tasks.append(asyncio.create_task(self._push_loop(self._subscription)))
+        """Open push if wanted and read (or share) the room settings, side by side; then read the
+        room, announce ourselves and start the loops."""
+        await asyncio.gather(self._open_push(), self._settings_on_join())
         await self._update_presence(leaving=False)
         self._tasks.append(asyncio.create_task(self._poll_loop()))
         self._tasks.append(asyncio.create_task(self._announce_loop()))
+
+    async def _open_push(self) -> None:
+        if not self.want_push:
+            return
+        try:
+            self._subscription = await self.store.open_subscription()
+        except StoreError as exc:
+            log.info("push unavailable, polling: %s", exc)
+            self._subscription = None
+        if self._subscription is not None:
+            await self._subscription.add(self._room_keypair.public_key, self._presence_key)
+            self.push_active = True
+            self._tasks.append(asyncio.create_task(self._push_loop(self._subscription)))
+
+    async def _settings_on_join(self) -> None:
+        """Share our relays, or take the room's; settings trouble never stops a join."""
+        try:
+            if self.share_turn:
+                await self.share_settings(self.share_turn)
+            else:
+                self.settings = await self.fetch_settings()
+        except StoreError as exc:
+            log.info("room settings unavailable: %s", exc)
+        if self.settings is not None:
+            self.events.settings(self.settings)
+
+    async def fetch_settings(self) -> RoomSettings | None:
+        """The room's shared settings, verified; None when there are none (or they do not open)."""
+        self.counters.gets += 1
+        entry = await self.store.get_entry(self._room_keypair.public_key, self._settings_key)
+        if entry is None:
+            return None
+        try:
+            blob = await self._download(entry.data, MAX_SETTINGS_BYTES)
+            return decode_settings(self.keys, self._room_keypair.public_key, self._settings_key, blob)
+        except (WireError, ValueError) as exc:
+            self._invalid(f"room settings: {exc}")
+            return None
+
+    async def share_settings(self, turn: list[TurnServer]) -> None:
+        """Write the room's settings (compare-and-set on the revision, retried on conflict)."""
+        ts_ms = int(self.clock() * 1000)
+        blob = encode_settings(self.keys, self.identity, self._room_keypair.public_key, self._settings_key,
+                               turn, ts_ms)
+        raw = decode_skylink(await self._upload(blob))
+        for attempt in range(6):
+            self.counters.gets += 1
+            entry = await self.store.get_entry(self._room_keypair.public_key, self._settings_key)
+            revision = entry.revision + 1 if entry is not None else 0
+            try:
+                self.counters.sets += 1
+                await self.store.set_entry(sign_entry(self._room_keypair, self._settings_key, raw, revision))
+            except RevisionConflict:
+                self.counters.conflicts += 1
+                await asyncio.sleep(random.uniform(0.005, 0.05) * (attempt + 1))
+                continue
+            self.settings = RoomSettings(self.identity.public_key, ts_ms, tuple(turn))
+            return
+        raise StoreError("could not write the room settings (heavy contention or a misbehaving portal)")
 
     async def leave(self) -> None:
         """Say bye to every member we know and take our record out of the presence list."""

@@ -183,3 +183,68 @@ def _decode_member(keys: RoomKeys, record: Any) -> Member:
                                                                           name, ts_ms)):
         raise WireError("member record signature does not verify")
     return Member(public_key, session_id, name, ts_ms, signature)
+
+
+# ---------------------------------------------------------------------- room settings
+MAX_SETTINGS_BYTES = 8 * 1024
+MAX_ROOM_TURN = 4
+_TURN_URL_RE = re.compile(r"^turns?:[A-Za-z0-9.\-\[\]:]{1,200}(\?transport=(udp|tcp))?$")
+
+
+@dataclass(frozen=True, slots=True)
+class TurnServer:
+    """A TURN relay as shared in the room (long-term credential)."""
+
+    url: str
+    username: str
+    credential: str
+
+
+@dataclass(frozen=True, slots=True)
+class RoomSettings:
+    """Settings one participant shared with everyone holding the password (last writer wins)."""
+
+    author: bytes  # the sharer's identity public key
+    ts_ms: int
+    turn: tuple[TurnServer, ...]
+
+
+def _settings_signing_bytes(keys: RoomKeys, data_key: bytes, raw: bytes) -> bytes:
+    return b"sdparta/v1/settings\x00" + keys.room_id + data_key + raw
+
+
+def encode_settings(keys: RoomKeys, author: Identity, slot_public_key: bytes, data_key: bytes,
+                    turn: list[TurnServer], ts_ms: int, nonce: bytes | None = None) -> bytes:
+    """Sign the settings with the author's identity and seal them for the room's settings slot."""
+    body = {"v": 1, "author": author.public_key.hex(), "ts": ts_ms,
+            "turn": [{"url": t.url, "username": t.username, "credential": t.credential} for t in turn]}
+    raw = json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
+    signature = author.sign(_settings_signing_bytes(keys, data_key, raw))
+    return seal(keys, b"settings", slot_public_key, data_key, signature + raw, nonce)
+
+
+def decode_settings(keys: RoomKeys, slot_public_key: bytes, data_key: bytes, blob: bytes) -> RoomSettings:
+    """Open, verify and validate the room settings; raises WireError for anything off."""
+    plain = open_sealed(keys, b"settings", slot_public_key, data_key, blob, MAX_SETTINGS_BYTES)
+    signature, raw = plain[:SIG_LEN], plain[SIG_LEN:]
+    try:
+        body = json.loads(raw)
+        author = bytes.fromhex(body["author"])
+        ts_ms, records = body["ts"], body["turn"]
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise WireError("room settings are malformed") from exc
+    if body.get("v") != 1 or len(author) != 32 or not isinstance(ts_ms, int) or not isinstance(records, list):
+        raise WireError("room settings have an unknown shape")
+    if not verify_signature(author, signature, _settings_signing_bytes(keys, data_key, raw)):
+        raise WireError("room settings signature does not verify")
+    turn: list[TurnServer] = []
+    for record in records[:MAX_ROOM_TURN]:
+        if not isinstance(record, dict):
+            raise WireError("a room TURN entry is not an object")
+        url, user, credential = record.get("url"), record.get("username"), record.get("credential")
+        if not isinstance(url, str) or not _TURN_URL_RE.match(url):
+            raise WireError("a room TURN entry has an invalid URL")
+        if not isinstance(user, str) or not isinstance(credential, str) or len(user) > 256 or len(credential) > 256:
+            raise WireError("a room TURN entry has invalid credentials")
+        turn.append(TurnServer(url, user, credential))
+    return RoomSettings(author, ts_ms, tuple(turn))
