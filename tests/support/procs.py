@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,11 +89,12 @@ class BotProcess:
 
 def start_bot(workdir: Path, room: str, portals: list[str], name: str, *, tone: float | None = 440.0,
               video: str = "pattern", chat: str | None = None, record: bool = True,
-              extra: list[str] | None = None) -> BotProcess:
+              extra: list[str] | None = None, argv_prefix: Sequence[str] = ()) -> BotProcess:
+    """A real `sdparta bot` process (``argv_prefix`` e.g. runs it in a network namespace)."""
     report = workdir / f"{name}.json"
     wav = workdir / f"{name}.wav" if record else None
     log = workdir / f"{name}.log"
-    args = [PYTHON, "-m", "sdparta", "bot", room, "--name", name, "--report", str(report),
+    args = [*argv_prefix, PYTHON, "-m", "sdparta", "bot", room, "--name", name, "--report", str(report),
             "--video", video, "--audio", f"tone:{tone}" if tone else "none"]
     for url in portals:
         args += ["--portal", url]

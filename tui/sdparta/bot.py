@@ -20,7 +20,7 @@ from typing import Any
 from aiortc import RTCIceServer
 
 from sdparta.engine.call import Call, CallConfig
-from sdparta.engine.state import CallSnapshot, PeerSnapshot
+from sdparta.engine.state import CallSnapshot, CandidateInfo, PeerSnapshot
 
 REPORT_INTERVAL = 1.0
 
@@ -30,6 +30,11 @@ def _first_connected(peer: PeerSnapshot) -> float | None:
         if change.kind == "peer" and change.state == "connected":
             return change.t
     return None
+
+
+def _candidate(candidate: CandidateInfo) -> dict[str, Any]:
+    return {"type": candidate.type, "protocol": candidate.protocol, "address": candidate.address,
+            "port": candidate.port}
 
 
 def build_report(call: Call, snapshot: CallSnapshot) -> dict[str, Any]:
@@ -55,6 +60,7 @@ def build_report(call: Call, snapshot: CallSnapshot) -> dict[str, Any]:
                           for m in snapshot.chat if not m.own],
         "chat_sent": [m.text for m in snapshot.chat if m.own],
         "audio_out": snapshot.audio_out,
+        "notices": [{"severity": n.severity, "text": n.text} for n in snapshot.notices],
         "peers": [
             {
                 "name": p.name,
@@ -66,6 +72,10 @@ def build_report(call: Call, snapshot: CallSnapshot) -> dict[str, Any]:
                 "connected_after_s": _first_connected(p),
                 "connected_after_discovery_s": p.connected_after_s,
                 "path": p.path,
+                "selected_pair": ({"local": _candidate(p.selected_pair.local),
+                                   "remote": _candidate(p.selected_pair.remote)}
+                                  if p.selected_pair is not None else None),
+                "restarts": p.restarts,
                 "video_frames": p.video_frames,
                 "audio_seconds": round(p.audio_seconds, 3),
                 "audio_level": round(p.audio_level, 4),

@@ -42,6 +42,17 @@ from sdparta.store.base import Store, StoreError
 log = logging.getLogger(__name__)
 
 
+def candidate_types(sdp: str) -> set[str]:
+    """The candidate types (host, srflx, prflx, relay) an SDP carries."""
+    types = set()
+    for line in sdp.splitlines():
+        if line.startswith("a=candidate:"):
+            parts = line.split()
+            if "typ" in parts[:-1]:
+                types.add(parts[parts.index("typ") + 1])
+    return types
+
+
 def turn_servers_of(servers: list[RTCIceServer]) -> list[TurnServer]:
     """The TURN entries of an ICE server list, one per URL (what --share-turn puts in the room)."""
     found = []
@@ -139,6 +150,8 @@ class Call:
         self._store: Store | None = config.store or open_store(config.portals)
         self._relay = MediaRelay()
         self._ice_servers: list[RTCIceServer] = list(config.ice_servers)  # + the room's relay, if shared
+        self._probe_lock = asyncio.Lock()
+        self._probe_result: str | None = None
         self._audio_switch: sources.Switchable | None = None
         self._video_switch: sources.Switchable | None = None
         self._local_view: sinks.VideoSink | None = None
@@ -508,6 +521,7 @@ class Call:
         await pc.setLocalDescription(await pc.createOffer())
         if link.pc is not pc:
             return False  # replaced meanwhile (the link closed or another attempt began)
+        self._check_gathering(link, pc)
         body = {"type": "offer", "sdp": pc.localDescription.sdp, "gen": link.gen}
         via_channel = old_channel is not None and _send_signal(old_channel, body)
         assert self._session is not None
@@ -556,6 +570,7 @@ class Call:
         await pc.setLocalDescription(await pc.createAnswer())
         if link.pc is not pc:
             return  # a newer offer took over while we answered
+        self._check_gathering(link, pc)
         answer = {"type": "answer", "sdp": pc.localDescription.sdp, "gen": gen}
         if old_channel is not None:
             _send_signal(old_channel, answer)
@@ -669,21 +684,64 @@ class Call:
         await asyncio.sleep(self.config.connect_timeout)
         if link.connected_after_s is not None or link.finished:
             return
-        self._peer_finished(link, "failed", self._diagnose(link))
+        self._peer_finished(link, "failed", await self._diagnose(link))
 
-    def _diagnose(self, link: PeerLink) -> str:
+    async def _diagnose(self, link: PeerLink) -> str:
+        """Say which case a pair that did not connect is, and what would fix it."""
         pc = link.pc
         timeout = f"not connected after {self.config.connect_timeout:.0f} s"
         if pc is None:
             return f"{timeout}: the peer never sent an offer (it may have left or crashed)"
         if pc.remoteDescription is None:
             return f"{timeout}: the peer never answered (it may have left or crashed)"
-        snap = link.snapshot(0, 0, 0)
-        if not snap.local_candidates:
-            return f"{timeout}: no local ICE candidates were gathered (check STUN/TURN settings)"
-        if not snap.remote_candidates:
-            return f"{timeout}: the peer offered no ICE candidates"
-        return f"{timeout}: all ICE checks failed (a TURN relay is needed between these networks)"
+        local = candidate_types(pc.localDescription.sdp if pc.localDescription else "")
+        remote = candidate_types(pc.remoteDescription.sdp)
+        if not local:
+            return f"{timeout}: no local ICE candidates were gathered ({await self._gathering_problem()})"
+        if not remote:
+            return f"{timeout}: the peer gathered no ICE candidates (its STUN/TURN settings are wrong or unreachable)"
+        if "relay" not in local and "relay" not in remote:
+            return (f"{timeout}: all ICE checks failed — no direct or STUN path between these networks "
+                    "(a symmetric NAT?): a TURN relay is needed (add --turn URL --turn-user U --turn-password P, "
+                    "or have someone in the room share one with --share-turn)")
+        return f"{timeout}: all ICE checks failed, even through the TURN relay (can both sides reach it?)"
+
+    def _check_gathering(self, link: PeerLink, pc: RTCPeerConnection) -> None:
+        """Right after gathering: a configured server that gave no candidate is probed for the reason
+        (aioice drops the error), and a connection with no candidate at all fails now, not in 20 s."""
+        types = candidate_types(pc.localDescription.sdp if pc.localDescription else "")
+        servers = self._ice_servers
+        missing_relay = bool(turn_servers_of(servers)) and "relay" not in types
+        if not types or missing_relay:
+            async def explain() -> None:
+                problem = await self._gathering_problem()
+                link.record("peer", f"gathering: {problem}")
+                if not types and link.pc is pc and link.connected_after_s is None:
+                    self._peer_finished(link, "failed", f"no local ICE candidates were gathered ({problem})")
+
+            link.tasks.append(asyncio.create_task(explain()))
+
+    async def _gathering_problem(self) -> str:
+        """Why the configured STUN/TURN servers gave no candidates (probed once per call, then cached)."""
+        async with self._probe_lock:
+            if self._probe_result is None:
+                self._probe_result = await self._probe_servers()
+                self._notice("warning", self._probe_result)
+            return self._probe_result
+
+    async def _probe_servers(self) -> str:
+        from sdparta import netcheck
+
+        turn = turn_servers_of(self._ice_servers)
+        if not turn:
+            if self.config.relay_only:
+                return "--relay-only needs a TURN server: add --turn URL --turn-user U --turn-password P"
+            return "no usable network interface (is the network up?)"
+        checks = await asyncio.gather(*(netcheck.check_turn(t.url, t.username, t.credential) for t in turn))
+        problems = [f"TURN {c.url}: {c.detail}" for c in checks if c.problem is not None]
+        if not problems:
+            return "the TURN server answers now: the failure was temporary"
+        return "; ".join(problems)
 
     def _peer_finished(self, link: PeerLink, status: str, reason: str | None) -> None:
         if link.finished:
