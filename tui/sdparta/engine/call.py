@@ -24,6 +24,7 @@ from aiortc import (
     RTCConfiguration,
     RTCIceServer,
     RTCPeerConnection,
+    RTCRtpSender,
     RTCSessionDescription,
 )
 from aiortc.contrib.media import MediaRelay
@@ -33,6 +34,7 @@ from sdparta.engine import codec_tuning
 from sdparta.engine.peer import MAX_CHAT_CHARS, MAX_DATA_MESSAGE, PeerLink
 from sdparta.engine.state import CallSnapshot, ChatMessage, Notice
 from sdparta.media import sinks, sources
+from sdparta.media.fanout import EncodedFanout
 from sdparta.room.keys import Identity, RoomKeys, fingerprint, new_session_id
 from sdparta.room.session import RoomEvents, RoomSession, SessionTiming
 from sdparta.room.wire import Member, RoomSettings, TurnServer
@@ -106,6 +108,7 @@ class CallConfig:
     video_height: int = 120
     fps: int = 15
     video_max_bitrate: int = 300_000
+    shared_encoding: bool = True  # encode each source once for all peers (see media/fanout.py)
     ice_servers: list[RTCIceServer] = field(default_factory=list)
     relay_only: bool = False
     share_turn: bool = False  # put our TURN relay into the room's sealed settings for everyone
@@ -149,6 +152,8 @@ class Call:
         # Built here, not on join: making the HTTP client (its TLS context) costs ~50 ms.
         self._store: Store | None = config.store or open_store(config.portals)
         self._relay = MediaRelay()
+        self._audio_fanout: EncodedFanout | None = None
+        self._video_fanout: EncodedFanout | None = None
         self._ice_servers: list[RTCIceServer] = list(config.ice_servers)  # + the room's relay, if shared
         self._probe_lock = asyncio.Lock()
         self._probe_result: str | None = None
@@ -312,6 +317,9 @@ class Call:
                 await task
         if self._mixer is not None:
             await self._mixer.close()
+        for fanout in (self._audio_fanout, self._video_fanout):
+            if fanout is not None:
+                await fanout.stop()
         for track in (self._audio_switch, self._video_switch):
             if track is not None:
                 track.stop()
@@ -338,6 +346,8 @@ class Call:
                 self._notice("warning", f"no microphone: {result.error}. Others will not hear you.")
         if audio is not None:
             self._audio_switch = sources.Switchable(audio)
+            if cfg.shared_encoding:
+                self._audio_fanout = EncodedFanout(self._relay.subscribe(self._audio_switch, buffered=True))
         # Video source
         video: MediaStreamTrack | None = None
         if not cfg.audio_only:
@@ -353,6 +363,10 @@ class Call:
                     self._notice("warning", f"no camera: {result.error}. Others see your identicon.")
         if video is not None:
             self._video_switch = sources.Switchable(video)
+            if cfg.shared_encoding:
+                self._video_fanout = EncodedFanout(
+                    self._relay.subscribe(self._video_switch, buffered=False),
+                    video_bitrate=min(cfg.video_max_bitrate, 250_000), fps=cfg.fps)
             self._local_view = sinks.VideoSink()
             self._tasks.append(asyncio.create_task(
                 self._local_view.consume(self._relay.subscribe(self._video_switch, buffered=False))))
@@ -427,16 +441,31 @@ class Call:
     def _add_local_media(self, pc: RTCPeerConnection, link: PeerLink, offering: bool) -> None:
         """Attach our tracks; on the offering side also create the transceivers and channel."""
         if self._audio_switch is not None:
-            pc.addTrack(self._relay.subscribe(self._audio_switch, buffered=True))
+            self._add_source(pc, "audio", self._audio_fanout, self._audio_switch, buffered=True)
         elif offering:
             pc.addTransceiver("audio", direction="recvonly")
         if not self.config.audio_only:
             if self._video_switch is not None:
-                pc.addTrack(self._relay.subscribe(self._video_switch, buffered=False))
+                self._add_source(pc, "video", self._video_fanout, self._video_switch, buffered=False)
             elif offering:
                 pc.addTransceiver("video", direction="recvonly")
         if offering:
             self._wire_channel(link, pc, pc.createDataChannel("sdparta", ordered=True))
+
+    def _add_source(self, pc: RTCPeerConnection, kind: str, fanout: EncodedFanout | None,
+                    source: MediaStreamTrack, *, buffered: bool) -> None:
+        """Our encoded packets (shared by every connection), or frames for aiortc to encode."""
+        if fanout is None:
+            pc.addTrack(self._relay.subscribe(source, buffered=buffered))
+            return
+        sender = pc.addTrack(fanout.subscribe())
+        # the packets are Opus / VP8: that is what this transceiver must negotiate
+        wanted = "audio/opus" if kind == "audio" else "video/vp8"
+        capabilities = RTCRtpSender.getCapabilities(kind).codecs
+        preferred = [c for c in capabilities if c.mimeType.lower() in (wanted, "video/rtx")]
+        for transceiver in pc.getTransceivers():
+            if transceiver.sender is sender:
+                transceiver.setCodecPreferences(preferred)
 
     def _wire_pc(self, link: PeerLink, pc: RTCPeerConnection) -> None:
         link.attach(pc)

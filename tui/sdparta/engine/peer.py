@@ -149,6 +149,9 @@ class PeerLink:
             task.cancel()
         if self._channel_pc is pc:
             self.channel, self._channel_pc = None, None
+        for sender in pc.getSenders():  # our per-connection views of the shared sources end with it
+            if sender.track is not None:
+                sender.track.stop()
         with contextlib.suppress(Exception):
             await pc.close()
 

@@ -1,0 +1,71 @@
+"""One encoder per source, its packets shared by every sender: real VP8 and Opus packets that a
+real decoder turns back into the picture and the tone, the same packets for every subscriber."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+import av
+import numpy as np
+
+from sdparta.engine import codec_tuning
+from sdparta.media.analysis import dominant_frequencies
+from sdparta.media.fanout import EncodedFanout
+from sdparta.media.sources import TestPatternTrack, ToneTrack
+
+
+async def test_video_fanout_shares_decodable_packets_and_starts_with_a_keyframe() -> None:
+    fanout = EncodedFanout(TestPatternTrack(160, 120, 15, label="fan"), fps=15)
+    first, second = fanout.subscribe(), fanout.subscribe()
+    try:
+        packets, shared = [], []
+        for _ in range(10):
+            packets.append(await asyncio.wait_for(first.recv(), 5))
+            shared.append(await asyncio.wait_for(second.recv(), 5))
+    finally:
+        await fanout.stop()
+    assert [bytes(p) for p in packets] == [bytes(p) for p in shared]  # encoded once, sent twice
+    assert packets[0].is_keyframe
+    assert fanout.encoded >= 10
+    decoder = av.CodecContext.create("libvpx", "r")
+    frames = [f for p in packets for f in decoder.decode(p)]
+    assert len(frames) == 10 and (frames[0].width, frames[0].height) == (160, 120)
+    assert np.ptp(frames[-1].to_ndarray(format="rgb24")) > 50  # a picture, not a blank frame
+    assert all(b.pts > a.pts for a, b in itertools.pairwise(packets))
+
+
+async def test_a_late_subscriber_gets_a_keyframe_first() -> None:
+    fanout = EncodedFanout(TestPatternTrack(160, 120, 15, label="late"), fps=15, keyframe_interval_s=60)
+    early = fanout.subscribe()
+    try:
+        for _ in range(5):
+            await asyncio.wait_for(early.recv(), 5)
+        late = fanout.subscribe()
+        packet = await asyncio.wait_for(late.recv(), 5)
+        while not packet.is_keyframe:  # at most the frame already in flight precedes it
+            packet = await asyncio.wait_for(late.recv(), 5)
+        late.stop()
+        assert late not in fanout._subscribers
+    finally:
+        await fanout.stop()
+
+
+async def test_audio_fanout_is_opus_that_decodes_to_the_tone() -> None:
+    codec_tuning.configure_opus(32000, 1)
+    fanout = EncodedFanout(ToneTrack(frequency_hz=440.0))
+    track = fanout.subscribe()
+    try:
+        packets = [await asyncio.wait_for(track.recv(), 5) for _ in range(50)]
+    finally:
+        await fanout.stop()
+    decoder = av.CodecContext.create("libopus", "r")
+    # first channel of whatever layout the decoder picks
+    samples = np.concatenate([f.to_ndarray().astype(np.float64).reshape(-1, len(f.layout.channels))[:, 0]
+                              if not f.format.is_planar else f.to_ndarray()[0].astype(np.float64)
+                              for p in packets for f in decoder.decode(p)])
+    rate = 48000
+    assert len(samples) >= rate * 0.9
+    peak = float(np.abs(samples).max())
+    assert peak > 0
+    assert abs(dominant_frequencies(samples / peak, rate)[0] - 440) < 10
