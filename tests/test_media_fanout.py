@@ -8,6 +8,7 @@ import itertools
 
 import av
 import numpy as np
+import pytest
 
 from sdparta.engine import codec_tuning
 from sdparta.media.analysis import dominant_frequencies
@@ -51,12 +52,14 @@ async def test_a_late_subscriber_gets_a_keyframe_first() -> None:
         await fanout.stop()
 
 
-async def test_audio_fanout_is_opus_that_decodes_to_the_tone() -> None:
+@pytest.mark.parametrize("frame_ms", [20, 60])
+async def test_audio_fanout_is_opus_that_decodes_to_the_tone(frame_ms: int) -> None:
     codec_tuning.configure_opus(32000, 1)
-    fanout = EncodedFanout(ToneTrack(frequency_hz=440.0))
+    fanout = EncodedFanout(ToneTrack(frequency_hz=440.0), open_opus=codec_tuning.open_opus_encoder,
+                           opus_frame_ms=frame_ms)
     track = fanout.subscribe()
     try:
-        packets = [await asyncio.wait_for(track.recv(), 5) for _ in range(50)]
+        packets = [await asyncio.wait_for(track.recv(), 5) for _ in range(1000 // frame_ms)]
     finally:
         await fanout.stop()
     decoder = av.CodecContext.create("libopus", "r")
@@ -69,3 +72,4 @@ async def test_audio_fanout_is_opus_that_decodes_to_the_tone() -> None:
     peak = float(np.abs(samples).max())
     assert peak > 0
     assert abs(dominant_frequencies(samples / peak, rate)[0] - 440) < 10
+    assert [p.pts for p in packets] == [i * 48 * frame_ms for i in range(len(packets))]

@@ -121,6 +121,7 @@ def config_from_args(args: argparse.Namespace) -> CallConfig:
         ice_servers=ice_servers_from_args(args),
         relay_only=args.relay_only,
         share_turn=args.share_turn,
+        opus_frame_ms=args.opus_frame_ms,
         push=not args.no_push,
     )
     if args.opus_bitrate:

@@ -49,6 +49,8 @@ def _add_call_options(p: argparse.ArgumentParser) -> None:
                    help="share your TURN relay (with its credentials) with everyone who has the room password")
     p.add_argument("--opus-bitrate", type=int, default=None, help="Opus bitrate in bit/s")
     p.add_argument("--opus-channels", type=int, choices=(1, 2), default=None, help="Opus channels")
+    p.add_argument("--opus-frame-ms", type=int, choices=(20, 40, 60), default=None,
+                   help="Opus packet duration (default: 20, or 60 with more than 3 others: fewer packets)")
     p.add_argument("--audio-only", action="store_true", help="send no video at all")
     p.add_argument("--connect-timeout", type=float, default=None, help="seconds before a pair is failed")
     p.add_argument("--no-push", action="store_true", help="poll even if the portal offers push")
@@ -186,6 +188,7 @@ def _join(args: argparse.Namespace) -> int:
         audio_only=settings["audio_only"], opus_bitrate=settings["opus_bitrate"],
         opus_channels=settings["opus_channels"], ice_servers=ice, relay_only=settings["relay_only"],
         connect_timeout=settings["connect_timeout"], push=not args.no_push, share_turn=args.share_turn,
+        opus_frame_ms=args.opus_frame_ms,
     )
     from sdparta.ui import run_join_app
 

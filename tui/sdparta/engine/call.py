@@ -109,6 +109,7 @@ class CallConfig:
     fps: int = 15
     video_max_bitrate: int = 300_000
     shared_encoding: bool = True  # encode each source once for all peers (see media/fanout.py)
+    opus_frame_ms: int | None = None  # 20/40/60; None: 20 ms, 60 ms with more than 3 remotes (fewer packets)
     ice_servers: list[RTCIceServer] = field(default_factory=list)
     relay_only: bool = False
     share_turn: bool = False  # put our TURN relay into the room's sealed settings for everyone
@@ -347,7 +348,9 @@ class Call:
         if audio is not None:
             self._audio_switch = sources.Switchable(audio)
             if cfg.shared_encoding:
-                self._audio_fanout = EncodedFanout(self._relay.subscribe(self._audio_switch, buffered=True))
+                self._audio_fanout = EncodedFanout(self._relay.subscribe(self._audio_switch, buffered=True),
+                                                   open_opus=codec_tuning.open_opus_encoder,
+                                                   opus_frame_ms=cfg.opus_frame_ms or 20)
         # Video source
         video: MediaStreamTrack | None = None
         if not cfg.audio_only:
@@ -831,6 +834,10 @@ class Call:
                         self._begin_reconnect(link, link.failure_reason or "connection failed")
                         if self._session is not None:
                             self._session.mark_pending(3.0, urgent=True)
+            if self._audio_fanout is not None and self.config.opus_frame_ms is None:
+                # Fewer, bigger audio packets in a big mesh: per-packet work is what costs CPU there.
+                live = sum(not link.finished for link in self._peers.values())
+                self._audio_fanout.opus_frame_ms = 60 if live > 3 else 20
             if self._session is not None:
                 # A silent peer whose presence record also went stale crashed or lost its network.
                 self._session.expire_stale()

@@ -9,6 +9,24 @@ import aiortc.codecs.vpx as vpx
 from av import AudioResampler, CodecContext
 
 _ORIGINAL_OPUS = opus.OpusEncoder
+OPUS_SETTINGS = {"bitrate": 32000, "channels": 1}  # the last configure_opus() call (read by the fan-out)
+
+
+def open_opus_encoder(frame_samples: int = opus.SAMPLES_PER_FRAME) -> tuple[CodecContext, AudioResampler]:
+    """A libopus encoder with our settings and a resampler cutting audio into ``frame_samples``."""
+    bitrate, channels = OPUS_SETTINGS["bitrate"], OPUS_SETTINGS["channels"]
+    layout = "mono" if channels == 1 else "stereo"
+    codec = CodecContext.create("libopus", "w")
+    codec.bit_rate = bitrate
+    codec.format = "s16"
+    codec.layout = layout
+    # constrained VBR keeps the rate near the setting (plain VBR overshoots on tonal input)
+    codec.options = {"application": "voip", "vbr": "constrained",
+                     "frame_duration": str(frame_samples * 1000 // opus.SAMPLE_RATE)}
+    codec.sample_rate = opus.SAMPLE_RATE
+    codec.time_base = opus.TIME_BASE
+    resampler = AudioResampler(format="s16", layout=layout, rate=opus.SAMPLE_RATE, frame_size=frame_samples)
+    return codec, resampler
 
 
 def configure_opus(bitrate: int = 32000, channels: int = 1) -> None:
@@ -17,23 +35,14 @@ def configure_opus(bitrate: int = 32000, channels: int = 1) -> None:
         raise ValueError("Opus bitrate must be between 6000 and 510000 bit/s")
     if channels not in (1, 2):
         raise ValueError("Opus channels must be 1 or 2")
-    layout = "mono" if channels == 1 else "stereo"
+    OPUS_SETTINGS.update(bitrate=bitrate, channels=channels)
 
     class TunedOpusEncoder(_ORIGINAL_OPUS):
         """aiortc's encoder with our bitrate and channel layout."""
 
         def __init__(self) -> None:
             super().__init__()
-            self.codec = CodecContext.create("libopus", "w")
-            self.codec.bit_rate = bitrate
-            self.codec.format = "s16"
-            self.codec.layout = layout
-            # constrained VBR keeps the rate near the setting (plain VBR overshoots on tonal input)
-            self.codec.options = {"application": "voip", "vbr": "constrained"}
-            self.codec.sample_rate = opus.SAMPLE_RATE
-            self.codec.time_base = opus.TIME_BASE
-            self.resampler = AudioResampler(format="s16", layout=layout, rate=opus.SAMPLE_RATE,
-                                            frame_size=opus.SAMPLES_PER_FRAME)
+            self.codec, self.resampler = open_opus_encoder()
 
     codecs.OpusEncoder = TunedOpusEncoder  # type: ignore[misc]  # get_encoder looks it up here
 

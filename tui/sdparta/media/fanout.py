@@ -14,9 +14,9 @@ import contextlib
 import fractions
 import logging
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
-import aiortc.codecs as codecs
 import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av.video.frame import PictureType
@@ -60,7 +60,8 @@ class EncodedFanout:
     """One encoder for one source (VP8 or Opus), its packets copied to every subscriber."""
 
     def __init__(self, source: MediaStreamTrack, *, video_bitrate: int = 200_000, fps: int = 15,
-                 keyframe_interval_s: float = 2.0) -> None:
+                 keyframe_interval_s: float = 2.0,
+                 open_opus: Callable[[int], tuple[Any, Any]] | None = None, opus_frame_ms: int = 20) -> None:
         self.kind = source.kind
         self._source = source
         self._subscribers: list[EncodedTrack] = []
@@ -71,7 +72,11 @@ class EncodedFanout:
         self._want_keyframe = True
         self._frames = 0
         self._video: av.CodecContext | None = None
-        self._audio: Any = None  # aiortc's (tuned) Opus encoder: resampling + encoding
+        # Opus: (encoder, resampler) for a frame size, from the engine (bitrate/channels are its settings)
+        self._open_opus = open_opus
+        self.opus_frame_ms = opus_frame_ms  # may change while running (bigger frames: fewer packets)
+        self._opus: tuple[int, Any, Any] | None = None
+        self._audio_pts = 0  # continuous across frame-size changes, so RTP timestamps only grow
         self.encoded = 0
 
     def subscribe(self) -> EncodedTrack:
@@ -118,15 +123,7 @@ class EncodedFanout:
 
     def _encode(self, frame: Any) -> list[av.Packet]:
         if self.kind == "audio":
-            if self._audio is None:
-                self._audio = codecs.OpusEncoder()
-            payloads, timestamp = self._audio.encode(frame)
-            packets = []
-            for payload in payloads:
-                packet = av.Packet(payload)
-                packet.pts, packet.time_base = timestamp, OPUS_TIME_BASE
-                packets.append(packet)
-            return packets
+            return self._encode_audio(frame)
         if self._video is None or (self._video.width, self._video.height) != (frame.width, frame.height):
             self._video = self._open_vp8(frame.width, frame.height)
             self._want_keyframe = True
@@ -139,6 +136,21 @@ class EncodedFanout:
         else:
             frame.pict_type = PictureType.NONE
         return list(self._video.encode(frame))
+
+    def _encode_audio(self, frame: av.AudioFrame) -> list[av.Packet]:
+        samples = 48 * self.opus_frame_ms
+        if self._opus is None or self._opus[0] != samples:
+            if self._open_opus is None:
+                raise ValueError("no Opus encoder factory given")
+            self._opus = (samples, *self._open_opus(samples))
+        _, encoder, resampler = self._opus
+        packets = []
+        for chunk in resampler.resample(frame):
+            for packet in encoder.encode(chunk):
+                packet.pts, packet.time_base = self._audio_pts, OPUS_TIME_BASE
+                self._audio_pts += samples
+                packets.append(packet)
+        return packets
 
     def _open_vp8(self, width: int, height: int) -> av.CodecContext:
         context = av.CodecContext.create("libvpx", "w")
