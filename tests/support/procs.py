@@ -33,10 +33,11 @@ class PortalProcess:
         stop_process(self.proc)
 
 
-def start_portal(data: Path, *, subscription: bool = True, port: int = 0,
-                 extra: list[str] | None = None) -> PortalProcess:
+def start_portal(data: Path, *, subscription: bool = True, port: int = 0, host: str = "127.0.0.1",
+                 extra: list[str] | None = None, argv_prefix: Sequence[str] = ()) -> PortalProcess:
     """Run `sdparta portal` and wait for the URL it prints first."""
-    args = [PYTHON, "-m", "sdparta", "portal", "--host", "127.0.0.1", "--port", str(port), "--data", str(data)]
+    args = [*argv_prefix, PYTHON, "-m", "sdparta", "portal", "--host", host, "--port", str(port),
+            "--data", str(data)]
     if not subscription:
         args.append("--no-subscription")
     args += extra or []

@@ -440,6 +440,9 @@ class Call:
                                                    for t in settings.turn)]
         shared = "us" if settings.author == self.identity.public_key else fingerprint(settings.author)
         self._notice("information", f"using the room's TURN relay {settings.turn[0].url} (shared by {shared})")
+        for link in self._peers.values():  # pairs still trying without a relay: try again with it
+            if link.we_offer and not link.finished and link.status == "connecting" and link.pc is not None:
+                self._begin_reconnect(link, "trying again through the room's TURN relay")
 
     def _add_local_media(self, pc: RTCPeerConnection, link: PeerLink, offering: bool) -> None:
         """Attach our tracks; on the offering side also create the transceivers and channel."""
@@ -553,7 +556,6 @@ class Call:
         await pc.setLocalDescription(await pc.createOffer())
         if link.pc is not pc:
             return False  # replaced meanwhile (the link closed or another attempt began)
-        self._check_gathering(link, pc)
         body = {"type": "offer", "sdp": pc.localDescription.sdp, "gen": link.gen}
         via_channel = old_channel is not None and _send_signal(old_channel, body)
         assert self._session is not None
@@ -561,6 +563,7 @@ class Call:
         self._session.mark_pending(urgent=restart)
         if not restart:
             await self._session.send(link.member, body)
+            self._check_gathering(link, pc)  # after sending: the peer then finds its own problems too
             return True
         link.record("peer", f"restart offer gen {link.gen}" + (" via data channel" if via_channel else ""))
         try:
@@ -568,6 +571,8 @@ class Call:
         except (StoreError, TimeoutError) as exc:
             log.info("restart offer to %s not written to the room: %s", link.remote_name, exc)
             return via_channel
+        finally:
+            self._check_gathering(link, pc)
         return True
 
     def _on_signal(self, link: PeerLink, body: dict[str, Any]) -> None:
@@ -602,17 +607,19 @@ class Call:
         await pc.setLocalDescription(await pc.createAnswer())
         if link.pc is not pc:
             return  # a newer offer took over while we answered
-        self._check_gathering(link, pc)
         answer = {"type": "answer", "sdp": pc.localDescription.sdp, "gen": gen}
         if old_channel is not None:
             _send_signal(old_channel, answer)
         assert self._session is not None
-        if restart:
-            self._session.mark_pending(urgent=True)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._session.send(link.member, answer), ROOM_SEND_TIMEOUT)
-        else:
-            await self._session.send(link.member, answer)
+        try:
+            if restart:
+                self._session.mark_pending(urgent=True)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._session.send(link.member, answer), ROOM_SEND_TIMEOUT)
+            else:
+                await self._session.send(link.member, answer)
+        finally:
+            self._check_gathering(link, pc)  # after answering, so the offerer learns its side too
 
     async def _on_answer(self, link: PeerLink, body: dict[str, Any]) -> None:
         if not link.we_offer or link.answered or int(body.get("gen", 0)) != link.gen:

@@ -125,6 +125,7 @@ class RoomSession:
         self._pending_until = 0.0
         self._urgent_until = 0.0
         self._closing = False
+        self._settings_reading: asyncio.Task[None] | None = None
         self._presence_lock = asyncio.Lock()
         self._last_presence: list[Member] = []
 
@@ -152,15 +153,36 @@ class RoomSession:
 
     async def _settings_on_join(self) -> None:
         """Share our relays, or take the room's; settings trouble never stops a join."""
-        try:
-            if self.share_turn:
+        if self.share_turn:
+            try:
                 await self.share_settings(self.share_turn)
-            else:
-                self.settings = await self.fetch_settings()
+            except StoreError as exc:
+                log.info("could not share the room settings: %s", exc)
+            if self.settings is not None:
+                self.events.settings(self.settings)
+            return
+        await self._read_settings()
+
+    async def _read_settings(self) -> None:
+        """Take the room's settings if there are some (once: the first found wins)."""
+        try:
+            settings = await self.fetch_settings()
         except StoreError as exc:
             log.info("room settings unavailable: %s", exc)
-        if self.settings is not None:
-            self.events.settings(self.settings)
+            return
+        if settings is not None and self.settings is None:
+            self.settings = settings
+            self.events.settings(settings)
+
+    def _reread_settings_soon(self) -> None:
+        """A newcomer may have shared a relay just before announcing itself (sharers write the settings
+        first): read them again (one read at a time) until we have some."""
+        if self.settings is not None or self.share_turn or self._closing:
+            return
+        if self._settings_reading is not None and not self._settings_reading.done():
+            return
+        self._settings_reading = asyncio.get_running_loop().create_task(self._read_settings())
+        self._tasks = [task for task in self._tasks if not task.done()] + [self._settings_reading]
 
     async def fetch_settings(self) -> RoomSettings | None:
         """The room's shared settings, verified; None when there are none (or they do not open)."""
@@ -338,6 +360,7 @@ class RoomSession:
             self._members[key] = member
             if known is None:
                 self.mark_pending()
+                self._reread_settings_soon()
                 self.events.member_seen(member)
 
     def expire_stale(self) -> None:

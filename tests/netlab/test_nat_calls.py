@@ -1,0 +1,184 @@
+"""Real `sdparta bot` processes behind real NATs (network namespaces, iptables, Debian's coturn):
+each topology of issue 4 connects — or fails with the diagnosis that names the fix — and a pair
+whose NAT box loses its uplink for 10 s comes back by ICE restart without rejoining."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from support.procs import BotProcess, peers_by_name, start_bot, wait_for
+
+pytestmark = pytest.mark.netlab
+
+CONNECT_TIMEOUT = 12.0  # the bots' own connect timeout in the lab (seconds)
+
+
+@dataclass
+class Pair:
+    a: BotProcess
+    b: BotProcess
+
+    def peer(self, bot: BotProcess) -> dict[str, Any]:
+        other = "b" if bot is self.a else "a"
+        return peers_by_name(bot.report()).get(other, {})
+
+    def both(self) -> list[tuple[BotProcess, dict[str, Any]]]:
+        return [(bot, self.peer(bot)) for bot in (self.a, self.b)]
+
+    def describe(self) -> str:
+        lines = []
+        for bot, peer in self.both():
+            report = bot.report() or {}
+            states = [s["state"] for s in peer.get("states", []) if s["kind"] in ("peer", "connection")]
+            lines.append(f"{bot.name}: {peer.get('status')} path={peer.get('path')} "
+                         f"pair={peer.get('selected_pair')} reason={peer.get('failure_reason')} "
+                         f"restarts={peer.get('restarts')} audio={peer.get('audio_seconds')} states={states[-8:]} "
+                         f"notices={[n['text'] for n in report.get('notices', [])][-3:]}")
+            lines.append("  log: " + " | ".join(bot.log_path.read_text().splitlines()[-6:]))
+        return "\n".join(lines)
+
+
+def start_pair(lab: Any, tmp_path: Path, hosts: tuple[Any, Any], portal: str, *,
+               flags: tuple[list[str], list[str]] = ([], [])) -> Pair:
+    bots = []
+    for name, host, extra in zip(("a", "b"), hosts, flags, strict=True):
+        bots.append(start_bot(tmp_path, "lab-room", [portal], name, tone=440 if name == "a" else 660,
+                              video="none", record=False,
+                              extra=["--connect-timeout", str(CONNECT_TIMEOUT), *extra],
+                              argv_prefix=["ip", "netns", "exec", host.ns]))
+    return Pair(*bots)
+
+
+@pytest.fixture
+def stopped() -> Iterator[list[Pair]]:
+    """Pairs to stop (by PID) whatever the test's outcome."""
+    pairs: list[Pair] = []
+    yield pairs
+    for pair in pairs:
+        pair.a.stop()
+        pair.b.stop()
+
+
+def stun_flags(coturn: Any) -> list[str]:
+    return ["--stun", coturn.stun_url()]
+
+
+def turn_flags(coturn: Any, transport: str = "udp", password: str | None = None) -> list[str]:
+    return ["--turn", coturn.url(transport), "--turn-user", coturn.user,
+            "--turn-password", password or coturn.password]
+
+
+def wait_connected(pair: Pair, timeout: float = 30) -> None:
+    wait_for(lambda: all(peer.get("status") == "connected" and peer.get("audio_seconds", 0) > 1
+                         for _, peer in pair.both()), timeout, "a and b connected and hearing each other",
+             diagnostics=pair.describe)
+
+
+def test_endpoint_independent_nats_connect_over_stun(lab, tmp_path: Path, stopped) -> None:  # type: ignore[no-untyped-def]
+    portal, coturn = lab.start_portal(tmp_path), lab.start_coturn(tmp_path)
+    hosts = lab.add_private("a", "eim"), lab.add_private("b", "eim")
+    pair = start_pair(lab, tmp_path, hosts, portal, flags=(stun_flags(coturn), stun_flags(coturn)))
+    stopped.append(pair)
+    wait_connected(pair)
+    for _, peer in pair.both():
+        assert peer["path"] == "stun", pair.describe()
+        assert {peer["selected_pair"]["local"]["type"], peer["selected_pair"]["remote"]["type"]} & {"srflx", "prflx"}
+
+
+@pytest.mark.parametrize("nats", [("symmetric", "eim"), ("symmetric", "symmetric")])
+def test_symmetric_nat_without_turn_fails_with_turn_needed(lab, tmp_path: Path, stopped,  # type: ignore[no-untyped-def]
+                                                           nats: tuple[str, str]) -> None:
+    portal, coturn = lab.start_portal(tmp_path), lab.start_coturn(tmp_path)
+    hosts = lab.add_private("a", nats[0]), lab.add_private("b", nats[1])
+    started = time.monotonic()
+    pair = start_pair(lab, tmp_path, hosts, portal, flags=(stun_flags(coturn), stun_flags(coturn)))
+    stopped.append(pair)
+    wait_for(lambda: all(peer.get("status") == "failed" for _, peer in pair.both()), CONNECT_TIMEOUT + 20,
+             "both sides report the pair failed", diagnostics=pair.describe)
+    assert time.monotonic() - started < CONNECT_TIMEOUT + 20
+    for _, peer in pair.both():
+        assert "TURN relay is needed" in peer["failure_reason"], pair.describe()
+        assert peer["connected_after_s"] is None
+
+
+def test_symmetric_nats_connect_through_turn(lab, tmp_path: Path, stopped) -> None:  # type: ignore[no-untyped-def]
+    portal, coturn = lab.start_portal(tmp_path), lab.start_coturn(tmp_path)
+    hosts = lab.add_private("a", "symmetric"), lab.add_private("b", "symmetric")
+    flags = [*stun_flags(coturn), *turn_flags(coturn)]
+    pair = start_pair(lab, tmp_path, hosts, portal, flags=(flags, flags))
+    stopped.append(pair)
+    wait_connected(pair)
+    for _, peer in pair.both():
+        assert peer["path"] == "turn", pair.describe()
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_relay_only_connects_relay_to_relay(lab, tmp_path: Path, stopped, transport: str) -> None:  # type: ignore[no-untyped-def]
+    portal, coturn = lab.start_portal(tmp_path), lab.start_coturn(tmp_path)
+    hosts = lab.add_private("a", "eim"), lab.add_private("b", "symmetric")
+    flags = [*turn_flags(coturn, transport), "--relay-only"]
+    pair = start_pair(lab, tmp_path, hosts, portal, flags=(flags, flags))
+    stopped.append(pair)
+    wait_connected(pair)
+    for _, peer in pair.both():
+        assert peer["path"] == "turn", pair.describe()
+        assert peer["selected_pair"]["local"]["type"] == "relay" == peer["selected_pair"]["remote"]["type"]
+
+
+def test_wrong_turn_password_is_named_and_does_not_hang(lab, tmp_path: Path, stopped) -> None:  # type: ignore[no-untyped-def]
+    portal, coturn = lab.start_portal(tmp_path), lab.start_coturn(tmp_path)
+    hosts = lab.add_private("a", "eim"), lab.add_private("b", "eim")
+    flags = [*turn_flags(coturn, password="not-the-password"), "--relay-only"]
+    started = time.monotonic()
+    pair = start_pair(lab, tmp_path, hosts, portal, flags=(flags, flags))
+    stopped.append(pair)
+    wait_for(lambda: all(peer.get("status") == "failed" for _, peer in pair.both()), CONNECT_TIMEOUT,
+             "both sides fail fast", diagnostics=pair.describe)
+    assert time.monotonic() - started < CONNECT_TIMEOUT
+    for bot, peer in pair.both():
+        assert "TURN authentication failed" in peer["failure_reason"], pair.describe()
+        notices = [n["text"] for n in (bot.report() or {}).get("notices", [])]
+        assert any("TURN authentication failed" in text for text in notices), notices
+
+
+def test_shared_room_turn_reaches_a_peer_without_turn_settings(lab, tmp_path: Path, stopped) -> None:  # type: ignore[no-untyped-def]
+    portal, coturn = lab.start_portal(tmp_path), lab.start_coturn(tmp_path)
+    hosts = lab.add_private("a", "symmetric"), lab.add_private("b", "symmetric")
+    sharer = [*stun_flags(coturn), *turn_flags(coturn), "--share-turn"]
+    pair = start_pair(lab, tmp_path, hosts, portal, flags=(sharer, stun_flags(coturn)))
+    stopped.append(pair)
+    wait_connected(pair)
+    assert pair.peer(pair.b)["path"] == "turn", pair.describe()
+    notices = [n["text"] for n in (pair.b.report() or {}).get("notices", [])]
+    assert any("using the room's TURN relay" in text for text in notices), notices
+
+
+def test_nat_uplink_down_for_10s_recovers_by_ice_restart(lab, tmp_path: Path, stopped) -> None:  # type: ignore[no-untyped-def]
+    portal, coturn = lab.start_portal(tmp_path), lab.start_coturn(tmp_path)
+    hosts = lab.add_private("a", "eim"), lab.add_private("b", "eim")
+    pair = start_pair(lab, tmp_path, hosts, portal, flags=(stun_flags(coturn), stun_flags(coturn)))
+    stopped.append(pair)
+    wait_connected(pair)
+    sessions = {bot.name: peer["session_id"] for bot, peer in pair.both()}
+
+    lab.link_down(hosts[0])
+    wait_for(lambda: all(peer.get("status") == "reconnecting" for _, peer in pair.both()), 9,
+             "both sides notice the dead pair", diagnostics=pair.describe)
+    time.sleep(10 - 4)  # (the outage is 10 s in all)
+    heard = {bot.name: peer["audio_seconds"] for bot, peer in pair.both()}
+    lab.link_up(hosts[0])
+    up_at = time.monotonic()
+    wait_for(lambda: all(peer.get("status") == "connected" and peer.get("restarts", 0) >= 1
+                         for _, peer in pair.both()), 20, "the pair back by ICE restart", diagnostics=pair.describe)
+    recovered_after = time.monotonic() - up_at
+    # no rejoin: the same sessions, and audio flows again both ways
+    assert {bot.name: peer["session_id"] for bot, peer in pair.both()} == sessions
+    wait_for(lambda: all(peer.get("audio_seconds", 0) > heard[bot.name] + 2 for bot, peer in pair.both()), 15,
+             "audio resumes both ways", diagnostics=pair.describe)
+    assert recovered_after < 20, f"recovered {recovered_after:.1f} s after the link came back"
