@@ -85,6 +85,18 @@ def _add_demo_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fps", type=int, default=None)
 
 
+def _add_doctor_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("doctor", help="check portals, STUN/TURN and the NAT: will calls connect, and the fix")
+    p.add_argument("--portal", action="append", default=None, help="portal URL (repeatable)")
+    p.add_argument("--stun", action="append", default=None, help="STUN server URL (repeatable)")
+    p.add_argument("--turn", action="append", default=None, help="TURN server URL (repeatable)")
+    p.add_argument("--turn-user", default=None, help="TURN username")
+    p.add_argument("--turn-password", default=None, help="TURN password")
+    p.add_argument("--relay-only", action="store_true", help="check as a call with --relay-only would connect")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for each server")
+    p.add_argument("--json", action="store_true", help="print the findings as JSON")
+
+
 def _add_config_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("config", help="show the effective settings and where each came from")
     p.add_argument("--show", action="store_true", default=True)
@@ -99,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bot_parser(sub)
     _add_join_parser(sub)
     _add_demo_parser(sub)
+    _add_doctor_parser(sub)
     _add_config_parser(sub)
     return parser
 
@@ -146,6 +159,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         if args.fps:
             extra += ["--fps", str(args.fps)]
         return run_demo(extra)
+    if args.command == "doctor":
+        return _doctor(args)
     if args.command == "config":
         from sdparta.config import ConfigError, format_settings, load_settings
 
@@ -159,6 +174,30 @@ def _dispatch(args: argparse.Namespace) -> int:
     return 2
 
 
+def _network_overrides(args: argparse.Namespace) -> dict[str, object]:
+    """Portals, STUN/TURN and --relay-only from the command line (None: keep the config's)."""
+    overrides: dict[str, object] = {"portals": args.portal, "stun": args.stun,
+                                    "relay_only": True if args.relay_only else None}
+    if args.turn:
+        overrides["turn"] = [{"url": url, "username": args.turn_user or "", "password": args.turn_password or ""}
+                             for url in args.turn]
+    return overrides
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from sdparta.config import ConfigError, load_settings
+    from sdparta.doctor import TurnCredential, run_doctor
+
+    try:
+        settings = load_settings(_network_overrides(args))
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    turn = [TurnCredential(t["url"], t.get("username") or None, t.get("password") or None) for t in settings["turn"]]
+    return run_doctor(list(settings["portals"]), list(settings["stun"]), turn, relay_only=settings["relay_only"],
+                      as_json=args.json, timeout=args.timeout)
+
+
 def _join(args: argparse.Namespace) -> int:
     """Settings (defaults < config file < flags) → a Call → the app."""
     from aiortc import RTCIceServer
@@ -166,13 +205,9 @@ def _join(args: argparse.Namespace) -> int:
     from sdparta.config import ConfigError, identity_path, load_settings
     from sdparta.engine.call import Call, CallConfig
 
-    overrides = {"portals": args.portal, "name": args.name, "video_mode": args.video_mode, "fps": args.fps,
+    overrides = {**_network_overrides(args), "name": args.name, "video_mode": args.video_mode, "fps": args.fps,
                  "opus_bitrate": args.opus_bitrate, "opus_channels": args.opus_channels,
-                 "stun": args.stun, "connect_timeout": args.connect_timeout,
-                 "audio_only": True if args.audio_only else None, "relay_only": True if args.relay_only else None}
-    if args.turn:
-        overrides["turn"] = [{"url": url, "username": args.turn_user or "", "password": args.turn_password or ""}
-                             for url in args.turn]
+                 "connect_timeout": args.connect_timeout, "audio_only": True if args.audio_only else None}
     try:
         settings = load_settings(overrides)
     except ConfigError as exc:

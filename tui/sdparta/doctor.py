@@ -1,0 +1,141 @@
+"""`sdparta doctor`: will calls from this machine connect, and if not, what is the fix?
+
+Checks each portal (latency, Skynet API, push), each STUN server (answer, mapped address), the NAT
+mapping behaviour they reveal, each TURN server (an allocation with the given credentials), and
+gathers ICE candidates like a call does; then prints one verdict with the fix. Exit code 0 = pass,
+1 = fail (2 = bad options, from the CLI).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from sdparta import netcheck
+from sdparta.netcheck import Check
+
+TURN_FLAGS = "--turn URL --turn-user U --turn-password P"
+
+
+@dataclass
+class DoctorReport:
+    checks: list[Check] = field(default_factory=list)
+    verdict: str = "pass"  # pass | fail
+    summary: str = ""
+    fix: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        return {"verdict": self.verdict, "summary": self.summary, "fix": self.fix,
+                "checks": [check.as_json() for check in self.checks]}
+
+
+@dataclass(frozen=True)
+class TurnCredential:
+    url: str
+    username: str | None
+    password: str | None
+
+
+async def examine(portals: list[str], stun: list[str], turn: list[TurnCredential], *, relay_only: bool = False,
+                  timeout: float = 5.0, progress: TextIO | None = None) -> DoctorReport:
+    """Run every check (servers side by side, then candidate gathering) and judge them."""
+    def say(check: Check) -> Check:
+        if progress is not None:
+            print(format_check(check), file=progress, flush=True)
+        return check
+
+    async def shown(coro: Any) -> Check:
+        return say(await coro)
+
+    if progress is not None:
+        print(f"checking {len(portals)} portal(s), {len(stun)} STUN and {len(turn)} TURN server(s)…",
+              file=progress, flush=True)
+    jobs = [shown(netcheck.check_portal(url, timeout=timeout)) for url in portals]
+    jobs += [shown(netcheck.check_stun(url, timeout=timeout)) for url in stun]
+    jobs += [shown(netcheck.check_turn(t.url, t.username, t.password, timeout=timeout)) for t in turn]
+    if stun and not relay_only:
+        jobs.append(shown(netcheck.nat_mapping(stun, timeout=timeout)))
+    checks = list(await asyncio.gather(*jobs))
+    first_turn = (turn[0].url, turn[0].username, turn[0].password) if turn else None
+    checks.append(say(await netcheck.gather_candidates(stun[0] if stun else None, first_turn,
+                                                       relay_only=relay_only, timeout=timeout + 3)))
+    report = DoctorReport(checks)
+    judge(report, relay_only=relay_only)
+    return report
+
+
+def judge(report: DoctorReport, *, relay_only: bool) -> None:
+    """The first blocking problem decides the verdict; otherwise say which paths will work."""
+    def of(kind: str) -> list[Check]:
+        return [c for c in report.checks if c.kind == kind]
+
+    def fail(summary: str, fix: str) -> None:
+        report.verdict, report.summary, report.fix = "fail", summary, fix
+
+    portals, stuns, turns = of("portal"), of("stun"), of("turn")
+    nat = next(iter(of("nat")), None)
+    gathering = next(iter(of("gathering")), None)
+    working_turn = [c for c in turns if c.ok]
+    if not portals:
+        return fail("no portal configured: nobody can find you", "add --portal URL (or `portals` in the config)")
+    if not any(c.ok for c in portals):
+        return fail("no portal answers: rooms cannot be joined",
+                    "check the --portal URL, or run your own with `sdparta portal --host 0.0.0.0`")
+    for check in turns:
+        if check.problem == "auth-failed":
+            return fail(f"TURN authentication failed ({check.url})",
+                        "check --turn-user and --turn-password against the TURN server's user")
+    if relay_only and not working_turn:
+        reason = "; ".join(c.detail for c in turns) or "no TURN server is configured"
+        return fail(f"--relay-only needs a working TURN relay: {reason}", f"add {TURN_FLAGS}")
+    if gathering is not None and not gathering.ok:
+        return fail("no ICE candidates could be gathered", "check that a network interface is up")
+    if nat is not None and nat.problem == "symmetric" and not working_turn:
+        why = f" ({turns[0].detail})" if turns else ""
+        return fail("symmetric NAT: the public address changes per destination, so a TURN relay is needed" + why,
+                    f"add {TURN_FLAGS}, or join rooms where someone shares a relay (--share-turn)")
+    if stuns and not any(c.ok for c in stuns) and not working_turn:
+        return fail("no STUN server answers: only peers on this same network can connect",
+                    "check the --stun URL and that outgoing UDP is allowed; or add a TURN relay over TCP "
+                    f"({TURN_FLAGS} with ?transport=tcp)")
+    failed_turn = [c for c in turns if not c.ok]
+    notes = [f"TURN {c.url}: {c.detail}" for c in failed_turn]
+    notes += [f"portal {c.url}: {c.detail}" for c in portals if not c.ok]
+    if working_turn:
+        report.summary = f"calls can connect, through the TURN relay {working_turn[0].url} when direct paths fail"
+    elif nat is not None and nat.facts.get("behaviour") in ("endpoint-independent", "none"):
+        report.summary = ("calls can connect directly or via STUN; peers behind a symmetric NAT will need a "
+                          "TURN relay")
+    elif not stuns:
+        report.summary = "calls can connect on this local network only (no STUN or TURN server configured)"
+        report.fix = "add --stun URL (and a TURN relay) to reach peers behind other NATs"
+    else:
+        report.summary = "calls can connect via STUN where the NATs allow it (NAT behaviour unknown)"
+        report.fix = f"add a second --stun server to learn the NAT behaviour, or a TURN relay ({TURN_FLAGS})"
+    if notes:
+        report.summary += " — but " + "; ".join(notes)
+
+
+def format_check(check: Check) -> str:
+    mark = "ok  " if check.ok else ("??  " if check.problem == "unknown" else "FAIL")
+    where = f"{check.url}  " if check.url else ""
+    line = f"{mark} {check.kind:<9} {where}{check.detail}"
+    if check.kind == "gathering" and check.facts.get("candidates"):
+        line += "".join(f"\n            {candidate}" for candidate in check.facts["candidates"])
+    return line
+
+
+def run_doctor(portals: list[str], stun: list[str], turn: list[TurnCredential], *, relay_only: bool = False,
+               as_json: bool = False, timeout: float = 5.0) -> int:
+    report = asyncio.run(examine(portals, stun, turn, relay_only=relay_only, timeout=timeout,
+                                 progress=None if as_json else sys.stdout))
+    if as_json:
+        print(json.dumps(report.as_json(), indent=2))
+    else:
+        print(f"\nverdict: {report.verdict.upper()} — {report.summary}")
+        if report.fix:
+            print(f"fix: {report.fix}")
+    return 0 if report.verdict == "pass" else 1
