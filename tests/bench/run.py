@@ -1,7 +1,8 @@
-"""`just bench`: the figures issues 2 and 3 name, as medians of several runs with in-run baselines.
+"""`just bench`: the figures issues 2, 3 and 4 name, as medians of several runs with in-run baselines.
 
 Usage: python tests/bench/run.py [--runs 5] [--write docs/benchmarks.md] [--only NAME ...]
-Everything runs on 127.0.0.1: a real portal process, real aiortc peers, real bot processes.
+Everything runs on 127.0.0.1 (a real portal process, real aiortc peers, real bot processes), except
+the `lab` figures: real bots behind real NATs in network namespaces (root only; skipped with the reason).
 """
 
 from __future__ import annotations
@@ -320,6 +321,101 @@ def bench_app_cpu(rows: list[Row], window: float = 10.0) -> None:
                      f"target < 50%; {result['rows']:.0f} rows redrawn/s; tile fps {result['fps']:.0f}"))
 
 
+# ----------------------------------------------------------------------------- NAT lab
+def _state_wall_time(bot: Any, peer_name: str, state: str, after: float) -> float | None:
+    """Unix time of the first ``state`` of the pair with ``peer_name`` at or after ``after``."""
+    report = bot.report() or {}
+    peer = peers_by_name(report).get(peer_name, {})
+    for change in peer.get("states", []):
+        wall = report.get("started_at", 0.0) + change["t"]
+        if change["kind"] == "peer" and change["state"].split(":")[0] == state and wall >= after - 0.05:
+            return float(wall)
+    return None
+
+
+def bench_lab(runs: int, rows: list[Row]) -> None:
+    """Time to connected by path (direct / STUN / TURN), time to notice a dead pair and time to recover
+    after a 10 s uplink outage, with real bots behind real NAT boxes (tests/netlab)."""
+    from netlab.lab import build_lab, netlab_unavailable
+
+    if (reason := netlab_unavailable()) is not None:
+        rows.append(("NAT lab figures", "not measured", reason))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        lab = build_lab(Path(tmp))
+        try:
+            portal, coturn = lab.start_portal(Path(tmp)), lab.start_coturn(Path(tmp))
+            public = ["ip", "netns", "exec", lab.public_ns]
+            eim = [lab.add_private(f"e{i}", "eim").exec_prefix() for i in (1, 2)]
+            sym = [lab.add_private(f"s{i}", "symmetric").exec_prefix() for i in (1, 2)]
+            stun = ["--stun", coturn.stun_url()]
+            turn = [*stun, "--turn", coturn.url(), "--turn-user", coturn.user, "--turn-password", coturn.password]
+            paths = {"direct": ((public, public), []), "stun": ((eim[0], eim[1]), stun),
+                     "turn": ((sym[0], sym[1]), turn)}
+            for path, (prefixes, flags) in paths.items():
+                times: list[float] = []
+                seen: set[str] = set()
+                for run in range(runs):
+                    work = Path(tmp) / f"{path}{run}"
+                    work.mkdir()
+                    bots = [start_bot(work, f"lab-{path}-{run}", [portal], name, tone=440, video="none",
+                                      record=False, extra=["--connect-timeout", "30", *flags], argv_prefix=prefix)
+                            for name, prefix in zip(("a", "b"), prefixes, strict=True)]
+                    try:
+                        wait_for(lambda bots=bots: mesh_connected(bots, 2), 60, f"{path} pair connected")
+                        for bot, other in zip(bots, ("b", "a"), strict=True):
+                            peer = peers_by_name(bot.report())[other]
+                            times.append(peer["connected_after_s"])
+                            seen.add(str(peer["path"]))
+                    finally:
+                        for bot in bots:
+                            bot.stop()
+                rows.append((f"lab: time to connected, {path} path (discovery → connected)",
+                             f"{median(times) * 1000:.0f} ms", f"median of {len(times)} (both sides of {runs} "
+                             f"pairs); reported path {'/'.join(sorted(seen))}"))
+            _bench_outage(lab, Path(tmp), portal, eim, stun, runs, rows)
+        finally:
+            lab.close()
+
+
+def _bench_outage(lab: Any, tmp: Path, portal: str, prefixes: list[list[str]], flags: list[str], runs: int,
+                  rows: list[Row], outage: float = 10.0) -> None:
+    host = next(h for h in lab.hosts.values() if h.exec_prefix() == prefixes[0])
+    detect: list[float] = []
+    recover: list[float] = []
+    for run in range(runs):
+        work = tmp / f"outage{run}"
+        work.mkdir()
+        bots = [start_bot(work, f"lab-outage-{run}", [portal], name, tone=440, video="none", record=False,
+                          extra=["--connect-timeout", "30", *flags], argv_prefix=prefix)
+                for name, prefix in zip(("a", "b"), prefixes, strict=True)]
+        try:
+            wait_for(lambda bots=bots: mesh_connected(bots, 2), 60, "pair connected before the outage")
+            time.sleep(1)
+            down_at = time.time()
+            lab.link_down(host)
+            wait_for(lambda bots=bots: all(p["status"] == "reconnecting" for b in bots
+                                           for p in peers_by_name(b.report()).values()), 15, "dead pair noticed")
+            noticed = [_state_wall_time(b, o, "reconnecting", down_at) for b, o in zip(bots, "ba", strict=True)]
+            detect += [t - down_at for t in noticed if t is not None]
+            time.sleep(max(0.0, down_at + outage - time.time()))
+            up_at = time.time()
+            lab.link_up(host)
+            wait_for(lambda bots=bots: all(p["status"] == "connected" for b in bots
+                                           for p in peers_by_name(b.report()).values()), 60, "pair recovered")
+            back = [_state_wall_time(b, o, "connected", up_at) for b, o in zip(bots, "ba", strict=True)]
+            recover += [t - up_at for t in back if t is not None]
+        finally:
+            for bot in bots:
+                bot.stop()
+    rows.append(("lab: time to notice a dead pair (uplink cut)", f"{median(detect):.1f} s",
+                 f"median of {len(detect)} sides; silence threshold 4 s + 1 s heartbeat"))
+    worst = max(recover) if recover else float("nan")
+    rows.append((f"lab: recovery after a {outage:.0f} s uplink outage (link up → connected)",
+                 f"{median(recover):.1f} s", f"median of {len(recover)} sides, worst {worst:.1f} s; "
+                 f"target ≤ 5 s: {'met' if recover and worst <= 5 else 'MISSED'}"))
+
+
 BENCHES: dict[str, Callable[..., None]] = {
     "connect": lambda runs, rows: bench_connect(runs, rows),
     "requests": lambda runs, rows: bench_requests(rows),
@@ -327,6 +423,7 @@ BENCHES: dict[str, Callable[..., None]] = {
     "mesh": lambda runs, rows: bench_mesh(rows),
     "render": lambda runs, rows: bench_render(rows),
     "app": lambda runs, rows: bench_app_cpu(rows),
+    "lab": lambda runs, rows: bench_lab(runs, rows),
 }
 
 

@@ -31,7 +31,7 @@ from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamTrack
 
 from sdparta.engine import codec_tuning
-from sdparta.engine.peer import MAX_CHAT_CHARS, MAX_DATA_MESSAGE, PeerLink
+from sdparta.engine.peer import MAX_CHAT_CHARS, MAX_DATA_MESSAGE, PeerLink, candidate_types
 from sdparta.engine.state import CallSnapshot, ChatMessage, Notice
 from sdparta.media import sinks, sources
 from sdparta.media.fanout import EncodedFanout
@@ -42,17 +42,6 @@ from sdparta.store import open_store
 from sdparta.store.base import Store, StoreError
 
 log = logging.getLogger(__name__)
-
-
-def candidate_types(sdp: str) -> set[str]:
-    """The candidate types (host, srflx, prflx, relay) an SDP carries."""
-    types = set()
-    for line in sdp.splitlines():
-        if line.startswith("a=candidate:"):
-            parts = line.split()
-            if "typ" in parts[:-1]:
-                types.add(parts[parts.index("typ") + 1])
-    return types
 
 
 def turn_servers_of(servers: list[RTCIceServer]) -> list[TurnServer]:
@@ -85,6 +74,8 @@ RESTART_REOFFER = 15.0  # an unanswered restart offer is renewed this often
 RESTART_ANSWERED_TIMEOUT = 8.0  # an answered restart that has not connected by then is tried again
 RESTART_RETRY = 0.5  # pause between restart offers that could not be sent (network still down)
 ROOM_SEND_TIMEOUT = 4.0  # a restart's room write that takes longer is retried on a fresh connection
+ROOM_PROBE_TIMEOUT = 1.0  # while reconnecting, how long one "is the network back?" portal read may take
+RESTART_REGATHER = 2  # fresh gatherings in a row for restart offers that lost candidate types
 CHANNEL_FRESH = 2.0  # a data channel heard from this recently can carry restart signalling
 
 
@@ -556,6 +547,7 @@ class Call:
         await pc.setLocalDescription(await pc.createOffer())
         if link.pc is not pc:
             return False  # replaced meanwhile (the link closed or another attempt began)
+        link.offer_incomplete = restart and bool(link.working_types - candidate_types(pc.localDescription.sdp))
         body = {"type": "offer", "sdp": pc.localDescription.sdp, "gen": link.gen}
         via_channel = old_channel is not None and _send_signal(old_channel, body)
         assert self._session is not None
@@ -655,7 +647,14 @@ class Call:
             link.tasks.append(link.restart_task)
 
     async def _restart_loop(self, link: PeerLink) -> None:
+        regathered = 0
         while link.status == "reconnecting":
+            if not link.channel_alive(CHANNEL_FRESH):
+                # Gathering while offline yields no server-reflexive/relay candidates (and waits out
+                # the STUN timeout): wait until the room answers, i.e. the network is back.
+                await self._wait_for_room(link)
+                if link.status != "reconnecting":
+                    return
             try:
                 offered = await self._start_offer(link)
             except Exception as exc:  # one failed attempt (e.g. no network to gather on) is retried
@@ -664,6 +663,14 @@ class Call:
             if not offered:
                 await asyncio.sleep(RESTART_RETRY)
                 continue
+            if link.offer_incomplete and regathered < RESTART_REGATHER:
+                # The network went away during gathering and is back (the offer went out): an offer
+                # without the candidate types that worked before would fail behind NAT. Gather again.
+                regathered += 1
+                link.record("peer", "restart offer lacked candidates gathered before (network was away): "
+                                    "gathering again")
+                continue
+            regathered = 0
             sent_at = time.monotonic()
             while link.status == "reconnecting":
                 now = time.monotonic()
@@ -672,6 +679,11 @@ class Call:
                 if not link.answered and now - sent_at > RESTART_REOFFER:
                     break
                 await asyncio.sleep(0.1)
+
+    async def _wait_for_room(self, link: PeerLink) -> None:
+        assert self._session is not None
+        while link.status == "reconnecting" and not await self._session.room_reachable(ROOM_PROBE_TIMEOUT):
+            await asyncio.sleep(RESTART_RETRY)
 
     def _on_member_seen(self, member: Member) -> None:
         sid = member.session_id

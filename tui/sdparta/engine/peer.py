@@ -26,6 +26,17 @@ STATS_HISTORY = 120
 OUTBOX_LIMIT = 50  # chat lines kept for a peer whose data channel is not open yet
 
 
+
+def candidate_types(sdp: str) -> set[str]:
+    """The candidate types (host, srflx, prflx, relay) an SDP carries."""
+    types = set()
+    for line in sdp.splitlines():
+        if line.startswith("a=candidate:"):
+            parts = line.split()
+            if "typ" in parts[:-1]:
+                types.add(parts[parts.index("typ") + 1])
+    return types
+
 class PeerLink:
     """The engine's record of one remote participant (lives on the engine loop)."""
 
@@ -56,6 +67,8 @@ class PeerLink:
         self.tasks: list[asyncio.Task[Any]] = []  # link-level work (negotiation, guards, restarts)
         self._pc_tasks: dict[int, list[asyncio.Task[Any]]] = {}
         self.restarts = 0  # ICE restarts that brought the pair back
+        self.working_types: set[str] = set()  # local candidate types of the last connection that worked
+        self.offer_incomplete = False  # our latest restart offer lacks some of those types
         self.previous_pc: RTCPeerConnection | None = None  # kept until its replacement connects
         self.restart_task: asyncio.Task[None] | None = None
         self.answered_at = 0.0
@@ -125,6 +138,7 @@ class PeerLink:
             self.record("connection", pc.connectionState)
             if pc.connectionState == "connected":
                 self.last_heard = time.monotonic()
+                self.working_types = candidate_types(pc.localDescription.sdp if pc.localDescription else "")
                 if self.status == "reconnecting":
                     self.restarts += 1
                 self.set_status("connected")

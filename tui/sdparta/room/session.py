@@ -258,6 +258,14 @@ class RoomSession:
             self._urgent_until = max(self._urgent_until, now + seconds)
         self._wake.set()
 
+    async def room_reachable(self, timeout: float = 1.0) -> bool:
+        """Does a portal answer now? (one registry read of the presence slot, bounded)."""
+        try:
+            await asyncio.wait_for(self.store.get_entry(self._room_keypair.public_key, self._presence_key), timeout)
+        except (StoreError, TimeoutError):
+            return False
+        return True
+
     def kick(self) -> None:
         """The network may have changed: reopen the push socket now instead of after its backoff."""
         if self._subscription is not None:
