@@ -90,9 +90,10 @@ def build_report(call: Call, snapshot: CallSnapshot) -> dict[str, Any]:
 
 
 def write_report(path: Path, report: dict[str, Any]) -> None:
-    """Atomic replace, so a reader never sees half a file."""
+    """Atomic replace, so a reader never sees half a file. Compact JSON: the indented form is
+    encoded in pure Python (json's C encoder is used only without indent) and costs a busy bot CPU."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2))
+    tmp.write_text(json.dumps(report, separators=(",", ":")))
     os.replace(tmp, path)
 
 
