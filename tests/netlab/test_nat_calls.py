@@ -107,6 +107,21 @@ def test_symmetric_nat_without_turn_fails_with_turn_needed(lab, tmp_path: Path, 
         assert peer["connected_after_s"] is None
 
 
+def test_unreachable_stun_is_named(lab, tmp_path: Path, stopped) -> None:  # type: ignore[no-untyped-def]
+    portal = lab.start_portal(tmp_path)
+    hosts = lab.add_private("a", "eim"), lab.add_private("b", "eim")
+    dead = ["--stun", "stun:203.0.113.2:3999"]  # nothing listens there
+    pair = start_pair(lab, tmp_path, hosts, portal, flags=(dead, dead))
+    stopped.append(pair)
+    wait_for(lambda: all(peer.get("status") == "failed" for _, peer in pair.both()), CONNECT_TIMEOUT + 20,
+             "both sides report the pair failed", diagnostics=pair.describe)
+    for bot, peer in pair.both():
+        assert "TURN relay is needed" in peer["failure_reason"], pair.describe()
+        assert "no STUN answer from 203.0.113.2:3999" in peer["failure_reason"], pair.describe()
+        notices = [n["text"] for n in (bot.report() or {}).get("notices", [])]
+        assert any("no STUN answer" in text for text in notices), notices
+
+
 def test_symmetric_nats_connect_through_turn(lab, tmp_path: Path, stopped) -> None:  # type: ignore[no-untyped-def]
     portal, coturn = lab.start_portal(tmp_path), lab.start_coturn(tmp_path)
     hosts = lab.add_private("a", "symmetric"), lab.add_private("b", "symmetric")

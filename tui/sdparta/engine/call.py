@@ -54,6 +54,12 @@ def turn_servers_of(servers: list[RTCIceServer]) -> list[TurnServer]:
     return found
 
 
+def stun_urls_of(servers: list[RTCIceServer]) -> list[str]:
+    """The STUN URLs of an ICE server list."""
+    urls = [url for server in servers for url in (server.urls if isinstance(server.urls, list) else [server.urls])]
+    return [url for url in urls if url.startswith(("stun:", "stuns:"))]
+
+
 def _send_signal(channel: Any, body: dict[str, Any]) -> bool:
     """An offer/answer over the data channel; False when it does not fit or the channel broke."""
     raw = json.dumps({"t": "signal", "body": body}, separators=(",", ":"))
@@ -75,6 +81,7 @@ RESTART_ANSWERED_TIMEOUT = 8.0  # an answered restart that has not connected by 
 RESTART_RETRY = 0.5  # pause between restart offers that could not be sent (network still down)
 ROOM_SEND_TIMEOUT = 4.0  # a restart's room write that takes longer is retried on a fresh connection
 ROOM_PROBE_TIMEOUT = 1.0  # while reconnecting, how long one "is the network back?" portal read may take
+PROBE_REUSE = 30.0  # a STUN/TURN probe's finding is reused this long (gathering problems repeat in bursts)
 RESTART_REGATHER = 2  # fresh gatherings in a row for restart offers that lost candidate types
 CHANNEL_FRESH = 2.0  # a data channel heard from this recently can carry restart signalling
 
@@ -148,7 +155,7 @@ class Call:
         self._video_fanout: EncodedFanout | None = None
         self._ice_servers: list[RTCIceServer] = list(config.ice_servers)  # + the room's relay, if shared
         self._probe_lock = asyncio.Lock()
-        self._probe_result: str | None = None
+        self._probe_result: tuple[float, str] | None = None  # (when, what) of the last server probe
         self._audio_switch: sources.Switchable | None = None
         self._video_switch: sources.Switchable | None = None
         self._local_view: sinks.VideoSink | None = None
@@ -752,9 +759,12 @@ class Call:
         if not remote:
             return f"{timeout}: the peer gathered no ICE candidates (its STUN/TURN settings are wrong or unreachable)"
         if "relay" not in local and "relay" not in remote:
+            unlearned = ""
+            if stun_urls_of(self._ice_servers) and "srflx" not in local:
+                unlearned = f"; no public address was learned either ({await self._gathering_problem()})"
             return (f"{timeout}: all ICE checks failed — no direct or STUN path between these networks "
                     "(a symmetric NAT?): a TURN relay is needed (add --turn URL --turn-user U --turn-password P, "
-                    "or have someone in the room share one with --share-turn)")
+                    f"or have someone in the room share one with --share-turn){unlearned}")
         return f"{timeout}: all ICE checks failed, even through the TURN relay (can both sides reach it?)"
 
     def _check_gathering(self, link: PeerLink, pc: RTCPeerConnection) -> None:
@@ -763,7 +773,8 @@ class Call:
         types = candidate_types(pc.localDescription.sdp if pc.localDescription else "")
         servers = self._ice_servers
         missing_relay = bool(turn_servers_of(servers)) and "relay" not in types
-        if not types or missing_relay:
+        missing_srflx = bool(stun_urls_of(servers)) and not self.config.relay_only and "srflx" not in types
+        if not types or missing_relay or missing_srflx:
             async def explain() -> None:
                 problem = await self._gathering_problem()
                 link.record("peer", f"gathering: {problem}")
@@ -775,23 +786,26 @@ class Call:
     async def _gathering_problem(self) -> str:
         """Why the configured STUN/TURN servers gave no candidates (probed once per call, then cached)."""
         async with self._probe_lock:
-            if self._probe_result is None:
-                self._probe_result = await self._probe_servers()
-                self._notice("warning", self._probe_result)
-            return self._probe_result
+            now = time.monotonic()
+            if self._probe_result is None or now - self._probe_result[0] > PROBE_REUSE:
+                self._probe_result = (now, await self._probe_servers())
+                self._notice("warning", self._probe_result[1])
+            return self._probe_result[1]
 
     async def _probe_servers(self) -> str:
         from sdparta import netcheck
 
         turn = turn_servers_of(self._ice_servers)
-        if not turn:
-            if self.config.relay_only:
-                return "--relay-only needs a TURN server: add --turn URL --turn-user U --turn-password P"
+        stun = [] if self.config.relay_only else stun_urls_of(self._ice_servers)
+        if not turn and self.config.relay_only:
+            return "--relay-only needs a TURN server: add --turn URL --turn-user U --turn-password P"
+        if not turn and not stun:
             return "no usable network interface (is the network up?)"
-        checks = await asyncio.gather(*(netcheck.check_turn(t.url, t.username, t.credential) for t in turn))
-        problems = [f"TURN {c.url}: {c.detail}" for c in checks if c.problem is not None]
+        checks = await asyncio.gather(*(netcheck.check_turn(t.url, t.username, t.credential) for t in turn),
+                                      *(netcheck.check_stun(url) for url in stun))
+        problems = [f"{c.kind.upper()} {c.url}: {c.detail}" for c in checks if c.problem is not None]
         if not problems:
-            return "the TURN server answers now: the failure was temporary"
+            return "the STUN/TURN servers answer now: the failure was temporary"
         return "; ".join(problems)
 
     def _peer_finished(self, link: PeerLink, status: str, reason: str | None) -> None:
