@@ -139,6 +139,16 @@ class Lab:
     def link_up(self, host: Host) -> None:
         self.sh(host.nat_ns, "ip link set wan up", f"ip route replace default via {PORTAL_IP}")
 
+    def change_address(self, host: Host) -> str:
+        """The private host moves to a new address on its LAN (as after a DHCP renewal or a Wi-Fi
+        roam): the old address is gone, sockets bound to it can no longer send. Returns the new one."""
+        subnet = host.address.rsplit(".", 1)[0]
+        new = f"{subnet}.{int(host.address.rsplit('.', 1)[1]) + 10}"
+        self.sh(host.ns, f"ip addr del {host.address}/24 dev eth0", f"ip addr add {new}/24 dev eth0",
+                f"ip route replace default via {subnet}.1")
+        host.address = new
+        return new
+
     def start_portal(self, workdir: Path) -> str:
         """A real portal in the public namespace; returns its URL (as seen from the private hosts)."""
         portal: PortalProcess = start_portal(workdir / "lab-portal.sqlite3", host=PORTAL_IP,
@@ -146,10 +156,11 @@ class Lab:
         self.stoppers.append(portal)
         return portal.url
 
-    def start_coturn(self, workdir: Path) -> Coturn:
-        """coturn in the public namespace, on two addresses (RFC 5780 NAT behaviour discovery)."""
+    def start_coturn(self, workdir: Path, *, tls: bool = False) -> Coturn:
+        """coturn in the public namespace, on two addresses (RFC 5780 NAT behaviour discovery);
+        ``tls`` adds a turns: listener with a self-signed certificate (``Coturn.ca_file``)."""
         server = start_coturn(workdir / "coturn", listen=(TURN_IP, TURN_OTHER_IP),
-                              argv_prefix=["ip", "netns", "exec", self.public_ns])
+                              argv_prefix=["ip", "netns", "exec", self.public_ns], tls=tls)
         self.stoppers.append(server)
         return server
 
