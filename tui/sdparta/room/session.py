@@ -49,7 +49,11 @@ class SessionTiming:
     """Protocol timers (seconds)."""
 
     reannounce: float = 10.0  # refresh our presence record this often
-    ttl: float = 30.0  # a record not refreshed for this long is stale
+    reannounce_retry: float = 2.0  # after a failed refresh (portal unreachable), try again this soon
+    # A record not refreshed for this long is stale. Long enough that a member whose network is down
+    # for 30 s is still listed when it comes back (≤ 10 s old at the cut + 30 s + one retry), so its
+    # pairs are restarted instead of torn down; a crashed member is gone 40–50 s after the crash.
+    ttl: float = 50.0
     poll_fast: float = 0.15  # poll interval while a negotiation is pending
     poll_slow: float = 2.0  # poll interval backs off to this when nothing is pending
     poll_push: float = 15.0  # safety poll of presence when push is in use
@@ -506,12 +510,18 @@ class RoomSession:
                 await asyncio.wait_for(self._wake.wait(), timeout=interval)
 
     async def _announce_loop(self) -> None:
+        failed = False
         while not self._closing:
-            await asyncio.sleep(self.timing.reannounce * random.uniform(0.8, 1.0))
+            # while the portal is unreachable, retry soon: the record must be fresh again as soon
+            # as the network is back, before the others take us for gone
+            period = self.timing.reannounce_retry if failed else self.timing.reannounce
+            await asyncio.sleep(period * random.uniform(0.8, 1.0))
             if self._closing:
                 return
             try:
-                await self._update_presence(leaving=False)
-            except StoreError as exc:
+                await asyncio.wait_for(self._update_presence(leaving=False), self.timing.reannounce)
+                failed = False
+            except (StoreError, TimeoutError) as exc:
                 log.info("re-announce failed: %s", exc)
+                failed = True
             self._expire_members()
