@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import statistics
 import sys
@@ -427,6 +426,9 @@ BENCHES: dict[str, Callable[..., None]] = {
 }
 
 
+NOTES_HEADING = "## Reading the table"
+
+
 def format_table(rows: list[Row]) -> str:
     lines = ["| figure | value | against baseline / target |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
@@ -451,8 +453,10 @@ def main() -> int:
     if args.write:
         header = (f"# Benchmarks\n\nLatest `just bench` on this machine ({os.cpu_count()} cores), "
                   f"{time.strftime('%Y-%m-%d')}. Medians of {args.runs} runs where repeated.\n\n")
-        Path(args.write).write_text(header + table + "\n")
-    json.dumps(rows)
+        target = Path(args.write)
+        # keep the hand-written notes below the table (everything from NOTES_HEADING on)
+        notes = target.read_text().partition(NOTES_HEADING)[2] if target.exists() else ""
+        target.write_text(header + table + "\n" + (f"\n{NOTES_HEADING}{notes}" if notes else ""))
     return 0
 
 
