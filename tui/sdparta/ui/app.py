@@ -226,7 +226,8 @@ STATUS_HINTS = ("m mute · v cam · tab focus · i ICE · c chat · d dump · ? 
 
 def status_text(snap: CallSnapshot, width: int) -> Text:
     """Room, portals and transport, own fingerprint, device states and key hints; on a narrow
-    terminal the least useful parts go first (portal, then fingerprint, then longer hints)."""
+    terminal the least useful parts go first (own fingerprint — also shown on the self view —,
+    then the portal, then longer hints)."""
     portals = re.sub(r"^https?://", "", snap.portals[0]) if snap.portals else "no portal"
     if len(snap.portals) > 1:
         portals += f" +{len(snap.portals) - 1}"
@@ -235,9 +236,9 @@ def status_text(snap: CallSnapshot, width: int) -> Text:
     # (text, style, drop order: higher goes first when space runs out; 0 = always kept)
     parts: list[tuple[str, str, int]] = [
         (f" {safe(snap.room)} ", "bold reverse", 0),
-        (f" {portals}", "", 3),
+        (f" {portals}", "", 2),
         (f" {'push' if snap.push else 'polling'} ", "", 0),
-        (f" me {snap.fingerprint} ", "grey70", 2),
+        (f" me {snap.fingerprint} ", "grey70", 3),
         (f" mic {snap.mic} ", "green" if snap.mic == "on" else "red", 0),
         (f" cam {snap.camera} ", "green" if snap.camera in ("on", "pattern") else "yellow", 0),
         (f" {audio_out} ", "yellow" if snap.audio_out in ("missing", "none") else "green", 0),
@@ -487,6 +488,7 @@ class SdpartaApp(App[int]):
         snap = self.snapshot_state
         me = Text(no_wrap=True, overflow="ellipsis")
         me.append(f"{safe(snap.name)} ", style="bold")
+        me.append(f"{safe(snap.fingerprint)} ", style="grey62")  # what the others see next to our name
         me.append("muted" if snap.mic == "muted" else "", style="magenta")
         self.self_tile.label.show(me)
         self.self_tile.icon.set_fingerprint(snap.fingerprint)
