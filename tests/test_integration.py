@@ -167,3 +167,44 @@ def test_one_identity_two_processes_are_two_participants(tmp_path: Path, portal)
     finally:
         for bot in bots:
             bot.stop()
+
+
+def test_crashed_peer_back_with_a_new_session_replaces_the_old_pair(tmp_path: Path, portal) -> None:  # type: ignore[no-untyped-def]
+    """A participant's app crashes and is started again (same identity, new session): the others
+    replace the dead pair at once instead of showing a ghost until its presence expires, and
+    connect to the new session."""
+    identity = ["--identity", str(tmp_path / "crasher.key")]
+    stay = start_bot(tmp_path, "crash-room", [portal.url], "stay", tone=500, record=False)
+    first = start_bot(tmp_path, "crash-room", [portal.url], "back", tone=700, record=False, extra=identity)
+    bots = [stay, first]
+    try:
+        wait_for(lambda: _connected_to(stay, {"back"}), 60, "stay connected to back",
+                 diagnostics=lambda: _diagnose(bots))
+        old_session = (first.report() or {})["session_id"]
+        first.kill()
+        wait_for(lambda: peers_by_name(stay.report())["back"]["status"] == "reconnecting", 15,
+                 "stay notices the crash", diagnostics=lambda: _diagnose(bots))
+        restarted_at = time.monotonic()
+        (tmp_path / "again").mkdir()
+        second = start_bot(tmp_path / "again", "crash-room", [portal.url], "back", tone=700, record=False,
+                           extra=identity)
+        bots.append(second)
+        new_session = None
+
+        def replaced() -> bool:
+            nonlocal new_session
+            peers = {p["session_id"]: p for p in (stay.report() or {}).get("peers", [])}
+            new_session = (second.report() or {}).get("session_id")
+            # the old pair is dropped from the list (or shown as left), the new one connects
+            old, new = peers.get(old_session), peers.get(new_session or "", {})
+            return (old is None or old["status"] == "left") and new.get("status") == "connected"
+
+        wait_for(replaced, 30, "the old pair replaced by the new session",
+                 diagnostics=lambda: f"old {old_session} new {new_session} stay's pairs: "
+                 + str([(p["session_id"], p["status"], p["failure_reason"]) for p in stay.report()["peers"]]))
+        assert time.monotonic() - restarted_at < 30  # far sooner than the 50 s presence expiry
+        assert new_session != old_session
+        assert [p["status"] for p in (stay.report() or {})["peers"] if p["name"] == "back"] == ["connected"]
+    finally:
+        for bot in bots:
+            bot.stop()
