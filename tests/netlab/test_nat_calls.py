@@ -233,3 +233,22 @@ def test_address_change_recovers_by_ice_restart(lab, tmp_path: Path, stopped) ->
         assert peer["path"] == "stun", pair.describe()
     local = pair.peer(pair.a)["selected_pair"]["local"]
     assert local["address"] in (new_address, hosts[0].wan_address), pair.describe()
+
+
+def test_outage_longer_than_presence_expiry_comes_back_as_a_fresh_pair(lab, tmp_path: Path, stopped) -> None:  # type: ignore[no-untyped-def]
+    """Down for 60 s: each side lists the other as gone (a crash looks the same), and once the
+    link is back and both announce again the pair starts afresh by itself — nobody rejoins."""
+    pair, hosts = connected_stun_pair(lab, tmp_path, stopped)
+    sessions = {bot.name: peer["session_id"] for bot, peer in pair.both()}
+    lab.link_down(hosts[0])
+    wait_for(lambda: all(peer.get("status") == "gone" for _, peer in pair.both()), 75,
+             "both sides list the other as gone", diagnostics=pair.describe)
+    heard = {bot.name: peer["audio_seconds"] for bot, peer in pair.both()}
+    lab.link_up(hosts[0])
+    wait_for(lambda: all(peer.get("status") == "connected" for _, peer in pair.both()), 30,
+             "the pair back as a fresh pair", diagnostics=pair.describe)
+    assert {bot.name: peer["session_id"] for bot, peer in pair.both()} == sessions  # the same sessions
+    for _, peer in pair.both():
+        assert any("back in the room" in s["state"] for s in peer["states"]), pair.describe()
+    wait_for(lambda: all(peer.get("audio_seconds", 0) > heard[bot.name] + 2 for bot, peer in pair.both()), 15,
+             "audio resumes both ways", diagnostics=pair.describe)
