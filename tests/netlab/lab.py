@@ -71,8 +71,10 @@ class Host:
     address: str
     wan_address: str
 
-    def exec_prefix(self) -> list[str]:
-        return ["ip", "netns", "exec", self.ns]
+    def exec_prefix(self, env: dict[str, str] | None = None) -> list[str]:
+        """The argv prefix that runs a command on this host (with ``env`` set, if given)."""
+        setenv = ["env", *(f"{k}={v}" for k, v in env.items())] if env else []
+        return ["ip", "netns", "exec", self.ns, *setenv]
 
 
 @dataclass

@@ -15,8 +15,7 @@ pytestmark = pytest.mark.netlab
 
 
 def doctor_in(host: Any, *args: str, env: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
-    setenv = ["env", *(f"{k}={v}" for k, v in env.items())] if env else []
-    result = subprocess.run([*host.exec_prefix(), *setenv, PYTHON, "-m", "sdparta", "doctor", "--json",
+    result = subprocess.run([*host.exec_prefix(env), PYTHON, "-m", "sdparta", "doctor", "--json",
                              "--timeout", "3", *args], capture_output=True, text=True, timeout=90)
     assert result.returncode in (0, 1), result.stderr
     return result.returncode, json.loads(result.stdout)

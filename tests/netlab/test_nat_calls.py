@@ -47,12 +47,11 @@ class Pair:
 def start_pair(lab: Any, tmp_path: Path, hosts: tuple[Any, Any], portal: str, *,
                flags: tuple[list[str], list[str]] = ([], []), env: dict[str, str] | None = None) -> Pair:
     bots = []
-    setenv = ["env", *(f"{k}={v}" for k, v in (env or {}).items())] if env else []
     for name, host, extra in zip(("a", "b"), hosts, flags, strict=True):
         bots.append(start_bot(tmp_path, "lab-room", [portal], name, tone=440 if name == "a" else 660,
                               video="none", record=False,
                               extra=["--connect-timeout", str(CONNECT_TIMEOUT), *extra],
-                              argv_prefix=["ip", "netns", "exec", host.ns, *setenv]))
+                              argv_prefix=host.exec_prefix(env)))
     return Pair(*bots)
 
 
@@ -195,9 +194,14 @@ def assert_back_without_rejoin(pair: Pair, sessions: dict[str, str], heard: dict
                          for _, peer in pair.both()), 20, "the pair back by ICE restart", diagnostics=pair.describe)
     recovered_after = time.monotonic() - since
     assert {bot.name: peer["session_id"] for bot, peer in pair.both()} == sessions  # nobody rejoined
+    wait_audio_resumes(pair, heard)
+    return recovered_after
+
+
+def wait_audio_resumes(pair: Pair, heard: dict[str, float]) -> None:
+    """Each side hears at least 2 s more than the ``heard`` seconds it had."""
     wait_for(lambda: all(peer.get("audio_seconds", 0) > heard[bot.name] + 2 for bot, peer in pair.both()), 15,
              "audio resumes both ways", diagnostics=pair.describe)
-    return recovered_after
 
 
 @pytest.mark.parametrize("outage", [10, 30])
@@ -250,5 +254,4 @@ def test_outage_longer_than_presence_expiry_comes_back_as_a_fresh_pair(lab, tmp_
     assert {bot.name: peer["session_id"] for bot, peer in pair.both()} == sessions  # the same sessions
     for _, peer in pair.both():
         assert any("back in the room" in s["state"] for s in peer["states"]), pair.describe()
-    wait_for(lambda: all(peer.get("audio_seconds", 0) > heard[bot.name] + 2 for bot, peer in pair.both()), 15,
-             "audio resumes both ways", diagnostics=pair.describe)
+    wait_audio_resumes(pair, heard)
