@@ -208,3 +208,23 @@ def test_crashed_peer_back_with_a_new_session_replaces_the_old_pair(tmp_path: Pa
     finally:
         for bot in bots:
             bot.stop()
+
+
+def test_bot_alone_says_why(tmp_path: Path, portal) -> None:  # type: ignore[no-untyped-def]
+    """Exit 3 when it saw nobody, with the cause to fix: a wrong password looks like an empty room;
+    an unreachable portal is named."""
+    peer = start_bot(tmp_path, "why-room", [portal.url], "peer", tone=440, record=False,
+                     extra=["--password", "right"])
+    try:
+        wrong = start_bot(tmp_path, "why-room", [portal.url], "wrong", tone=440, record=False,
+                          extra=["--password", "wrong", "--duration", "4"])
+        assert wrong.proc.wait(30) == 3
+        assert "saw nobody in the room (same room name, password and portal?)" in wrong.log_path.read_text()
+    finally:
+        peer.stop()
+    dead = start_bot(tmp_path, "why-room", [f"http://127.0.0.1:{free_port()}"], "dead", tone=440, record=False,
+                     extra=["--duration", "3"])
+    assert dead.proc.wait(30) == 3
+    last_line = dead.log_path.read_text().strip().splitlines()[-1]
+    assert last_line.startswith("bot: saw nobody in the room (portal http://127.0.0.1:")
+    assert "is unreachable" in last_line

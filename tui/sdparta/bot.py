@@ -172,7 +172,9 @@ def run_bot(args: argparse.Namespace) -> int:
     if report_path is not None:
         write_report(report_path, build_report(call, snapshot))
     if not snapshot.peers:
-        print("bot: saw nobody in the room (same room name, password and portal?)", file=sys.stderr)
+        # an unreachable portal also means nobody was seen: then the portal is what to fix
+        cause = snapshot.error or "same room name, password and portal?"
+        print(f"bot: saw nobody in the room ({cause})", file=sys.stderr)
         return 3
     if not ever_connected:
         print("bot: never connected to any participant it saw", file=sys.stderr)
