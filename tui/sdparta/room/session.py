@@ -43,6 +43,9 @@ from sdparta.store.crypto import KeyPair, decode_skylink, encode_skylink, sign_e
 
 log = logging.getLogger(__name__)
 
+CLOCK_SKEW_S = 10.0  # members' clocks may disagree this much (protocol.md: NTP, a few seconds)
+STALE_REASON = "stopped announcing (crashed or lost its network)"
+
 
 @dataclass
 class SessionTiming:
@@ -324,8 +327,9 @@ class RoomSession:
         self.counters.invalid_reasons[reason] = self.counters.invalid_reasons.get(reason, 0) + 1
         self.events.invalid(reason)
 
-    def _is_fresh(self, member: Member) -> bool:
-        return self.clock() * 1000 - member.ts_ms <= self.timing.ttl * 1000
+    def _is_fresh(self, member: Member, margin: float = 0.0) -> bool:
+        """Refreshed within the TTL (less ``margin`` seconds)."""
+        return self.clock() * 1000 - member.ts_ms <= (self.timing.ttl - margin) * 1000
 
     async def _fetch_presence(self, entry: RegistryEntry | None = None) -> list[Member] | None:
         """Read the presence slot (or use a pushed entry); None when unchanged."""
@@ -366,7 +370,10 @@ class RoomSession:
             if key not in listed:
                 del self._members[key]
                 self._watch_slot.discard(key)
-                self.events.member_gone(member, "left", "left the room")
+                if self._is_fresh(member, margin=CLOCK_SKEW_S):
+                    self.events.member_gone(member, "left", "left the room")
+                else:  # a writer whose clock runs a little ahead dropped it as stale before we did
+                    self.events.member_gone(member, "gone", STALE_REASON)
         for key, member in listed.items():
             known = self._members.get(key)
             self._members[key] = member
@@ -384,7 +391,7 @@ class RoomSession:
             if not self._is_fresh(member):
                 del self._members[key]
                 self._watch_slot.discard(key)
-                self.events.member_gone(member, "gone", "stopped announcing (crashed or lost its network)")
+                self.events.member_gone(member, "gone", STALE_REASON)
 
     async def _update_presence(self, leaving: bool) -> None:
         """Read-modify-write of the presence list with compare-and-set; retries on conflict."""
