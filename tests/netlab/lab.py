@@ -141,6 +141,14 @@ class Lab:
     def link_up(self, host: Host) -> None:
         self.sh(host.nat_ns, "ip link set wan up", f"ip route replace default via {PORTAL_IP}")
 
+    def block_udp(self, host: Host) -> None:
+        """The NAT box forwards no UDP (a firewall that lets the web through): STUN and ICE fail,
+        the portal (HTTP over TCP) still answers."""
+        self.sh(host.nat_ns, "iptables -I FORWARD 1 -p udp -j DROP")
+
+    def unblock_udp(self, host: Host) -> None:
+        self.sh(host.nat_ns, "iptables -D FORWARD -p udp -j DROP")
+
     def change_address(self, host: Host) -> str:
         """The private host moves to a new address on its LAN (as after a DHCP renewal or a Wi-Fi
         roam): the old address is gone, sockets bound to it can no longer send. Returns the new one."""

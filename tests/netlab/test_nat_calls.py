@@ -40,7 +40,8 @@ class Pair:
                          f"pair={peer.get('selected_pair')} reason={peer.get('failure_reason')} "
                          f"restarts={peer.get('restarts')} audio={peer.get('audio_seconds')} states={states[-8:]} "
                          f"notices={[n['text'] for n in report.get('notices', [])][-3:]}")
-            lines.append("  log: " + " | ".join(bot.log_path.read_text().splitlines()[-6:]))
+            log = [line for line in bot.log_path.read_text().splitlines() if " httpx " not in line]
+            lines.append("  log: " + " | ".join(log[-12:]))
         return "\n".join(lines)
 
 
@@ -241,14 +242,22 @@ def test_address_change_recovers_by_ice_restart(lab, tmp_path: Path, stopped) ->
 
 def test_outage_longer_than_presence_expiry_comes_back_as_a_fresh_pair(lab, tmp_path: Path, stopped) -> None:  # type: ignore[no-untyped-def]
     """Down for 60 s: each side lists the other as gone (a crash looks the same), and once the
-    link is back and both announce again the pair starts afresh by itself — nobody rejoins."""
+    link is back and both announce again the pair starts afresh by itself — nobody rejoins. The
+    network comes back in two steps (the web first, UDP only after the first fresh attempt timed
+    out), so the fresh pair also has to keep trying instead of failing for good."""
     pair, hosts = connected_stun_pair(lab, tmp_path, stopped)
     sessions = {bot.name: peer["session_id"] for bot, peer in pair.both()}
     lab.link_down(hosts[0])
     wait_for(lambda: all(peer.get("status") == "gone" for _, peer in pair.both()), 75,
              "both sides list the other as gone", diagnostics=pair.describe)
     heard = {bot.name: peer["audio_seconds"] for bot, peer in pair.both()}
+    lab.block_udp(hosts[0])
     lab.link_up(hosts[0])
+    wait_for(lambda: all(peer.get("status") == "reconnecting" and any("trying again" in s["state"]
+                                                                     for s in peer["states"])
+                         for _, peer in pair.both()), CONNECT_TIMEOUT + 15,
+             "the fresh pair's first attempt timing out into retries", diagnostics=pair.describe)
+    lab.unblock_udp(hosts[0])
     wait_for(lambda: all(peer.get("status") == "connected" for _, peer in pair.both()), 30,
              "the pair back as a fresh pair", diagnostics=pair.describe)
     assert {bot.name: peer["session_id"] for bot, peer in pair.both()} == sessions  # the same sessions

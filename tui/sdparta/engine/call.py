@@ -704,6 +704,7 @@ class Call:
             # Declared gone (we or they were offline too long) and announcing again: a fresh pair,
             # with generations above the old ones so neither side takes the new offer for a stale one.
             link.gen, link.remote_gen = old.gen, old.remote_gen
+            link.returning = old.connected_after_s is not None
             link.record("peer", "back in the room after being gone")
         self._replace_stale_sessions(member)
         self._peers[sid] = link
@@ -741,6 +742,13 @@ class Call:
         """Our own connect timeout: aiortc alone may wait a minute, or forever with no candidates."""
         await asyncio.sleep(self.config.connect_timeout)
         if link.connected_after_s is not None or link.finished:
+            return
+        if link.returning:
+            # A path to this peer worked before: the network may still be settling after the outage
+            # (or the first answer went to an offer written while we were away). Keep trying, as for
+            # a broken pair, until RECONNECT_GIVE_UP.
+            self._begin_reconnect(link, f"not connected within {self.config.connect_timeout:.0f} s of coming "
+                                        "back: trying again (a path to this peer worked before)")
             return
         self._peer_finished(link, "failed", await self._diagnose(link))
 
