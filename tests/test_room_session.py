@@ -12,6 +12,7 @@ from sdparta.room.keys import Identity, RoomKeys
 from sdparta.room.session import RoomEvents, RoomSession, SessionTiming
 from sdparta.room.wire import Member
 from sdparta.store import MemoryStore
+from sdparta.store.base import RegistryEntry, Store, Subscription
 
 IDLE = SessionTiming(reannounce=3600, poll_push=3600)  # no timer fires during the test
 
@@ -70,4 +71,81 @@ async def test_a_member_dropped_as_stale_by_a_writer_ahead_of_us_is_gone_not_lef
     await wait_until(lambda: "leaver" in departures.gone, "the leaver's departure seen")
     assert departures.gone["leaver"] == ("left", "left the room")
     for member in (reader, leaver):
+        await member.close()
+
+
+class HeldDownloads:
+    """The shared store as one member sees it, with blob downloads that can be held and released
+    one by one: a slow download of an older presence list finishing after a newer one."""
+
+    def __init__(self, store: MemoryStore) -> None:
+        self.store = store
+        self.holding = False
+        self.held: list[asyncio.Event] = []
+
+    async def get_entry(self, public_key: bytes, data_key: bytes) -> RegistryEntry | None:
+        return await self.store.get_entry(public_key, data_key)
+
+    async def set_entry(self, entry: RegistryEntry) -> None:
+        await self.store.set_entry(entry)
+
+    async def upload_blob(self, data: bytes) -> str:
+        return await self.store.upload_blob(data)
+
+    async def download_blob(self, skylink: str, max_size: int = 1 << 20) -> bytes:
+        if self.holding:
+            release = asyncio.Event()
+            self.held.append(release)
+            await release.wait()
+        return await self.store.download_blob(skylink, max_size)
+
+    async def open_subscription(self) -> Subscription | None:
+        return await self.store.open_subscription()
+
+    async def aclose(self) -> None:
+        await self.store.aclose()
+
+
+async def test_an_older_presence_list_read_last_never_replaces_a_newer_one(keys: RoomKeys) -> None:
+    """Push, polling and re-announcing read the presence list side by side. When the download of an
+    older list finishes after a newer one was applied, the older must not win: it would report
+    whoever joined in between as having left, and the next re-announce would write them out of
+    the room (seen in a mesh of 8 starting at once)."""
+    store = MemoryStore()
+    view = HeldDownloads(store)
+    reader_departures, other_departures = Departures(), Departures()
+    quick = SessionTiming(reannounce=0.3, reannounce_retry=0.3, poll_push=3600)
+
+    def session(name: str, seed: int, events: RoomEvents, timing: SessionTiming = IDLE,
+                through: Store = store) -> RoomSession:
+        return RoomSession(through, keys, Identity.from_seed(bytes([seed]) * 32), name, f"{seed:016x}", events,
+                           timing=timing)
+
+    reader = session("reader", 1, reader_departures, quick, view)
+    first, second, third = (session("first", 2, other_departures), session("second", 3, RoomEvents()),
+                            session("third", 4, RoomEvents()))
+    await reader.start()
+    await first.start()
+    await wait_until(lambda: {m.name for m in reader.members()} == {"first"}, "the reader sees the first")
+
+    view.holding = True
+    await second.start()  # list [reader, first, second]: the reader's download is held
+    await wait_until(lambda: len(view.held) == 1, "the older list's download held")
+    await third.start()  # list [reader, first, second, third]: held too
+    await wait_until(lambda: len(view.held) >= 2, "the newer list's download held")
+    view.holding = False
+    view.held[1].set()  # the newer list arrives first...
+    await wait_until(lambda: {m.name for m in reader.members()} == {"first", "second", "third"},
+                     "the reader sees everyone")
+    view.held[0].set()  # ...then the older one
+    for release in view.held[2:]:
+        release.set()
+    sets = reader.counters.sets
+    await wait_until(lambda: reader.counters.sets > sets + 1, "the reader re-announcing twice")
+    assert {m.name for m in reader.members()} == {"first", "second", "third"}
+    assert reader_departures.gone == {}
+    await first._update_presence(leaving=False)  # the first reads what the reader wrote
+    assert {m.name for m in first.members()} == {"reader", "second", "third"}
+    assert other_departures.gone == {}
+    for member in (reader, first, second, third):
         await member.close()

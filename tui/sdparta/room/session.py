@@ -332,7 +332,7 @@ class RoomSession:
         return self.clock() * 1000 - member.ts_ms <= (self.timing.ttl - margin) * 1000
 
     async def _fetch_presence(self, entry: RegistryEntry | None = None) -> list[Member] | None:
-        """Read the presence slot (or use a pushed entry); None when unchanged."""
+        """Read the presence slot (or use a pushed entry); None when unchanged (or not newer)."""
         if entry is None:
             self.counters.gets += 1
             entry = await self.store.get_entry(self._room_keypair.public_key, self._presence_key)
@@ -340,23 +340,39 @@ class RoomSession:
             return [] if self._presence.revision < 0 else None
         if entry.revision <= self._presence.revision:
             return None
-        if entry.data == self._presence.skylink:
-            self._presence.revision = entry.revision
+        unchanged = entry.data == self._presence.skylink
+        members = await self._members_in(entry)
+        if not self._remember_presence(entry, members) or unchanged:
             return None
+        return members
+
+    async def _members_in(self, entry: RegistryEntry) -> list[Member] | None:
+        """The member list stored in exactly this entry; None when it does not open (counted)."""
+        if entry.data == self._presence.skylink:
+            return list(self._last_presence)
         try:
             blob = await self._download(entry.data, MAX_PRESENCE_BYTES)
             members, rejected = decode_presence(self.keys, self._room_keypair.public_key,
                                                 self._presence_key, blob)
         except (WireError, ValueError) as exc:
             self._invalid(f"presence: {exc}")
-            self._presence.revision = entry.revision
             return None
         for _ in range(rejected):
             self._invalid("presence: a member record failed to verify")
+        return members
+
+    def _remember_presence(self, entry: RegistryEntry, members: list[Member] | None) -> bool:
+        """Keep ``entry``'s list as the latest known, unless a newer one arrived while it was being
+        read (push, poll and re-announce read side by side: an older list must never win, or the
+        next re-announce would write it back and drop whoever joined in between)."""
+        if entry.revision <= self._presence.revision:
+            return False
         self._presence.revision = entry.revision
+        if members is None:
+            return False  # a list that does not open: keep the last good one
         self._presence.skylink = entry.data
         self._last_presence = members
-        return members
+        return True
 
     def _apply_presence(self, members: list[Member]) -> None:
         """Emit member_seen / member_gone for the difference to what we knew."""
@@ -401,9 +417,10 @@ class RoomSession:
                 entry = await self.store.get_entry(self._room_keypair.public_key, self._presence_key)
                 current: list[Member] = []
                 if entry is not None:
-                    await self._fetch_presence(entry)  # no-op when the slot did not change
-                    current = list(self._last_presence)
-                self._last_presence = current
+                    # exactly the list this revision holds: what we write next replaces it
+                    members = await self._members_in(entry)
+                    self._remember_presence(entry, members)
+                    current = members or []
                 if not leaving:
                     self._apply_presence(current)
                 now_ms = int(self.clock() * 1000)
@@ -423,9 +440,7 @@ class RoomSession:
                     self.counters.conflicts += 1
                     await asyncio.sleep(random.uniform(0.005, 0.05) * (attempt + 1))
                     continue
-                self._presence.revision = revision
-                self._presence.skylink = raw
-                self._last_presence = keep
+                self._remember_presence(signed, keep)
                 return
             raise StoreError("could not update the room's presence list after 12 attempts "
                              "(heavy contention or a misbehaving portal)")
@@ -449,6 +464,8 @@ class RoomSession:
         except (WireError, ValueError) as exc:
             self._invalid(f"message: {exc}")
             return
+        if state.revision != entry.revision:
+            return  # a newer message was read meanwhile (newest wins: this one is already stale)
         if body["from"] != member.session_id or body["to"] != self.session_id:
             self._invalid("message: addressed to another session (replayed?)")
             return
