@@ -697,7 +697,7 @@ class Call:
         if sid == self.session_id:
             return
         old = self._peers.get(sid)
-        if old is not None and old.status != "gone":
+        if old is not None and not old.may_come_back:
             return
         link = PeerLink(member, self._we_offer(member), self._mono_start, self._changed)
         if old is not None:

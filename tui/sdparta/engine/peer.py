@@ -104,6 +104,12 @@ class PeerLink:
     def finished(self) -> bool:
         return self.status in ("left", "gone", "failed")
 
+    @property
+    def may_come_back(self) -> bool:
+        """Ended by what the presence list said (stale, or out of the list), not by a bye: if the
+        same session is listed again it is alive, and gets a fresh pair."""
+        return self.status == "gone" or (self.status == "left" and self.failure_reason is not None)
+
     def attach(self, pc: RTCPeerConnection) -> None:
         """Make ``pc`` the link's connection and follow its four state machines.
 
