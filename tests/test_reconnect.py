@@ -4,6 +4,7 @@ keeps arriving, chat still works). Outages that kill the path are tested in the 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 
@@ -11,7 +12,9 @@ import pytest
 
 from sdparta.engine.call import Call, CallConfig
 from sdparta.engine.state import PeerSnapshot
-from sdparta.room.keys import RoomKeys
+from sdparta.room.keys import Identity, RoomKeys
+from sdparta.room.session import RoomEvents, RoomSession, SessionTiming
+from sdparta.store import open_store
 
 pytestmark = pytest.mark.integration
 
@@ -78,3 +81,39 @@ def test_ice_restart_keeps_the_call(portal, asked_by: str) -> None:  # type: ign
         for call in calls:
             call.stop()
         assert not any(call.running for call in calls)
+
+
+def test_a_member_out_of_the_list_without_bye_and_listed_again_gets_a_fresh_pair(portal) -> None:  # type: ignore[no-untyped-def]
+    """A session that vanished from the presence list without saying bye (a writer with a stale
+    list, or a buggy one) and is listed again is alive: the engine starts a fresh pair with it
+    instead of keeping it `left` for good. The other member is a bare room session we drive."""
+    keys = RoomKeys.derive("relist-room", "")
+    call = Call(CallConfig(room="relist-room", portals=[portal.url], name="alice", video="none",
+                           audio="none", room_keys=keys, connect_timeout=60))
+    call.start()
+
+    async def bob_vanishes_and_returns() -> None:
+        store = open_store([portal.url])
+        bob = RoomSession(store, keys, Identity.generate(), "bob", "b0b0b0b0b0b0b0b0", RoomEvents(),
+                          timing=SessionTiming(reannounce=3600, poll_push=3600))
+        await bob.start()
+        try:
+            await asyncio.to_thread(wait, lambda: only_peer(call) is not None, 20, "alice seeing bob",
+                                    lambda: describe(call))
+            await bob._update_presence(leaving=True)  # out of the list, no bye
+            await asyncio.to_thread(wait, lambda: (p := only_peer(call)) is not None and p.status == "left",
+                                    20, "alice taking bob for left", lambda: describe(call))
+            await bob._update_presence(leaving=False)  # listed again
+            await asyncio.to_thread(wait, lambda: (p := only_peer(call)) is not None
+                                    and p.status in ("discovered", "connecting"), 20,
+                                    "a fresh pair with bob", lambda: describe(call))
+        finally:
+            await bob.close()
+            await store.aclose()
+
+    try:
+        asyncio.run(bob_vanishes_and_returns())
+        timeline = [c.state for c in only_peer(call).timeline if c.kind == "peer"]  # type: ignore[union-attr]
+        assert "back in the room after being gone" in timeline, timeline
+    finally:
+        call.stop()
