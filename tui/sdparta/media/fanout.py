@@ -161,6 +161,9 @@ class EncodedFanout:
         context.time_base = VIDEO_TIME_BASE
         context.framerate = self._fps
         context.bit_rate = self._video_bitrate
+        # One thread: libvpx's worker threads spin while they wait for work, so at 15 paced frames a
+        # second two threads cost ~6 ms of CPU per 160×120 frame against ~0.9 ms for one (measured).
+        context.thread_count = 1
         # realtime, no lookahead (one packet per frame), resilient to loss
         context.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0",
                            "error-resilient": "1", "auto-alt-ref": "0"}
