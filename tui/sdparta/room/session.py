@@ -421,8 +421,8 @@ class RoomSession:
                     members = await self._members_in(entry)
                     self._remember_presence(entry, members)
                     current = members or []
-                if not leaving:
-                    self._apply_presence(current)
+                if not leaving and (entry is None or entry.revision >= self._presence.revision):
+                    self._apply_presence(current)  # never a list older than one already applied
                 now_ms = int(self.clock() * 1000)
                 keep = [m for m in current if self._is_fresh(m)
                         and not (m.public_key == self.identity.public_key and m.session_id == self.session_id)]
