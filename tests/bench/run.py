@@ -140,15 +140,21 @@ def bench_mesh(rows: list[Row], sizes: tuple[int, ...] = (2, 4, 8), window: floa
                         connected_all = False  # report what the machine managed instead of nothing
                     time.sleep(2)  # let encoders settle before the measured window
                     before_cpu = _cpu_seconds(bots[0].proc.pid)
-                    before = [{k: p["video_frames"] for k, p in peers_by_name(b.report()).items()} for b in bots]
+                    before = [b.report() or {} for b in bots]
                     t0 = time.monotonic()
                     time.sleep(window)
                     elapsed = time.monotonic() - t0
                     cpu = (_cpu_seconds(bots[0].proc.pid) - before_cpu) / elapsed
                     fractions = []
                     for b, prev in zip(bots, before, strict=True):
-                        for name, peer in peers_by_name(b.report()).items():
-                            fractions.append((peer["video_frames"] - prev.get(name, 0)) / (15 * elapsed))
+                        # Reports are rewritten about once a second: count frames over the span between
+                        # the two reports' own write times, not over our sleep (±1 s of 10 s otherwise).
+                        now = b.report() or {}
+                        span = now.get("written_at", 0) - prev.get("written_at", 0)
+                        prev_frames = {k: p["video_frames"] for k, p in peers_by_name(prev).items()}
+                        for name, peer in peers_by_name(now).items():
+                            fractions.append((peer["video_frames"] - prev_frames.get(name, 0)) / (15 * span)
+                                             if span > 0 else 0.0)
                     pairs = sum(sum(p["status"] == "connected" for p in peers_by_name(b.report()).values())
                                 for b in bots)
                     worst = min(fractions) if fractions else 0.0
