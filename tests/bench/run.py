@@ -145,18 +145,18 @@ def bench_mesh(rows: list[Row], sizes: tuple[int, ...] = (2, 4, 8), window: floa
                     time.sleep(window)
                     elapsed = time.monotonic() - t0
                     cpu = (_cpu_seconds(bots[0].proc.pid) - before_cpu) / elapsed
+                    after = [b.report() or {} for b in bots]
                     fractions = []
-                    for b, prev in zip(bots, before, strict=True):
+                    for prev, now in zip(before, after, strict=True):
                         # Reports are rewritten about once a second: count frames over the span between
                         # the two reports' own write times, not over our sleep (±1 s of 10 s otherwise).
-                        now = b.report() or {}
                         span = now.get("written_at", 0) - prev.get("written_at", 0)
                         prev_frames = {k: p["video_frames"] for k, p in peers_by_name(prev).items()}
                         for name, peer in peers_by_name(now).items():
                             fractions.append((peer["video_frames"] - prev_frames.get(name, 0)) / (15 * span)
                                              if span > 0 else 0.0)
-                    pairs = sum(sum(p["status"] == "connected" for p in peers_by_name(b.report()).values())
-                                for b in bots)
+                    pairs = sum(sum(p["status"] == "connected" for p in peers_by_name(report).values())
+                                for report in after)
                     worst = min(fractions) if fractions else 0.0
                     verdict = "met" if connected_all and worst >= 0.95 else "MISSED"
                     rows.append((f"mesh of {n} bots (audio + 160×120 video at 15 fps)",

@@ -704,7 +704,7 @@ class Call:
             # Declared gone (we or they were offline too long) and announcing again: a fresh pair,
             # with generations above the old ones so neither side takes the new offer for a stale one.
             link.gen, link.remote_gen = old.gen, old.remote_gen
-            link.returning = old.connected_after_s is not None
+            link.worked_before = old.path_worked
             link.record("peer", "back in the room after being gone")
         self._replace_stale_sessions(member)
         self._peers[sid] = link
@@ -743,7 +743,7 @@ class Call:
         await asyncio.sleep(self.config.connect_timeout)
         if link.connected_after_s is not None or link.finished:
             return
-        if link.returning:
+        if link.worked_before:
             # A path to this peer worked before: the network may still be settling after the outage
             # (or the first answer went to an offer written while we were away). Keep trying, as for
             # a broken pair, until RECONNECT_GIVE_UP.

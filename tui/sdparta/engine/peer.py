@@ -73,7 +73,7 @@ class PeerLink:
         self.restart_task: asyncio.Task[None] | None = None
         self.answered_at = 0.0
         self.reconnecting_since: float | None = None
-        self.returning = False  # a fresh pair with someone we were connected to before they were gone
+        self.worked_before = False  # a fresh pair with someone a path worked to before they were gone
         self.outbox: deque[dict[str, Any]] = deque(maxlen=OUTBOX_LIMIT)  # chat held until the channel opens
         self._prev_bytes: tuple[float, int, int] | None = None
         self._last_ice: tuple = (None, (), (), ())  # kept after close so reports still show the path
@@ -103,6 +103,12 @@ class PeerLink:
     @property
     def finished(self) -> bool:
         return self.status in ("left", "gone", "failed")
+
+    @property
+    def path_worked(self) -> bool:
+        """A connection to this peer worked, on this link or one before it: a failure is then
+        retried (reconnecting), not final."""
+        return self.connected_after_s is not None or self.worked_before
 
     @property
     def may_come_back(self) -> bool:
@@ -153,7 +159,7 @@ class PeerLink:
                     old, self.previous_pc = self.previous_pc, None
                     asyncio.get_running_loop().create_task(self.retire(old))
             elif pc.connectionState == "failed" and not self.finished:
-                if self.connected_after_s is not None or self.returning:
+                if self.path_worked:
                     self.set_status("reconnecting", "ICE/DTLS failed")
                 else:
                     self.set_status("failed", "ICE/DTLS failed")
