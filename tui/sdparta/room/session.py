@@ -6,6 +6,9 @@ a member left or expired, a message arrived) and sends sealed, signed messages t
 Slots (all data keys are opaque HMACs of the room's tag key, see docs/protocol.md):
 - presence: one slot under the room's shared keypair holding a SkyDB-style skylink to the
   sealed member list; written only by read-modify-write with compare-and-set on the revision.
+  Content that cannot be used (junk, a blob the portal no longer has) counts as an empty list the
+  next writer replaces; a slot whose revision was pushed near 2^64 is abandoned for the next
+  *epoch*'s slot (protocol.md §6).
 - pair slot ``pair/<from sid>/<to sid>``: under the *sender's identity key*, holds a skylink to
   the sender's latest sealed+signed message to that member.  Only its owner can write it.
 """
@@ -23,6 +26,7 @@ from typing import Any
 
 from sdparta.room.keys import Identity, RoomKeys
 from sdparta.room.wire import (
+    MAX_MEMBERS,
     MAX_MESSAGE_BYTES,
     MAX_PRESENCE_BYTES,
     MAX_SETTINGS_BYTES,
@@ -38,13 +42,34 @@ from sdparta.room.wire import (
     encode_settings,
     sign_member,
 )
-from sdparta.store.base import RegistryEntry, RevisionConflict, Store, StoreError, Subscription
+from sdparta.store.base import RegistryEntry, RevisionConflict, Store, StoreError, StoreUnavailable, Subscription
 from sdparta.store.crypto import KeyPair, decode_skylink, encode_skylink, sign_entry
 
 log = logging.getLogger(__name__)
 
 CLOCK_SKEW_S = 10.0  # members' clocks may disagree this much (protocol.md: NTP, a few seconds)
 STALE_REASON = "stopped announcing (crashed or lost its network)"
+#: A room slot whose revision reached this is abandoned for the next epoch's slot: no honest room
+#: gets there (10^11 years of writes at 6/s), but one write of 2^64-1 would freeze the slot for ever.
+EPOCH_REVISION_LIMIT = 2**63
+#: Epochs a reader walks at most (each abandoned epoch costs one registry read per join).
+MAX_EPOCHS = 32
+#: Sessions of one identity kept in the list a writer writes (a flood from one key cannot fill it).
+MAX_SESSIONS_PER_IDENTITY = 4
+#: A background loop that crashed is restarted after this long (and reported).
+LOOP_RESTART_S = 1.0
+
+
+def slot_data_key(keys: RoomKeys, label: str, epoch: int) -> bytes:
+    """The data key of the room's ``label`` slot ("presence" or "settings") in ``epoch``; epoch 0 is
+    the plain ``data_key(label)``."""
+    return keys.data_key(label) if epoch == 0 else keys.data_key(label, f"epoch-{epoch}")
+
+
+def _usable_content_error(exc: StoreError) -> bool:
+    """True when a slot's content is unusable (missing blob, junk data), False when the portal is
+    only unreachable now (then nothing must be overwritten: we cannot tell what the slot holds)."""
+    return not isinstance(exc, StoreUnavailable)
 
 
 @dataclass
@@ -72,6 +97,8 @@ class SessionCounters:
     uploads: int = 0
     downloads: int = 0
     conflicts: int = 0
+    epoch_moves: int = 0  # presence/settings slots abandoned for the next epoch
+    loop_restarts: int = 0  # background loops that crashed and were restarted
     invalid_messages: int = 0
     invalid_reasons: dict[str, int] = field(default_factory=dict)
 
@@ -96,6 +123,12 @@ class RoomEvents:
     def invalid(self, reason: str) -> None: ...
     def settings(self, settings: RoomSettings) -> None:
         """The room's shared settings (TURN relays), read on joining, before any member is seen."""
+    def alive(self, member: Member) -> bool:
+        """Is this member heard on a live connection? Such records are kept first when a writer has
+        to cut the presence list (a flood of fake records must not push real members out)."""
+        return False
+    def loop_failed(self, name: str, error: str) -> None:
+        """A background loop crashed (a bug): it is restarted; the user should be told."""
 
 
 class RoomSession:
@@ -119,8 +152,8 @@ class RoomSession:
         self.push_active = False
         self._room_keypair = KeyPair.from_private_bytes(keys.presence_seed)
         self._identity_keypair = KeyPair.from_private_bytes(identity.seed)
-        self._presence_key = keys.data_key("presence")
-        self._settings_key = keys.data_key("settings")
+        self._presence_epoch = 0
+        self._settings_epoch = 0
         self._presence = _SlotState()
         self._members: dict[tuple[bytes, str], Member] = {}
         self._incoming: dict[tuple[bytes, str], _SlotState] = {}
@@ -135,6 +168,15 @@ class RoomSession:
         self._settings_reading: asyncio.Task[None] | None = None
         self._presence_lock = asyncio.Lock()
         self._last_presence: list[Member] = []
+        self._presence_full = False  # the last list read was at the member limit (a cut, maybe)
+
+    @property
+    def _presence_key(self) -> bytes:
+        return slot_data_key(self.keys, "presence", self._presence_epoch)
+
+    @property
+    def _settings_key(self) -> bytes:
+        return slot_data_key(self.keys, "settings", self._settings_epoch)
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -142,8 +184,23 @@ class RoomSession:
         room, announce ourselves and start the loops."""
         await asyncio.gather(self._open_push(), self._settings_on_join())
         await self._update_presence(leaving=False)
-        self._tasks.append(asyncio.create_task(self._poll_loop()))
-        self._tasks.append(asyncio.create_task(self._announce_loop()))
+        self._tasks.append(asyncio.create_task(self._supervised("poll", self._poll_loop)))
+        self._tasks.append(asyncio.create_task(self._supervised("re-announce", self._announce_loop)))
+
+    async def _supervised(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
+        """Run a background loop for the session's lifetime: a crash (a bug) is logged, reported and
+        the loop restarted, never a silent end of presence or polling."""
+        while not self._closing:
+            try:
+                await loop()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.counters.loop_restarts += 1
+                log.exception("room %s loop crashed; restarting it", name)
+                self.events.loop_failed(name, f"{type(exc).__name__}: {exc}")
+                await asyncio.sleep(LOOP_RESTART_S)
 
     async def _open_push(self) -> None:
         if not self.want_push:
@@ -156,7 +213,8 @@ class RoomSession:
         if self._subscription is not None:
             await self._subscription.add(self._room_keypair.public_key, self._presence_key)
             self.push_active = True
-            self._tasks.append(asyncio.create_task(self._push_loop(self._subscription)))
+            subscription = self._subscription
+            self._tasks.append(asyncio.create_task(self._supervised("push", lambda: self._push_loop(subscription))))
 
     async def _settings_on_join(self) -> None:
         """Share our relays, or take the room's; settings trouble never stops a join."""
@@ -192,27 +250,62 @@ class RoomSession:
         self._tasks = [task for task in self._tasks if not task.done()] + [self._settings_reading]
 
     async def fetch_settings(self) -> RoomSettings | None:
-        """The room's shared settings, verified; None when there are none (or they do not open)."""
-        self.counters.gets += 1
-        entry = await self.store.get_entry(self._room_keypair.public_key, self._settings_key)
+        """The room's shared settings, verified; None when there are none (or they cannot be used:
+        junk, a blob the portal no longer has — counted). Raises StoreUnavailable only."""
+        entry = await self._live_entry("settings")
         if entry is None:
             return None
         try:
             blob = await self._download(entry.data, MAX_SETTINGS_BYTES)
             return decode_settings(self.keys, self._room_keypair.public_key, self._settings_key, blob)
-        except (WireError, ValueError) as exc:
+        except WireError as exc:
             self._invalid(f"room settings: {exc}")
-            return None
+        except StoreError as exc:
+            if not _usable_content_error(exc):
+                raise
+            self._invalid(f"room settings: {exc}")
+        return None
+
+    async def _live_entry(self, label: str) -> RegistryEntry | None:
+        """Read the room's ``label`` slot in its current epoch, moving on past abandoned epochs (a
+        revision at or above EPOCH_REVISION_LIMIT): the entry to read and to write after."""
+        for _ in range(MAX_EPOCHS):
+            epoch = self._presence_epoch if label == "presence" else self._settings_epoch
+            self.counters.gets += 1
+            entry = await self.store.get_entry(self._room_keypair.public_key, slot_data_key(self.keys, label, epoch))
+            if entry is None or entry.revision < EPOCH_REVISION_LIMIT:
+                return entry
+            await self._next_epoch(label)
+        raise StoreError(f"the room's {label} slots are exhausted ({MAX_EPOCHS} epochs written at absurd "
+                         "revisions by a hostile member): use another room name or password")
+
+    async def _next_epoch(self, label: str) -> None:
+        """Abandon the current epoch of a room slot for the next one (push follows)."""
+        self.counters.epoch_moves += 1
+        if label == "settings":
+            self._settings_epoch += 1
+            log.warning("room settings slot exhausted: moving to epoch %d", self._settings_epoch)
+            return
+        old_key = self._presence_key
+        self._presence_epoch += 1
+        self._presence = _SlotState()  # revisions start again in the new slot; the last good list stays
+        log.warning("room presence slot exhausted: moving to epoch %d", self._presence_epoch)
+        if self._subscription is not None:
+            await self._subscription.add(self._room_keypair.public_key, self._presence_key)
+            await self._subscription.remove(self._room_keypair.public_key, old_key)
 
     async def share_settings(self, turn: list[TurnServer]) -> None:
         """Write the room's settings (compare-and-set on the revision, retried on conflict)."""
         ts_ms = int(self.clock() * 1000)
-        blob = encode_settings(self.keys, self.identity, self._room_keypair.public_key, self._settings_key,
-                               turn, ts_ms)
-        raw = decode_skylink(await self._upload(blob))
+        sealed_for: bytes | None = None
+        raw = b""
         for attempt in range(6):
-            self.counters.gets += 1
-            entry = await self.store.get_entry(self._room_keypair.public_key, self._settings_key)
+            entry = await self._live_entry("settings")
+            if sealed_for != self._settings_key:  # the blob is bound to its slot: seal it for this epoch's
+                sealed_for = self._settings_key
+                blob = encode_settings(self.keys, self.identity, self._room_keypair.public_key, sealed_for,
+                                       turn, ts_ms)
+                raw = decode_skylink(await self._upload(blob))
             revision = entry.revision + 1 if entry is not None else 0
             try:
                 self.counters.sets += 1
@@ -333,11 +426,10 @@ class RoomSession:
 
     async def _fetch_presence(self, entry: RegistryEntry | None = None) -> list[Member] | None:
         """Read the presence slot (or use a pushed entry); None when unchanged (or not newer)."""
-        if entry is None:
-            self.counters.gets += 1
-            entry = await self.store.get_entry(self._room_keypair.public_key, self._presence_key)
-        if entry is None:
-            return [] if self._presence.revision < 0 else None
+        if entry is None or entry.revision >= EPOCH_REVISION_LIMIT:
+            entry = await self._live_entry("presence")
+        if entry is None:  # an empty slot: a new room (or a new epoch nobody has written yet)
+            return [] if self._presence.revision < 0 and not self._last_presence else None
         if entry.revision <= self._presence.revision:
             return None
         unchanged = entry.data == self._presence.skylink
@@ -347,14 +439,21 @@ class RoomSession:
         return members
 
     async def _members_in(self, entry: RegistryEntry) -> list[Member] | None:
-        """The member list stored in exactly this entry; None when it does not open (counted)."""
+        """The member list stored in exactly this entry; None when it cannot be used (counted): junk
+        data, a skyfile the portal no longer has (the room stood empty past the skyfile lifetime), a
+        list that does not open. Raises StoreUnavailable only (the portal is down: nothing is known)."""
         if entry.data == self._presence.skylink:
             return list(self._last_presence)
         try:
             blob = await self._download(entry.data, MAX_PRESENCE_BYTES)
             members, rejected = decode_presence(self.keys, self._room_keypair.public_key,
                                                 self._presence_key, blob)
-        except (WireError, ValueError) as exc:
+        except WireError as exc:
+            self._invalid(f"presence: {exc}")
+            return None
+        except StoreError as exc:
+            if not _usable_content_error(exc):
+                raise
             self._invalid(f"presence: {exc}")
             return None
         for _ in range(rejected):
@@ -372,6 +471,7 @@ class RoomSession:
             return False  # a list that does not open: keep the last good one
         self._presence.skylink = entry.data
         self._last_presence = members
+        self._presence_full = len(members) >= MAX_MEMBERS
         return True
 
     def _apply_presence(self, members: list[Member]) -> None:
@@ -383,6 +483,8 @@ class RoomSession:
             if self._is_fresh(member):
                 listed[member.key] = member
         for key, member in list(self._members.items()):
+            if key not in listed and self._presence_full and self._is_fresh(member):
+                continue  # a full list may have cut it (a flood): only a bye or staleness says it is gone
             if key not in listed:
                 del self._members[key]
                 self._watch_slot.discard(key)
@@ -413,21 +515,17 @@ class RoomSession:
         """Read-modify-write of the presence list with compare-and-set; retries on conflict."""
         async with self._presence_lock:
             for attempt in range(12):
-                self.counters.gets += 1
-                entry = await self.store.get_entry(self._room_keypair.public_key, self._presence_key)
-                current: list[Member] = []
+                entry = await self._live_entry("presence")
+                current = list(self._last_presence)  # an empty slot in a new epoch carries the list on
                 if entry is not None:
                     # exactly the list this revision holds: what we write next replaces it
                     members = await self._members_in(entry)
                     self._remember_presence(entry, members)
-                    current = members or []
+                    # content that cannot be used is replaced by the list we last knew to be good
+                    current = members if members is not None else list(self._last_presence)
                 if not leaving and (entry is None or entry.revision >= self._presence.revision):
                     self._apply_presence(current)  # never a list older than one already applied
-                now_ms = int(self.clock() * 1000)
-                keep = [m for m in current if self._is_fresh(m)
-                        and not (m.public_key == self.identity.public_key and m.session_id == self.session_id)]
-                if not leaving:
-                    keep.append(sign_member(self.keys, self.identity, self.session_id, self.name, now_ms))
+                keep = self._list_to_write(current, leaving)
                 blob = encode_presence(self.keys, self._room_keypair.public_key, self._presence_key, keep)
                 skylink = await self._upload(blob)
                 raw = decode_skylink(skylink)
@@ -445,6 +543,33 @@ class RoomSession:
             raise StoreError("could not update the room's presence list after 12 attempts "
                              "(heavy contention or a misbehaving portal)")
 
+    def _list_to_write(self, current: list[Member], leaving: bool) -> list[Member]:
+        """The presence list a writer writes, fair under flooding: our own record first, then the
+        members we hear on live connections (also when a flood cut them out of ``current``), then the
+        freshest others; at most MAX_SESSIONS_PER_IDENTITY sessions per identity, MAX_MEMBERS in all."""
+        own = (self.identity.public_key, self.session_id)
+        records: dict[tuple[bytes, str], Member] = {}
+        alive_known = [m for m in self._members.values() if self.events.alive(m)]
+        for member in [*current, *alive_known]:
+            known = records.get(member.key)
+            if member.key != own and self._is_fresh(member) and (known is None or member.ts_ms > known.ts_ms):
+                records[member.key] = member
+        alive = {m.key for m in records.values() if self.events.alive(m)}
+        ordered = sorted(records.values(), key=lambda m: (m.key not in alive, -m.ts_ms))
+        result: list[Member] = []
+        if not leaving:
+            result.append(sign_member(self.keys, self.identity, self.session_id, self.name,
+                                      int(self.clock() * 1000)))
+        per_identity: dict[bytes, int] = {self.identity.public_key: 1}
+        for member in ordered:
+            if len(result) >= MAX_MEMBERS:
+                break
+            count = per_identity.get(member.public_key, 0)
+            if count < MAX_SESSIONS_PER_IDENTITY:
+                per_identity[member.public_key] = count + 1
+                result.append(member)
+        return result
+
     async def _read_pair_slot(self, member: Member, entry: RegistryEntry | None = None) -> None:
         """Read one member's slot to us and deliver a new message, if any."""
         data_key = self._pair_key(member.session_id, self.session_id)
@@ -454,6 +579,7 @@ class RoomSession:
             entry = await self.store.get_entry(member.public_key, data_key)
         if entry is None or entry.revision <= state.revision:
             return
+        before = (state.revision, state.skylink)
         state.revision = entry.revision
         if entry.data == state.skylink:
             return
@@ -461,9 +587,16 @@ class RoomSession:
         try:
             blob = await self._download(entry.data, MAX_MESSAGE_BYTES)
             body = decode_message(self.keys, member.public_key, data_key, blob)
-        except (WireError, ValueError) as exc:
+        except WireError as exc:
             self._invalid(f"message: {exc}")
             return
+        except StoreError as exc:
+            if _usable_content_error(exc):
+                self._invalid(f"message: {exc}")
+                return
+            if state.revision == entry.revision:  # unreachable now: read this message again next time
+                state.revision, state.skylink = before
+            raise
         if state.revision != entry.revision:
             return  # a newer message was read meanwhile (newest wins: this one is already stale)
         if body["from"] != member.session_id or body["to"] != self.session_id:

@@ -26,11 +26,29 @@ MAX_PRESENCE_BYTES = 128 * 1024
 MAX_MEMBERS = 64
 MAX_NAME_CHARS = 48
 MESSAGE_TYPES = frozenset({"offer", "answer", "bye"})
+#: Our JSON bodies nest three levels deep at most; anything deeper is not one of ours.
+MAX_JSON_DEPTH = 8
 _SID_RE = re.compile(r"^[0-9a-f]{16}$")
+_JSON_STRING_RE = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_JSON_BRACKETS_RE = re.compile(rb"[\[\]{}]")
 
 
 class WireError(ValueError):
     """A blob or message failed to open, verify or validate (dropped and counted, never fatal)."""
+
+
+def load_json(raw: bytes, what: str, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """``json.loads`` for network bytes: nesting is checked *before* parsing (50,000 ``[`` would raise
+    RecursionError inside the parser), and every failure is a WireError."""
+    depth = 0
+    for bracket in _JSON_BRACKETS_RE.finditer(_JSON_STRING_RE.sub(b'""', raw)):
+        depth += 1 if bracket.group() in (b"[", b"{") else -1
+        if depth > max_depth:
+            raise WireError(f"{what} nests deeper than {max_depth} levels")
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise WireError(f"{what} is not JSON") from exc
 
 
 def _aad(keys: RoomKeys, kind: bytes, slot_public_key: bytes, data_key: bytes) -> bytes:
@@ -59,7 +77,19 @@ def open_sealed(keys: RoomKeys, kind: bytes, slot_public_key: bytes, data_key: b
             nonce, blob[len(MAGIC) + NONCE_LEN :], _aad(keys, kind, slot_public_key, data_key)
         )
     except InvalidTag as exc:
-        raise WireError("envelope does not open with this room's key (wrong room or password?)") from exc
+        raise WireError(_UNOPENED.get(kind, "envelope does not open for this slot")) from exc
+
+
+#: Why a sealed blob in one of the room's slots does not open. The slots are found through the room's
+#: keys, so "wrong password" is never the cause: the blob was sealed for another slot (copied there),
+#: or written by a faulty or hostile member.
+_UNOPENED = {
+    b"msg": "message was sealed for another slot (copied from another member's pair slot: a replay), "
+            "or is corrupt",
+    b"presence": "presence list does not open for this room's presence slot (junk or a list copied from "
+                 "another slot, written by a faulty or hostile member)",
+    b"settings": "room settings do not open for this room's settings slot (junk or copied from another slot)",
+}
 
 
 def _message_signing_bytes(keys: RoomKeys, data_key: bytes, body: bytes) -> bytes:
@@ -80,10 +110,7 @@ def decode_message(keys: RoomKeys, author_public_key: bytes, data_key: bytes, bl
     signature, raw = plain[:SIG_LEN], plain[SIG_LEN:]
     if not verify_signature(author_public_key, signature, _message_signing_bytes(keys, data_key, raw)):
         raise WireError("message signature does not verify")
-    try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise WireError("message body is not JSON") from exc
+    body = load_json(raw, "message body")
     if not isinstance(body, dict) or body.get("v") != 1:
         raise WireError("message body has an unknown version")
     if body.get("type") not in MESSAGE_TYPES:
@@ -149,10 +176,7 @@ def decode_presence(keys: RoomKeys, slot_public_key: bytes, data_key: bytes,
                     blob: bytes) -> tuple[list[Member], int]:
     """Open the presence list; returns the valid members and how many records were rejected."""
     raw = open_sealed(keys, b"presence", slot_public_key, data_key, blob, MAX_PRESENCE_BYTES)
-    try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise WireError("presence list is not JSON") from exc
+    body = load_json(raw, "presence list")
     if not isinstance(body, dict) or body.get("v") != 1 or not isinstance(body.get("members"), list):
         raise WireError("presence list has an unknown shape")
     members: list[Member] = []
@@ -227,11 +251,11 @@ def decode_settings(keys: RoomKeys, slot_public_key: bytes, data_key: bytes, blo
     """Open, verify and validate the room settings; raises WireError for anything off."""
     plain = open_sealed(keys, b"settings", slot_public_key, data_key, blob, MAX_SETTINGS_BYTES)
     signature, raw = plain[:SIG_LEN], plain[SIG_LEN:]
+    body = load_json(raw, "room settings")
     try:
-        body = json.loads(raw)
         author = bytes.fromhex(body["author"])
         ts_ms, records = body["ts"], body["turn"]
-    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:
         raise WireError("room settings are malformed") from exc
     if body.get("v") != 1 or len(author) != 32 or not isinstance(ts_ms, int) or not isinstance(records, list):
         raise WireError("room settings have an unknown shape")
