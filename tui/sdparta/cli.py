@@ -20,6 +20,9 @@ def _add_portal_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-blob-mb", type=float, default=4.0, help="largest skyfile accepted")
     p.add_argument("--quota-mb", type=float, default=1024.0, help="total skyfile storage")
     p.add_argument("--blob-ttl-hours", type=float, default=24.0, help="skyfiles older than this expire")
+    from sdparta.portal import add_limit_arguments
+
+    add_limit_arguments(p)
 
 
 def _add_skydb_parser(sub: argparse._SubParsersAction) -> None:
@@ -127,6 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "portal":
+        from sdparta.portal import limits_from_args
         from sdparta.portal.server import run_portal
 
         return run_portal(
@@ -137,6 +141,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             max_blob_bytes=int(args.max_blob_mb * 1024 * 1024),
             quota_bytes=int(args.quota_mb * 1024 * 1024),
             blob_ttl_s=args.blob_ttl_hours * 3600,
+            limits=limits_from_args(args),
         )
     if args.command == "skydb":
         from sdparta.store import skydb
