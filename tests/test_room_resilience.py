@@ -171,13 +171,20 @@ async def test_a_frozen_presence_revision_moves_the_room_to_the_next_epoch(keys:
     await old.start()
     write_slot(store, keys, b"frozen", revision=MAX_REVISION)
     await wait_until(lambda: old.counters.epoch_moves == 1, "the old member moving on")
+    # push, poll and re-announce all notice the frozen slot at once: together they move one epoch
+    reader = member(store, keys, "reader", 3)
+    reader._presence_epoch = 0
+    await asyncio.gather(reader._poll_once(), reader._fetch_presence(), reader._update_presence(leaving=False),
+                         reader._fetch_presence())
+    assert reader._presence_epoch == 1 and reader.counters.epoch_moves == 1
     newcomer = member(store, keys, "newcomer", 2)
     await newcomer.start()
-    await wait_until(lambda: names(newcomer) == {"old"} and names(old) == {"newcomer"}, "both see each other")
+    await wait_until(lambda: {"old", "reader"} <= names(newcomer) and {"newcomer", "reader"} <= names(old),
+                     "everyone sees everyone")
     moved = store.entries[(room_keypair(keys).public_key, slot_data_key(keys, "presence", 1))]
     assert moved.revision < EPOCH_REVISION_LIMIT
     assert events.gone == {}
-    await close_all(old, newcomer)
+    await close_all(old, newcomer, reader)
 
 
 async def test_a_frozen_settings_revision_moves_settings_to_the_next_epoch(keys: RoomKeys) -> None:

@@ -57,7 +57,7 @@ def test_wrong_password_cannot_open(keys: RoomKeys, alice: Identity) -> None:
     data_key = keys.data_key("pair", SID_A, SID_B)
     blob = wire.encode_message(keys, alice, data_key, {"v": 1, "type": "bye", "from": SID_A, "to": SID_B})
     intruder = RoomKeys.derive("demo-room", "guess", iterations=1000)
-    with pytest.raises(wire.WireError, match="does not open|sealed for another slot"):
+    with pytest.raises(wire.WireError, match="sealed for another slot"):
         wire.decode_message(intruder, alice.public_key, data_key, blob)
 
 

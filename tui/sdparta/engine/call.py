@@ -40,6 +40,7 @@ from sdparta.room.session import RoomEvents, RoomSession, SessionTiming
 from sdparta.room.wire import Member, RoomSettings, TurnServer
 from sdparta.store import open_store
 from sdparta.store.base import Store, StoreError
+from sdparta.supervise import supervised
 
 log = logging.getLogger(__name__)
 
@@ -257,9 +258,9 @@ class Call:
         codec_tuning.configure_opus(cfg.opus_bitrate, cfg.opus_channels)
         codec_tuning.configure_vp8(cfg.video_max_bitrate)
         self._open_media()
-        self._tasks.append(asyncio.create_task(self._publisher()))
-        self._tasks.append(asyncio.create_task(self._stats_loop()))
-        self._tasks.append(asyncio.create_task(self._heartbeat_loop()))
+        for name, loop in (("publisher", self._publisher), ("stats", self._stats_loop),
+                           ("heartbeat", self._heartbeat_loop)):
+            self._tasks.append(asyncio.create_task(supervised(name, loop, self._on_loop_failed)))
         try:
             keys = cfg.room_keys or await asyncio.to_thread(RoomKeys.derive, cfg.room, cfg.password)
             share = turn_servers_of(cfg.ice_servers) if cfg.share_turn else None
@@ -278,8 +279,21 @@ class Call:
         assert self._session is not None and self._stop_event is not None
         delay = 1.0
         while not self._stop_event.is_set():
+            # stop() must end a join still waiting on a portal (one that does not answer takes up
+            # to its deadline per request), or the engine thread outlives the caller's join timeout
+            starting = asyncio.ensure_future(self._session.start())
+            stopping = asyncio.ensure_future(self._stop_event.wait())
             try:
-                await self._session.start()
+                await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopping.cancel()
+                if not starting.done():
+                    starting.cancel()
+                    await asyncio.gather(starting, return_exceptions=True)
+            if starting.cancelled():
+                return False
+            try:
+                starting.result()
             except StoreError as exc:
                 self._status, self._error = "error", str(exc)
                 self._notice("error", f"{exc} — retrying in {delay:.0f} s")
@@ -301,6 +315,18 @@ class Call:
                                         "room name, the password and that you use the same portal.")
 
     async def _shutdown(self) -> None:
+        try:
+            await self._shutdown_call()
+        finally:
+            # on every path: the store's HTTP clients and push sessions (an unclosed one is reported
+            # at exit as "Unclosed client session" / "Event loop is closed")
+            if self._store is not None and self.config.store is None:
+                with contextlib.suppress(Exception):
+                    await self._store.aclose()
+            self._status = "stopped"
+            self._publish()
+
+    async def _shutdown_call(self) -> None:
         if self._session is not None:
             for link in self._peers.values():
                 link.send_control({"t": "bye"})
@@ -322,11 +348,6 @@ class Call:
         for track in (self._audio_switch, self._video_switch):
             if track is not None:
                 track.stop()
-        if self._store is not None and self.config.store is None:
-            with contextlib.suppress(Exception):
-                await self._store.aclose()
-        self._status = "stopped"
-        self._publish()
 
     # ------------------------------------------------------------------ media
     def _open_media(self) -> None:
@@ -853,6 +874,11 @@ class Call:
             self._spawn(self._on_answer(link, body), link)
         self._changed()
 
+    def _on_loop_failed(self, name: str, error: str) -> None:
+        """A background loop crashed (a bug) and is being restarted: say so, never stay silent."""
+        self._notice("error", f"internal error in the {name} loop ({error}); it was restarted — "
+                              "please report this with the log (SDPARTA_LOG=INFO)")
+
     def _on_invalid(self, reason: str) -> None:
         log.info("dropped invalid message: %s", reason)
         self._changed()
@@ -975,3 +1001,10 @@ class _Events(RoomEvents):
 
     def settings(self, settings: RoomSettings) -> None:
         self.call._on_room_settings(settings)
+
+    def alive(self, member: Member) -> bool:
+        link = self.call._peers.get(member.session_id)
+        return link is not None and link.member.key == member.key and link.status == "connected"
+
+    def loop_failed(self, name: str, error: str) -> None:
+        self.call._on_loop_failed(name, error)

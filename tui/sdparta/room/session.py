@@ -44,6 +44,7 @@ from sdparta.room.wire import (
 )
 from sdparta.store.base import RegistryEntry, RevisionConflict, Store, StoreError, StoreUnavailable, Subscription
 from sdparta.store.crypto import KeyPair, decode_skylink, encode_skylink, sign_entry
+from sdparta.supervise import supervised
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +57,6 @@ EPOCH_REVISION_LIMIT = 2**63
 MAX_EPOCHS = 32
 #: Sessions of one identity kept in the list a writer writes (a flood from one key cannot fill it).
 MAX_SESSIONS_PER_IDENTITY = 4
-#: A background loop that crashed is restarted after this long (and reported).
-LOOP_RESTART_S = 1.0
 
 
 def slot_data_key(keys: RoomKeys, label: str, epoch: int) -> bytes:
@@ -188,19 +187,11 @@ class RoomSession:
         self._tasks.append(asyncio.create_task(self._supervised("re-announce", self._announce_loop)))
 
     async def _supervised(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
-        """Run a background loop for the session's lifetime: a crash (a bug) is logged, reported and
-        the loop restarted, never a silent end of presence or polling."""
-        while not self._closing:
-            try:
-                await loop()
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self.counters.loop_restarts += 1
-                log.exception("room %s loop crashed; restarting it", name)
-                self.events.loop_failed(name, f"{type(exc).__name__}: {exc}")
-                await asyncio.sleep(LOOP_RESTART_S)
+        """A room loop for the session's lifetime: a crash (a bug) is counted, reported, restarted."""
+        def crashed(loop_name: str, error: str) -> None:
+            self.counters.loop_restarts += 1
+            self.events.loop_failed(f"room {loop_name}", error)
+        await supervised(name, loop, crashed, stopping=lambda: self._closing)
 
     async def _open_push(self) -> None:
         if not self.want_push:
@@ -266,21 +257,29 @@ class RoomSession:
             self._invalid(f"room settings: {exc}")
         return None
 
+    def _epoch(self, label: str) -> int:
+        return self._presence_epoch if label == "presence" else self._settings_epoch
+
     async def _live_entry(self, label: str) -> RegistryEntry | None:
         """Read the room's ``label`` slot in its current epoch, moving on past abandoned epochs (a
         revision at or above EPOCH_REVISION_LIMIT): the entry to read and to write after."""
         for _ in range(MAX_EPOCHS):
-            epoch = self._presence_epoch if label == "presence" else self._settings_epoch
+            epoch = self._epoch(label)
             self.counters.gets += 1
             entry = await self.store.get_entry(self._room_keypair.public_key, slot_data_key(self.keys, label, epoch))
             if entry is None or entry.revision < EPOCH_REVISION_LIMIT:
-                return entry
-            await self._next_epoch(label)
+                if epoch == self._epoch(label):
+                    return entry
+                continue  # another reader moved on meanwhile: read the epoch it moved to
+            await self._next_epoch(label, epoch)
         raise StoreError(f"the room's {label} slots are exhausted ({MAX_EPOCHS} epochs written at absurd "
                          "revisions by a hostile member): use another room name or password")
 
-    async def _next_epoch(self, label: str) -> None:
-        """Abandon the current epoch of a room slot for the next one (push follows)."""
+    async def _next_epoch(self, label: str, exhausted: int) -> None:
+        """Abandon epoch ``exhausted`` of a room slot for the next one (push follows); nothing to do
+        when a concurrent reader (push, poll, re-announce) already moved past it."""
+        if exhausted != self._epoch(label):
+            return
         self.counters.epoch_moves += 1
         if label == "settings":
             self._settings_epoch += 1
