@@ -55,6 +55,9 @@ STALE_REASON = "stopped announcing (crashed or lost its network)"
 EPOCH_REVISION_LIMIT = 2**63
 #: Epochs a reader walks at most (each abandoned epoch costs one registry read per join).
 MAX_EPOCHS = 32
+#: A member that reads unusable presence content (or an abandoned epoch) rewrites the list after a
+#: random delay in this range (seconds) instead of waiting for its next re-announce.
+HEAL_DELAY_S = (0.1, 1.5)
 #: Sessions of one identity kept in the list a writer writes (a flood from one key cannot fill it).
 MAX_SESSIONS_PER_IDENTITY = 4
 
@@ -168,6 +171,7 @@ class RoomSession:
         self._presence_lock = asyncio.Lock()
         self._last_presence: list[Member] = []
         self._presence_full = False  # the last list read was at the member limit (a cut, maybe)
+        self._heal = asyncio.Event()  # set: rewrite the presence list now (it holds unusable content)
 
     @property
     def _presence_key(self) -> bytes:
@@ -288,6 +292,7 @@ class RoomSession:
         old_key = self._presence_key
         self._presence_epoch += 1
         self._presence = _SlotState()  # revisions start again in the new slot; the last good list stays
+        self._heal.set()  # carry the list over into the new slot soon
         log.warning("room presence slot exhausted: moving to epoch %d", self._presence_epoch)
         if self._subscription is not None:
             await self._subscription.add(self._room_keypair.public_key, self._presence_key)
@@ -449,11 +454,13 @@ class RoomSession:
                                                 self._presence_key, blob)
         except WireError as exc:
             self._invalid(f"presence: {exc}")
+            self._heal.set()
             return None
         except StoreError as exc:
             if not _usable_content_error(exc):
                 raise
             self._invalid(f"presence: {exc}")
+            self._heal.set()
             return None
         for _ in range(rejected):
             self._invalid("presence: a member record failed to verify")
@@ -538,6 +545,7 @@ class RoomSession:
                     await asyncio.sleep(random.uniform(0.005, 0.05) * (attempt + 1))
                     continue
                 self._remember_presence(signed, keep)
+                self._heal.clear()  # what we just wrote is usable
                 return
             raise StoreError("could not update the room's presence list after 12 attempts "
                              "(heavy contention or a misbehaving portal)")
@@ -671,7 +679,11 @@ class RoomSession:
             # while the portal is unreachable, retry soon: the record must be fresh again as soon
             # as the network is back, before the others take us for gone
             period = self.timing.reannounce_retry if failed else self.timing.reannounce
-            await asyncio.sleep(period * random.uniform(0.8, 1.0))
+            with contextlib.suppress(TimeoutError):  # or sooner: the slot holds something unusable
+                await asyncio.wait_for(self._heal.wait(), period * random.uniform(0.8, 1.0))
+            if self._heal.is_set():
+                self._heal.clear()
+                await asyncio.sleep(random.uniform(*HEAL_DELAY_S))  # members reading one junk write spread out
             if self._closing:
                 return
             try:

@@ -113,8 +113,10 @@ def decode_message(keys: RoomKeys, author_public_key: bytes, data_key: bytes, bl
     body = load_json(raw, "message body")
     if not isinstance(body, dict) or body.get("v") != 1:
         raise WireError("message body has an unknown version")
-    if body.get("type") not in MESSAGE_TYPES:
-        raise WireError(f"unknown message type {body.get('type')!r}")
+    if not isinstance(body.get("type"), str) or body["type"] not in MESSAGE_TYPES:
+        raise WireError(f"unknown message type {str(body.get('type'))[:40]!r}")
+    if not isinstance(body.get("name", ""), str):
+        raise WireError("message field 'name' is not text")
     for field in ("from", "to"):
         if not isinstance(body.get(field), str) or not _SID_RE.match(body[field]):
             raise WireError(f"message field {field!r} is not a session id")
