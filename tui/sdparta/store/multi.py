@@ -260,8 +260,23 @@ class MultiStore:
 
     # ------------------------------------------------------------------ push
     async def open_subscription(self) -> Subscription | None:
-        """Merged push of every store that offers it; None when none does (then poll)."""
-        results: list[Any] = await self._all([s.open_subscription() for s in self.stores])
+        """Merged push of every store that offers it; None when none does (then poll).
+
+        When this is cancelled (a join stopped half-way) or one store fails with a bug, the channels
+        that did open are closed before the error propagates: nobody else holds them."""
+        tasks = [asyncio.ensure_future(s.open_subscription()) for s in self.stores]
+        try:
+            results: list[Any] = await asyncio.gather(*tasks, return_exceptions=True)
+            for result in results:
+                if isinstance(result, BaseException) and not isinstance(result, StoreError):
+                    raise result
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            opened = [t.result() for t in tasks if not t.cancelled() and t.exception() is None]
+            await asyncio.gather(*(s.aclose() for s in opened if s is not None), return_exceptions=True)
+            raise
         subs = [r for r in results if r is not None and not isinstance(r, BaseException)]
         return MultiSubscription(subs) if subs else None
 
