@@ -134,6 +134,19 @@ def config_from_args(args: argparse.Namespace) -> CallConfig:
     return config
 
 
+def _nobody_cause(config: CallConfig, snapshot: CallSnapshot, joined: bool) -> str:
+    """Why a bot saw nobody. A portal that is unreachable, or accepts connections but never answers,
+    also means nobody was seen: then the portal is what to fix, not the room name or password."""
+    if snapshot.error:
+        return snapshot.error  # the last join attempt's failure, e.g. "portal X is not answering (…)"
+    if not joined:
+        # stopped while the first join attempt was still waiting on the portal(s)
+        who = (f"portal {config.portals[0]} is not answering" if len(config.portals) == 1
+               else f"portals {', '.join(config.portals)} are not answering")
+        return f"never joined: {who} (the join had not finished when the bot stopped); check the portal"
+    return "same room name, password and portal?"
+
+
 def run_bot(args: argparse.Namespace) -> int:
     logging.basicConfig(level=os.environ.get("SDPARTA_LOG", "WARNING").upper(),
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -152,11 +165,13 @@ def run_bot(args: argparse.Namespace) -> int:
     deadline = time.monotonic() + args.duration if args.duration else None
     greeted: set[str] = set()  # session ids that got our --chat line
     ever_connected = False
+    ever_joined = False
     while not stop.is_set():
         if deadline is not None and time.monotonic() >= deadline:
             break
         stop.wait(REPORT_INTERVAL if report_path else 0.5)
         snapshot = call.snapshot()
+        ever_joined = ever_joined or snapshot.status == "joined"
         live = [p for p in snapshot.peers if p.status not in ("left", "gone", "failed")]
         ever_connected = ever_connected or any(p.status == "connected" for p in snapshot.peers)
         if args.chat:  # greet each participant once, as it connects (also late joiners)
@@ -172,9 +187,7 @@ def run_bot(args: argparse.Namespace) -> int:
     if report_path is not None:
         write_report(report_path, build_report(call, snapshot))
     if not snapshot.peers:
-        # an unreachable portal also means nobody was seen: then the portal is what to fix
-        cause = snapshot.error or "same room name, password and portal?"
-        print(f"bot: saw nobody in the room ({cause})", file=sys.stderr)
+        print(f"bot: saw nobody in the room ({_nobody_cause(config, snapshot, ever_joined)})", file=sys.stderr)
         return 3
     if not ever_connected:
         print("bot: never connected to any participant it saw", file=sys.stderr)
