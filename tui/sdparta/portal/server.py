@@ -38,6 +38,7 @@ import signal
 import sqlite3
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ from typing import Any
 import platformdirs
 from aiohttp import BodyPartReader, WSMsgType, web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.multipart import BadContentDispositionHeader
 
 from sdparta import __version__
 from sdparta.portal.db import BlobPolicy, PortalDB, QuotaExceeded
@@ -52,6 +54,9 @@ from sdparta.store.base import MAX_ENTRY_DATA, InvalidEntry, RegistryEntry
 from sdparta.store.crypto import MAX_REVISION, decode_skylink, skylink_for_content, verify_entry
 
 log = logging.getLogger(__name__)
+# aiohttp warns once per distinct malformed Content-Disposition, and the text is the client's: each
+# new header would be a new line on stderr. The upload is refused (or the part ignored) anyway.
+warnings.filterwarnings("ignore", category=BadContentDispositionHeader)
 
 MAX_REGISTRY_BODY = 4096
 MULTIPART_OVERHEAD = 64 * 1024
