@@ -20,6 +20,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from resilience_bench import bench_recovery
 from support.procs import peers_by_name, start_bot, start_portal, wait_for
 
 Row = tuple[str, str, str]
@@ -429,6 +430,7 @@ BENCHES: dict[str, Callable[..., None]] = {
     "render": lambda runs, rows: bench_render(rows),
     "app": lambda runs, rows: bench_app_cpu(rows),
     "lab": lambda runs, rows: bench_lab(runs, rows),
+    "recovery": lambda runs, rows: bench_recovery(rows, runs=min(runs, 3)),
 }
 
 
