@@ -301,26 +301,38 @@ class RoomSession:
     async def share_settings(self, turn: list[TurnServer]) -> None:
         """Write the room's settings (compare-and-set on the revision, retried on conflict)."""
         ts_ms = int(self.clock() * 1000)
-        sealed_for: bytes | None = None
-        raw = b""
-        for attempt in range(6):
-            entry = await self._live_entry("settings")
-            if sealed_for != self._settings_key:  # the blob is bound to its slot: seal it for this epoch's
-                sealed_for = self._settings_key
-                blob = encode_settings(self.keys, self.identity, self._room_keypair.public_key, sealed_for,
-                                       turn, ts_ms)
-                raw = decode_skylink(await self._upload(blob))
-            revision = entry.revision + 1 if entry is not None else 0
+        sealed: dict[bytes, bytes] = {}  # data key → raw skylink: the blob is bound to its slot (epoch)
+
+        async def settings_for(_entry: RegistryEntry | None, data_key: bytes) -> bytes:
+            if data_key not in sealed:
+                blob = encode_settings(self.keys, self.identity, self._room_keypair.public_key, data_key, turn, ts_ms)
+                sealed[data_key] = decode_skylink(await self._upload(blob))
+            return sealed[data_key]
+
+        await self._compare_and_set("settings", settings_for, attempts=6)
+        self.settings = RoomSettings(self.identity.public_key, ts_ms, tuple(turn))
+
+    async def _compare_and_set(self, label: str,
+                               make: Callable[[RegistryEntry | None, bytes], Awaitable[bytes]],
+                               attempts: int) -> RegistryEntry:
+        """Read-modify-write of a shared room slot: read its live entry, ``make(entry, data_key)`` the raw
+        data to follow it, write it at revision + 1; the portal refuses a revision that does not grow,
+        so on conflict read again (jittered backoff). Returns the entry written."""
+        for attempt in range(attempts):
+            entry = await self._live_entry(label)
+            data_key = slot_data_key(self.keys, label, self._epoch(label))
+            data = await make(entry, data_key)
+            signed = sign_entry(self._room_keypair, data_key, data, entry.revision + 1 if entry is not None else 0)
             try:
                 self.counters.sets += 1
-                await self.store.set_entry(sign_entry(self._room_keypair, self._settings_key, raw, revision))
+                await self.store.set_entry(signed)
             except RevisionConflict:
                 self.counters.conflicts += 1
                 await asyncio.sleep(random.uniform(0.005, 0.05) * (attempt + 1))
                 continue
-            self.settings = RoomSettings(self.identity.public_key, ts_ms, tuple(turn))
-            return
-        raise StoreError("could not write the room settings (heavy contention or a misbehaving portal)")
+            return signed
+        raise StoreError(f"could not update the room's {label} after {attempts} attempts "
+                         "(heavy contention or a misbehaving portal)")
 
     async def leave(self) -> None:
         """Say bye to every member we know and take our record out of the presence list."""
@@ -508,9 +520,6 @@ class RoomSession:
 
     def expire_stale(self) -> None:
         """Report members whose record went stale (cheap, local: the engine calls it every second)."""
-        self._expire_members()
-
-    def _expire_members(self) -> None:
         for key, member in list(self._members.items()):
             if not self._is_fresh(member):
                 del self._members[key]
@@ -519,36 +528,26 @@ class RoomSession:
 
     async def _update_presence(self, leaving: bool) -> None:
         """Read-modify-write of the presence list with compare-and-set; retries on conflict."""
+        written: list[Member] = []
+
+        async def list_after(entry: RegistryEntry | None, data_key: bytes) -> bytes:
+            current = list(self._last_presence)  # an empty slot in a new epoch carries the list on
+            if entry is not None:
+                # exactly the list this revision holds: what we write next replaces it
+                members = await self._members_in(entry)
+                self._remember_presence(entry, members)
+                # content that cannot be used is replaced by the list we last knew to be good
+                current = members if members is not None else list(self._last_presence)
+            if not leaving and (entry is None or entry.revision >= self._presence.revision):
+                self._apply_presence(current)  # never a list older than one already applied
+            written[:] = self._list_to_write(current, leaving)
+            blob = encode_presence(self.keys, self._room_keypair.public_key, data_key, written)
+            return decode_skylink(await self._upload(blob))
+
         async with self._presence_lock:
-            for attempt in range(12):
-                entry = await self._live_entry("presence")
-                current = list(self._last_presence)  # an empty slot in a new epoch carries the list on
-                if entry is not None:
-                    # exactly the list this revision holds: what we write next replaces it
-                    members = await self._members_in(entry)
-                    self._remember_presence(entry, members)
-                    # content that cannot be used is replaced by the list we last knew to be good
-                    current = members if members is not None else list(self._last_presence)
-                if not leaving and (entry is None or entry.revision >= self._presence.revision):
-                    self._apply_presence(current)  # never a list older than one already applied
-                keep = self._list_to_write(current, leaving)
-                blob = encode_presence(self.keys, self._room_keypair.public_key, self._presence_key, keep)
-                skylink = await self._upload(blob)
-                raw = decode_skylink(skylink)
-                revision = (entry.revision + 1) if entry is not None else 0
-                signed = sign_entry(self._room_keypair, self._presence_key, raw, revision)
-                try:
-                    self.counters.sets += 1
-                    await self.store.set_entry(signed)
-                except RevisionConflict:
-                    self.counters.conflicts += 1
-                    await asyncio.sleep(random.uniform(0.005, 0.05) * (attempt + 1))
-                    continue
-                self._remember_presence(signed, keep)
-                self._heal.clear()  # what we just wrote is usable
-                return
-            raise StoreError("could not update the room's presence list after 12 attempts "
-                             "(heavy contention or a misbehaving portal)")
+            signed = await self._compare_and_set("presence", list_after, attempts=12)
+            self._remember_presence(signed, written)
+            self._heal.clear()  # what we just wrote is usable
 
     def _list_to_write(self, current: list[Member], leaving: bool) -> list[Member]:
         """The presence list a writer writes, fair under flooding: our own record first, then the
@@ -642,7 +641,7 @@ class RoomSession:
         watched = [m for m in self._members.values() if m.key in self._watch_slot]
         await asyncio.gather(self._guarded(presence()),
                              *(self._guarded(self._read_pair_slot(m)) for m in watched))
-        self._expire_members()
+        self.expire_stale()
 
     async def _guarded(self, coro: Awaitable[None]) -> None:
         try:
@@ -692,4 +691,4 @@ class RoomSession:
             except (StoreError, TimeoutError) as exc:
                 log.info("re-announce failed: %s", exc)
                 failed = True
-            self._expire_members()
+            self.expire_stale()
