@@ -21,6 +21,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from resilience_bench import bench_recovery
+
 from support.procs import peers_by_name, start_bot, start_portal, wait_for
 
 Row = tuple[str, str, str]

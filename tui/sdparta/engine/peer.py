@@ -13,6 +13,7 @@ from typing import Any
 
 from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 
+from sdparta import safe_json
 from sdparta.engine.ice_adapter import ice_details, path_kind
 from sdparta.engine.state import PeerSnapshot, PeerStats, StateChange
 from sdparta.room.keys import fingerprint
@@ -218,8 +219,8 @@ class PeerLink:
         if len(raw) > MAX_DATA_MESSAGE:
             return None
         try:
-            message = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+            message = safe_json.loads(raw, max_depth=8)
+        except safe_json.JSONError:
             return None
         if not isinstance(message, dict) or not isinstance(message.get("t"), str):
             return None

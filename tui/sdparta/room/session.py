@@ -200,6 +200,10 @@ class RoomSession:
     async def _open_push(self) -> None:
         if not self.want_push:
             return
+        if self._subscription is not None:  # a join retried: the channel of the failed attempt goes
+            with contextlib.suppress(Exception):
+                await self._subscription.aclose()
+            self._subscription, self.push_active = None, False
         try:
             self._subscription = await self.store.open_subscription()
         except StoreError as exc:
@@ -337,6 +341,8 @@ class RoomSession:
     async def leave(self) -> None:
         """Say bye to every member we know and take our record out of the presence list."""
         self._closing = True
+        if self._presence.revision < 0 and not self._last_presence and not self._members:
+            return  # never got as far as reading the room: nothing to take back
         byes = [self.send(member, {"type": "bye"}) for member in list(self._members.values())]
         results = await asyncio.gather(*byes, return_exceptions=True)
         for result in results:

@@ -16,6 +16,7 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from sdparta import safe_json
 from sdparta.room.keys import Identity, RoomKeys, verify_signature
 
 MAGIC = b"SDP1"
@@ -29,8 +30,6 @@ MESSAGE_TYPES = frozenset({"offer", "answer", "bye"})
 #: Our JSON bodies nest three levels deep at most; anything deeper is not one of ours.
 MAX_JSON_DEPTH = 8
 _SID_RE = re.compile(r"^[0-9a-f]{16}$")
-_JSON_STRING_RE = re.compile(rb'"(?:[^"\\]|\\.)*"')
-_JSON_BRACKETS_RE = re.compile(rb"[\[\]{}]")
 
 
 class WireError(ValueError):
@@ -38,17 +37,11 @@ class WireError(ValueError):
 
 
 def load_json(raw: bytes, what: str, max_depth: int = MAX_JSON_DEPTH) -> Any:
-    """``json.loads`` for network bytes: nesting is checked *before* parsing (50,000 ``[`` would raise
-    RecursionError inside the parser), and every failure is a WireError."""
-    depth = 0
-    for bracket in _JSON_BRACKETS_RE.finditer(_JSON_STRING_RE.sub(b'""', raw)):
-        depth += 1 if bracket.group() in (b"[", b"{") else -1
-        if depth > max_depth:
-            raise WireError(f"{what} nests deeper than {max_depth} levels")
+    """Room JSON from the network (bounded nesting, see safe_json); every failure is a WireError."""
     try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise WireError(f"{what} is not JSON") from exc
+        return safe_json.loads(raw, max_depth=max_depth, what=what)
+    except safe_json.JSONError as exc:
+        raise WireError(str(exc)) from exc
 
 
 def _aad(keys: RoomKeys, kind: bytes, slot_public_key: bytes, data_key: bytes) -> bytes:

@@ -24,7 +24,6 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import json
 import logging
 import random
 from collections.abc import AsyncIterator
@@ -34,6 +33,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import httpx
 
+from sdparta import safe_json
 from sdparta.store.base import (
     MAX_ENTRY_DATA,
     InvalidEntry,
@@ -85,13 +85,9 @@ def check_portal_url(url: str) -> str:
 
 
 def _loads(raw: str | bytes) -> Any:
-    """``json.loads`` for network data: ValueError for anything that is not JSON, including nesting
-    too deep for the parser (50,000 ``[`` raise RecursionError) and integers too long to convert.
-    Callers bound the size before parsing."""
-    try:
-        return json.loads(raw)
-    except RecursionError as exc:
-        raise ValueError("JSON nested too deeply") from exc
+    """Registry answers, upload answers and pushes are a few hundred bytes of flat JSON: bounded
+    nesting (safe_json), ValueError for anything else. Callers bound the size before parsing."""
+    return safe_json.loads(raw, max_depth=8)
 
 
 def _byte_candidates(value: Any, max_len: int) -> list[bytes]:

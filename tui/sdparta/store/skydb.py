@@ -17,6 +17,7 @@ import json
 import sys
 from typing import Any, NamedTuple
 
+from sdparta import safe_json
 from sdparta.store.base import InvalidEntry, Store, StoreError
 from sdparta.store.crypto import (
     MAX_REVISION,
@@ -75,8 +76,8 @@ async def get_json(store: Store, keypair_or_pubkey: KeyPair | bytes, data_key: s
         return None
     raw = await store.download_blob(link, max_size=MAX_JSON_BYTES)
     try:
-        wrapped = json.loads(raw)
-    except (UnicodeDecodeError, ValueError) as exc:
+        wrapped = safe_json.loads(raw)
+    except safe_json.JSONError as exc:
         raise InvalidEntry(f"SkyDB skyfile for {data_key!r} is not JSON") from exc
     if isinstance(wrapped, dict) and "_data" in wrapped and "_v" in wrapped:
         return SkyDBValue(wrapped["_data"], entry.revision)
