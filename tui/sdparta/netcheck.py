@@ -24,7 +24,7 @@ from aioice import stun
 from aioice.turn import create_turn_endpoint
 from aiortc.rtcicetransport import parse_stun_turn_uri
 
-from sdparta.store.base import StoreError
+from sdparta.store.base import StoreError, StoreUnavailable
 from sdparta.store.portal_client import PortalClient, check_portal_url
 
 Address = tuple[str, int]
@@ -309,12 +309,15 @@ async def check_portal(url: str, *, timeout: float = 5.0) -> Check:
         header = None
         for _ in range(3):
             started = time.monotonic()
-            response = await client.http.head(url + "/")
+            # one overall deadline per request: a portal that drips bytes never trips the per-read timeout
+            response = await asyncio.wait_for(client.http.head(url + "/"), 2 * timeout)
             latencies.append((time.monotonic() - started) * 1000)
             header = response.headers.get("skynet-portal-api")
         latency = statistics.median(latencies)
         try:
             await client.get_entry(os.urandom(32), os.urandom(32))
+        except StoreUnavailable as exc:
+            return Check("portal", url, "unreachable", str(exc), latency)
         except StoreError as exc:
             return Check("portal", url, "not-a-portal", f"answers HTTP but not the Skynet registry API ({exc})",
                          latency)
@@ -322,6 +325,9 @@ async def check_portal(url: str, *, timeout: float = 5.0) -> Check:
         push = subscription is not None
         if subscription is not None:
             await subscription.aclose()
+    except (TimeoutError, httpx.ReadTimeout):
+        return Check("portal", url, "unreachable", "not answering (it accepts connections but sends no complete "
+                     f"answer within {2 * timeout:g} s): check that it is a portal and that it is not overloaded")
     except httpx.HTTPError as exc:
         return Check("portal", url, "unreachable", f"unreachable ({type(exc).__name__}: {exc}): check the URL "
                      "and that it is running (start one with `sdparta portal`)")
