@@ -17,7 +17,8 @@ import pytest
 
 from sdparta.room import wire
 from sdparta.room.keys import Identity, RoomKeys
-from sdparta.room.session import EPOCH_REVISION_LIMIT, RoomEvents, RoomSession, SessionTiming, slot_data_key
+from sdparta.room.session import RoomEvents, RoomSession, SessionTiming
+from sdparta.room.slots import EPOCH_REVISION_LIMIT, slot_data_key
 from sdparta.room.wire import MAX_MEMBERS, Member, seal, sign_member
 from sdparta.store import KeyPair, MemoryStore, decode_skylink, sign_entry, skylink_for_content
 from sdparta.store.crypto import MAX_REVISION
@@ -173,10 +174,9 @@ async def test_a_frozen_presence_revision_moves_the_room_to_the_next_epoch(keys:
     await wait_until(lambda: old.counters.epoch_moves == 1, "the old member moving on")
     # push, poll and re-announce all notice the frozen slot at once: together they move one epoch
     reader = member(store, keys, "reader", 3)
-    reader._presence_epoch = 0
     await asyncio.gather(reader._poll_once(), reader._fetch_presence(), reader._update_presence(leaving=False),
                          reader._fetch_presence())
-    assert reader._presence_epoch == 1 and reader.counters.epoch_moves == 1
+    assert reader.presence_epoch == 1 and reader.counters.epoch_moves == 1
     newcomer = member(store, keys, "newcomer", 2)
     await newcomer.start()
     await wait_until(lambda: {"old", "reader"} <= names(newcomer) and {"newcomer", "reader"} <= names(old),
@@ -359,9 +359,9 @@ async def test_an_offer_replayed_into_another_slot_says_so(keys: RoomKeys) -> No
     mallory_record = next(m for m in target.members() if m.name == "mallory")
     await victim.send(next(m for m in victim.members() if m.name == "target"),
                       {"type": "offer", "sdp": "v=0", "gen": 1})
-    victim_key = target._pair_key(victim_record.session_id, target.session_id)
+    victim_key = target._pairs.key(victim_record.session_id, target.session_id)
     stolen = store.entries[(victim_record.public_key, victim_key)].data
-    mallory_key = target._pair_key(mallory_record.session_id, target.session_id)
+    mallory_key = target._pairs.key(mallory_record.session_id, target.session_id)
     store.entries[(mallory_record.public_key, mallory_key)] = sign_entry(
         KeyPair.from_private_bytes(mallory.identity.seed), mallory_key, stolen, 0)
     await target.watch(mallory_record, True)

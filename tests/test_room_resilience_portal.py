@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from sdparta.room.keys import RoomKeys
-from sdparta.room.session import slot_data_key
+from sdparta.room.slots import slot_data_key
 from sdparta.room.wire import seal
 from sdparta.store import KeyPair, PortalClient, decode_skylink, encode_skylink, sign_entry
 from sdparta.store.crypto import MAX_REVISION

@@ -18,7 +18,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sdparta.room.keys import Identity, RoomKeys
-from sdparta.room.session import RoomEvents, RoomSession, slot_data_key
+from sdparta.room.session import RoomEvents, RoomSession
+from sdparta.room.slots import slot_data_key
 from sdparta.room.wire import MAX_MEMBERS, Member, encode_presence, sign_member
 from sdparta.store import KeyPair, PortalClient, decode_skylink, sign_entry
 from sdparta.store.crypto import MAX_REVISION
@@ -53,7 +54,7 @@ async def _close(sessions: list[RoomSession]) -> None:
 
 async def _listed(probe: RoomSession) -> list[Member] | None:
     """The valid list the room's presence slot holds now (None while it is unusable)."""
-    entry = await probe._live_entry("presence")
+    entry = await probe._shared.live_entry("presence")
     if entry is None:
         return None
     probe._presence.skylink = b""  # always download: the probe measures the slot, not a cache

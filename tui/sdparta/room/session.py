@@ -1,16 +1,8 @@
-"""One participant's presence in a room: discovery, per-pair slots, push or adaptive polling.
+"""One participant's presence in a room: discovery, per-pair messages, push or adaptive polling.
 
-The session knows nothing about WebRTC: it turns registry slots into events (a member appeared,
-a member left or expired, a message arrived) and sends sealed, signed messages to one member.
-
-Slots (all data keys are opaque HMACs of the room's tag key, see docs/protocol.md):
-- presence: one slot under the room's shared keypair holding a SkyDB-style skylink to the
-  sealed member list; written only by read-modify-write with compare-and-set on the revision.
-  Content that cannot be used (junk, a blob the portal no longer has) counts as an empty list the
-  next writer replaces; a slot whose revision was pushed near 2^64 is abandoned for the next
-  *epoch*'s slot (protocol.md §6).
-- pair slot ``pair/<from sid>/<to sid>``: under the *sender's identity key*, holds a skylink to
-  the sender's latest sealed+signed message to that member.  Only its owner can write it.
+The session knows nothing about WebRTC: it turns registry slots (room/slots.py; protocol.md §2) into
+events — a member appeared, left or expired, a message arrived — and sends sealed, signed messages
+to one member. Presence content that cannot be used counts as an empty list the next writer replaces.
 """
 
 from __future__ import annotations
@@ -21,116 +13,42 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
+from sdparta.room.events import RoomEvents, SessionCounters, SessionTiming
 from sdparta.room.keys import Identity, RoomKeys
+from sdparta.room.presence import fair_list
+from sdparta.room.settings import read_settings, write_settings
+from sdparta.room.slots import (
+    EPOCH_REVISION_LIMIT,
+    PairSlots,
+    SharedSlots,
+    SlotState,
+    Transfers,
+    content_unusable,
+)
 from sdparta.room.wire import (
     MAX_MEMBERS,
-    MAX_MESSAGE_BYTES,
     MAX_PRESENCE_BYTES,
-    MAX_SETTINGS_BYTES,
     Member,
     RoomSettings,
     TurnServer,
     WireError,
-    decode_message,
     decode_presence,
-    decode_settings,
-    encode_message,
     encode_presence,
-    encode_settings,
     sign_member,
 )
-from sdparta.store.base import RegistryEntry, RevisionConflict, Store, StoreError, StoreUnavailable, Subscription
-from sdparta.store.crypto import KeyPair, decode_skylink, encode_skylink, sign_entry
+from sdparta.store.base import RegistryEntry, Store, StoreError, Subscription
+from sdparta.store.crypto import decode_skylink
 from sdparta.supervise import supervised
 
 log = logging.getLogger(__name__)
 
 CLOCK_SKEW_S = 10.0  # members' clocks may disagree this much (protocol.md: NTP, a few seconds)
 STALE_REASON = "stopped announcing (crashed or lost its network)"
-#: A room slot whose revision reached this is abandoned for the next epoch's slot: no honest room
-#: gets there (10^11 years of writes at 6/s), but one write of 2^64-1 would freeze the slot for ever.
-EPOCH_REVISION_LIMIT = 2**63
-#: Epochs a reader walks at most (each abandoned epoch costs one registry read per join).
-MAX_EPOCHS = 32
 #: A member that reads unusable presence content (or an abandoned epoch) rewrites the list after a
 #: random delay in this range (seconds) instead of waiting for its next re-announce.
 HEAL_DELAY_S = (0.1, 1.5)
-#: Sessions of one identity kept in the list a writer writes (a flood from one key cannot fill it).
-MAX_SESSIONS_PER_IDENTITY = 4
-
-
-def slot_data_key(keys: RoomKeys, label: str, epoch: int) -> bytes:
-    """The data key of the room's ``label`` slot ("presence" or "settings") in ``epoch``; epoch 0 is
-    the plain ``data_key(label)``."""
-    return keys.data_key(label) if epoch == 0 else keys.data_key(label, f"epoch-{epoch}")
-
-
-def _usable_content_error(exc: StoreError) -> bool:
-    """True when a slot's content is unusable (missing blob, junk data), False when the portal is
-    only unreachable now (then nothing must be overwritten: we cannot tell what the slot holds)."""
-    return not isinstance(exc, StoreUnavailable)
-
-
-@dataclass
-class SessionTiming:
-    """Protocol timers (seconds)."""
-
-    reannounce: float = 10.0  # refresh our presence record this often
-    reannounce_retry: float = 2.0  # after a failed refresh (portal unreachable), try again this soon
-    # A record not refreshed for this long is stale. Long enough that a member whose network is down
-    # for 30 s is still listed when it comes back (≤ 10 s old at the cut + 30 s + one retry), so its
-    # pairs are restarted instead of torn down; a crashed member is gone 40–50 s after the crash.
-    ttl: float = 50.0
-    poll_fast: float = 0.15  # poll interval while a negotiation is pending
-    poll_slow: float = 2.0  # poll interval backs off to this when nothing is pending
-    poll_push: float = 15.0  # safety poll of presence when push is in use
-    poll_urgent_timeout: float = 2.0  # bound on one poll while a pair reconnects
-
-
-@dataclass
-class SessionCounters:
-    """Requests made and messages rejected, for reports and benchmarks."""
-
-    gets: int = 0
-    sets: int = 0
-    uploads: int = 0
-    downloads: int = 0
-    conflicts: int = 0
-    epoch_moves: int = 0  # presence/settings slots abandoned for the next epoch
-    loop_restarts: int = 0  # background loops that crashed and were restarted
-    invalid_messages: int = 0
-    invalid_reasons: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def requests(self) -> int:
-        return self.gets + self.sets + self.uploads + self.downloads
-
-
-@dataclass
-class _SlotState:
-    revision: int = -1
-    skylink: bytes = b""
-
-
-class RoomEvents:
-    """Callbacks the engine implements; all are called on the session's event loop."""
-
-    def member_seen(self, member: Member) -> None: ...
-    def member_gone(self, member: Member, status: str, reason: str) -> None:
-        """``status`` is "left" (taken out of the list) or "gone" (stopped announcing)."""
-    def message(self, member: Member, body: dict[str, Any]) -> None: ...
-    def invalid(self, reason: str) -> None: ...
-    def settings(self, settings: RoomSettings) -> None:
-        """The room's shared settings (TURN relays), read on joining, before any member is seen."""
-    def alive(self, member: Member) -> bool:
-        """Is this member heard on a live connection? Such records are kept first when a writer has
-        to cut the presence list (a flood of fake records must not push real members out)."""
-        return False
-    def loop_failed(self, name: str, error: str) -> None:
-        """A background loop crashed (a bug): it is restarted; the user should be told."""
 
 
 class RoomSession:
@@ -152,14 +70,12 @@ class RoomSession:
         self.share_turn = share_turn  # write these relays into the room's settings on joining
         self.settings: RoomSettings | None = None
         self.push_active = False
-        self._room_keypair = KeyPair.from_private_bytes(keys.presence_seed)
-        self._identity_keypair = KeyPair.from_private_bytes(identity.seed)
-        self._presence_epoch = 0
-        self._settings_epoch = 0
-        self._presence = _SlotState()
+        self._transfers = Transfers(store, self.counters)
+        self._shared = SharedSlots(self._transfers, keys, self._epoch_moved)
+        self._pairs = PairSlots(self._transfers, keys, identity, session_id, self._invalid)
+        self._room_keypair = self._shared.keypair
+        self._presence = SlotState()
         self._members: dict[tuple[bytes, str], Member] = {}
-        self._incoming: dict[tuple[bytes, str], _SlotState] = {}
-        self._outgoing_revision: dict[tuple[bytes, str], int] = {}
         self._watch_slot: set[tuple[bytes, str]] = set()  # members whose slot we poll
         self._subscription: Subscription | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -175,11 +91,12 @@ class RoomSession:
 
     @property
     def _presence_key(self) -> bytes:
-        return slot_data_key(self.keys, "presence", self._presence_epoch)
+        return self._shared.key("presence")
 
     @property
-    def _settings_key(self) -> bytes:
-        return slot_data_key(self.keys, "settings", self._settings_epoch)
+    def presence_epoch(self) -> int:
+        """The epoch of the presence slot this member reads and writes (protocol.md §2)."""
+        return self._shared.epoch["presence"]
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -249,94 +166,24 @@ class RoomSession:
         self._tasks = [task for task in self._tasks if not task.done()] + [self._settings_reading]
 
     async def fetch_settings(self) -> RoomSettings | None:
-        """The room's shared settings, verified; None when there are none (or they cannot be used:
-        junk, a blob the portal no longer has — counted). Raises StoreUnavailable only."""
-        entry = await self._live_entry("settings")
-        if entry is None:
-            return None
-        try:
-            blob = await self._download(entry.data, MAX_SETTINGS_BYTES)
-            return decode_settings(self.keys, self._room_keypair.public_key, self._settings_key, blob)
-        except WireError as exc:
-            self._invalid(f"room settings: {exc}")
-        except StoreError as exc:
-            if not _usable_content_error(exc):
-                raise
-            self._invalid(f"room settings: {exc}")
-        return None
-
-    def _epoch(self, label: str) -> int:
-        return self._presence_epoch if label == "presence" else self._settings_epoch
-
-    async def _live_entry(self, label: str) -> RegistryEntry | None:
-        """Read the room's ``label`` slot in its current epoch, moving on past abandoned epochs (a
-        revision at or above EPOCH_REVISION_LIMIT): the entry to read and to write after."""
-        for _ in range(MAX_EPOCHS):
-            epoch = self._epoch(label)
-            self.counters.gets += 1
-            entry = await self.store.get_entry(self._room_keypair.public_key, slot_data_key(self.keys, label, epoch))
-            if entry is None or entry.revision < EPOCH_REVISION_LIMIT:
-                if epoch == self._epoch(label):
-                    return entry
-                continue  # another reader moved on meanwhile: read the epoch it moved to
-            await self._next_epoch(label, epoch)
-        raise StoreError(f"the room's {label} slots are exhausted ({MAX_EPOCHS} epochs written at absurd "
-                         "revisions by a hostile member): use another room name or password")
-
-    async def _next_epoch(self, label: str, exhausted: int) -> None:
-        """Abandon epoch ``exhausted`` of a room slot for the next one (push follows); nothing to do
-        when a concurrent reader (push, poll, re-announce) already moved past it."""
-        if exhausted != self._epoch(label):
-            return
-        self.counters.epoch_moves += 1
-        if label == "settings":
-            self._settings_epoch += 1
-            log.warning("room settings slot exhausted: moving to epoch %d", self._settings_epoch)
-            return
-        old_key = self._presence_key
-        self._presence_epoch += 1
-        self._presence = _SlotState()  # revisions start again in the new slot; the last good list stays
-        self._heal.set()  # carry the list over into the new slot soon
-        log.warning("room presence slot exhausted: moving to epoch %d", self._presence_epoch)
-        if self._subscription is not None:
-            await self._subscription.add(self._room_keypair.public_key, self._presence_key)
-            await self._subscription.remove(self._room_keypair.public_key, old_key)
+        """The room's shared settings (room/settings.py); None when there are none or they cannot be used."""
+        return await read_settings(self._shared, self._transfers, self.keys, self._invalid)
 
     async def share_settings(self, turn: list[TurnServer]) -> None:
         """Write the room's settings (compare-and-set on the revision, retried on conflict)."""
-        ts_ms = int(self.clock() * 1000)
-        sealed: dict[bytes, bytes] = {}  # data key → raw skylink: the blob is bound to its slot (epoch)
+        self.settings = await write_settings(self._shared, self._transfers, self.keys, self.identity, turn,
+                                             int(self.clock() * 1000))
 
-        async def settings_for(_entry: RegistryEntry | None, data_key: bytes) -> bytes:
-            if data_key not in sealed:
-                blob = encode_settings(self.keys, self.identity, self._room_keypair.public_key, data_key, turn, ts_ms)
-                sealed[data_key] = decode_skylink(await self._upload(blob))
-            return sealed[data_key]
-
-        await self._compare_and_set("settings", settings_for, attempts=6)
-        self.settings = RoomSettings(self.identity.public_key, ts_ms, tuple(turn))
-
-    async def _compare_and_set(self, label: str,
-                               make: Callable[[RegistryEntry | None, bytes], Awaitable[bytes]],
-                               attempts: int) -> RegistryEntry:
-        """Read-modify-write of a shared room slot: read its live entry, ``make(entry, data_key)`` the raw
-        data to follow it, write it at revision + 1; the portal refuses a revision that does not grow,
-        so on conflict read again (jittered backoff). Returns the entry written."""
-        for attempt in range(attempts):
-            entry = await self._live_entry(label)
-            data_key = slot_data_key(self.keys, label, self._epoch(label))
-            data = await make(entry, data_key)
-            signed = sign_entry(self._room_keypair, data_key, data, entry.revision + 1 if entry is not None else 0)
-            try:
-                self.counters.sets += 1
-                await self.store.set_entry(signed)
-            except RevisionConflict:
-                self.counters.conflicts += 1
-                await asyncio.sleep(random.uniform(0.005, 0.05) * (attempt + 1))
-                continue
-            return signed
-        raise StoreError(f"could not update the room's {label} after {attempts} attempts "
-                         "(heavy contention or a misbehaving portal)")
+    async def _epoch_moved(self, label: str, old_key: bytes, new_key: bytes) -> None:
+        """A shared slot moved to its next epoch: presence revisions start again there (the last good
+        list stays and is carried over soon), and push follows."""
+        if label != "presence":
+            return
+        self._presence = SlotState()
+        self._heal.set()
+        if self._subscription is not None:
+            await self._subscription.add(self._room_keypair.public_key, new_key)
+            await self._subscription.remove(self._room_keypair.public_key, old_key)
 
     async def leave(self) -> None:
         """Say bye to every member we know and take our record out of the presence list."""
@@ -404,42 +251,20 @@ class RoomSession:
         key = member.key
         if active:
             self._watch_slot.add(key)
-            self._incoming.setdefault(key, _SlotState())
             if self._subscription is not None:
-                await self._subscription.add(member.public_key, self._pair_key(member.session_id,
-                                                                              self.session_id))
+                await self._subscription.add(member.public_key, self._pairs.key(member.session_id, self.session_id))
             await self._read_pair_slot(member)
         else:
             self._watch_slot.discard(key)
 
     async def send(self, member: Member, body: dict[str, Any]) -> None:
         """Seal, sign and publish ``body`` in our pair slot to ``member`` (newest wins)."""
-        data_key = self._pair_key(self.session_id, member.session_id)
-        message = {"v": 1, "from": self.session_id, "to": member.session_id, "name": self.name,
-                   "ts": int(self.clock() * 1000), **body}
-        blob = encode_message(self.keys, self.identity, data_key, message)
-        skylink = await self._upload(blob)
-        revision = self._outgoing_revision.get(member.key, -1) + 1
-        self._outgoing_revision[member.key] = revision
-        entry = sign_entry(self._identity_keypair, data_key, decode_skylink(skylink), revision)
-        self.counters.sets += 1
-        await self.store.set_entry(entry)
+        await self._pairs.send(member, {"v": 1, "from": self.session_id, "to": member.session_id,
+                                        "name": self.name, "ts": int(self.clock() * 1000), **body})
 
     # ------------------------------------------------------------------ internals
-    def _pair_key(self, from_sid: str, to_sid: str) -> bytes:
-        return self.keys.data_key("pair", from_sid, to_sid)
-
-    async def _upload(self, blob: bytes) -> str:
-        self.counters.uploads += 1
-        return await self.store.upload_blob(blob)
-
-    async def _download(self, raw_skylink: bytes, max_size: int) -> bytes:
-        self.counters.downloads += 1
-        return await self.store.download_blob(encode_skylink(raw_skylink), max_size=max_size)
-
     def _invalid(self, reason: str) -> None:
-        self.counters.invalid_messages += 1
-        self.counters.invalid_reasons[reason] = self.counters.invalid_reasons.get(reason, 0) + 1
+        self.counters.invalid(reason)
         self.events.invalid(reason)
 
     def _is_fresh(self, member: Member, margin: float = 0.0) -> bool:
@@ -449,7 +274,7 @@ class RoomSession:
     async def _fetch_presence(self, entry: RegistryEntry | None = None) -> list[Member] | None:
         """Read the presence slot (or use a pushed entry); None when unchanged (or not newer)."""
         if entry is None or entry.revision >= EPOCH_REVISION_LIMIT:
-            entry = await self._live_entry("presence")
+            entry = await self._shared.live_entry("presence")
         if entry is None:  # an empty slot: a new room (or a new epoch nobody has written yet)
             return [] if self._presence.revision < 0 and not self._last_presence else None
         if entry.revision <= self._presence.revision:
@@ -467,7 +292,7 @@ class RoomSession:
         if entry.data == self._presence.skylink:
             return list(self._last_presence)
         try:
-            blob = await self._download(entry.data, MAX_PRESENCE_BYTES)
+            blob = await self._transfers.download(entry.data, MAX_PRESENCE_BYTES)
             members, rejected = decode_presence(self.keys, self._room_keypair.public_key,
                                                 self._presence_key, blob)
         except WireError as exc:
@@ -475,7 +300,7 @@ class RoomSession:
             self._heal.set()
             return None
         except StoreError as exc:
-            if not _usable_content_error(exc):
+            if not content_unusable(exc):
                 raise
             self._invalid(f"presence: {exc}")
             self._heal.set()
@@ -548,73 +373,27 @@ class RoomSession:
                 self._apply_presence(current)  # never a list older than one already applied
             written[:] = self._list_to_write(current, leaving)
             blob = encode_presence(self.keys, self._room_keypair.public_key, data_key, written)
-            return decode_skylink(await self._upload(blob))
+            return decode_skylink(await self._transfers.upload(blob))
 
         async with self._presence_lock:
-            signed = await self._compare_and_set("presence", list_after, attempts=12)
+            signed = await self._shared.compare_and_set("presence", list_after, attempts=12)
             self._remember_presence(signed, written)
             self._heal.clear()  # what we just wrote is usable
 
     def _list_to_write(self, current: list[Member], leaving: bool) -> list[Member]:
-        """The presence list a writer writes, fair under flooding: our own record first, then the
-        members we hear on live connections (also when a flood cut them out of ``current``), then the
-        freshest others; at most MAX_SESSIONS_PER_IDENTITY sessions per identity, MAX_MEMBERS in all."""
-        own = (self.identity.public_key, self.session_id)
-        records: dict[tuple[bytes, str], Member] = {}
+        """The presence list to write (presence.fair_list): our record, then those we hear alive —
+        also when a flood cut them out of ``current`` —, then the freshest others."""
+        own = None if leaving else sign_member(self.keys, self.identity, self.session_id, self.name,
+                                               int(self.clock() * 1000))
         alive_known = [m for m in self._members.values() if self.events.alive(m)]
-        for member in [*current, *alive_known]:
-            known = records.get(member.key)
-            if member.key != own and self._is_fresh(member) and (known is None or member.ts_ms > known.ts_ms):
-                records[member.key] = member
-        alive = {m.key for m in records.values() if self.events.alive(m)}
-        ordered = sorted(records.values(), key=lambda m: (m.key not in alive, -m.ts_ms))
-        result: list[Member] = []
-        if not leaving:
-            result.append(sign_member(self.keys, self.identity, self.session_id, self.name,
-                                      int(self.clock() * 1000)))
-        per_identity: dict[bytes, int] = {self.identity.public_key: 1}
-        for member in ordered:
-            if len(result) >= MAX_MEMBERS:
-                break
-            count = per_identity.get(member.public_key, 0)
-            if count < MAX_SESSIONS_PER_IDENTITY:
-                per_identity[member.public_key] = count + 1
-                result.append(member)
-        return result
+        return fair_list((self.identity.public_key, self.session_id), own, [*current, *alive_known],
+                         self.events.alive, self._is_fresh)
 
     async def _read_pair_slot(self, member: Member, entry: RegistryEntry | None = None) -> None:
         """Read one member's slot to us and deliver a new message, if any."""
-        data_key = self._pair_key(member.session_id, self.session_id)
-        state = self._incoming.setdefault(member.key, _SlotState())
-        if entry is None:
-            self.counters.gets += 1
-            entry = await self.store.get_entry(member.public_key, data_key)
-        if entry is None or entry.revision <= state.revision:
-            return
-        before = (state.revision, state.skylink)
-        state.revision = entry.revision
-        if entry.data == state.skylink:
-            return
-        state.skylink = entry.data
-        try:
-            blob = await self._download(entry.data, MAX_MESSAGE_BYTES)
-            body = decode_message(self.keys, member.public_key, data_key, blob)
-        except WireError as exc:
-            self._invalid(f"message: {exc}")
-            return
-        except StoreError as exc:
-            if _usable_content_error(exc):
-                self._invalid(f"message: {exc}")
-                return
-            if state.revision == entry.revision:  # unreachable now: read this message again next time
-                state.revision, state.skylink = before
-            raise
-        if state.revision != entry.revision:
-            return  # a newer message was read meanwhile (newest wins: this one is already stale)
-        if body["from"] != member.session_id or body["to"] != self.session_id:
-            self._invalid("message: addressed to another session (replayed?)")
-            return
-        self.events.message(member, body)
+        body = await self._pairs.read(member, entry)
+        if body is not None:
+            self.events.message(member, body)
 
     async def _push_loop(self, subscription: Subscription) -> None:
         async for entry in subscription.updates():
@@ -632,7 +411,7 @@ class RoomSession:
                 self._apply_presence(members)
             return
         for member in list(self._members.values()):
-            if member.public_key == entry.public_key and entry.data_key == self._pair_key(
+            if member.public_key == entry.public_key and entry.data_key == self._pairs.key(
                     member.session_id, self.session_id):
                 await self._read_pair_slot(member, entry)
                 return
