@@ -20,6 +20,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from portal_bench import portal_rates
 from resilience_bench import bench_recovery
 
 from support.procs import peers_by_name, start_bot, start_portal, wait_for
@@ -423,6 +424,28 @@ def _bench_outage(lab: Any, tmp: Path, portal: str, prefixes: list[list[str]], f
                  f"target ≤ 5 s: {'met' if recover and worst <= 5 else 'MISSED'}"))
 
 
+#: `sdparta portal` flags that lift every per-client limit (the in-run baseline of the portal figures).
+LIMITS_LIFTED = ["--max-connections-per-client", "100000", "--upload-rate-kb", "10000000", "--upload-burst-mb",
+                 "100000", "--client-quota-mb", "100000", "--registry-inserts-per-s", "1000000",
+                 "--registry-insert-burst", "1000000"]
+
+
+def bench_portal(runs: int, rows: list[Row]) -> None:
+    """Sustained registry GET and POST rate on loopback, with the default limits and with them lifted
+    (rounds interleaved so machine load hits both alike)."""
+    limited: list[dict[str, Any]] = []
+    lifted: list[dict[str, Any]] = []
+    for _ in range(max(3, runs)):
+        lifted.append(portal_rates(seconds=3.0, runs=1, extra=LIMITS_LIFTED))
+        limited.append(portal_rates(seconds=3.0, runs=1))
+    for kind, label in (("get", "GET"), ("post", "POST (signed update)")):
+        rate, base = median([r[f"{kind}_rate"] for r in limited]), median([r[f"{kind}_rate"] for r in lifted])
+        p99, base_p99 = median([r[f"{kind}_p99_ms"] for r in limited]), median([r[f"{kind}_p99_ms"] for r in lifted])
+        rows.append((f"portal registry {label}, 16 connections on loopback",
+                     f"{rate:,.0f}/s, p50 {median([r[f'{kind}_p50_ms'] for r in limited]):.1f} ms, p99 {p99:.1f} ms",
+                     f"limits lifted (same run): {base:,.0f}/s, p99 {base_p99:.1f} ms → {rate / base:.0%}"))
+
+
 BENCHES: dict[str, Callable[..., None]] = {
     "connect": lambda runs, rows: bench_connect(runs, rows),
     "requests": lambda runs, rows: bench_requests(rows),
@@ -432,6 +455,7 @@ BENCHES: dict[str, Callable[..., None]] = {
     "app": lambda runs, rows: bench_app_cpu(rows),
     "lab": lambda runs, rows: bench_lab(runs, rows),
     "recovery": lambda runs, rows: bench_recovery(rows, runs=min(runs, 3)),
+    "portal": lambda runs, rows: bench_portal(runs, rows),
 }
 
 

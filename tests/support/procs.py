@@ -45,8 +45,11 @@ def start_portal(data: Path, *, subscription: bool = True, port: int = 0, host: 
     assert proc.stdout is not None
     line = proc.stdout.readline().strip()
     if not line.startswith("http://"):
+        if proc.poll() is None:
+            proc.terminate()
+        error = proc.stderr.read() if proc.stderr else ""  # read before stop_process closes the pipe
         stop_process(proc)
-        raise RuntimeError(f"portal did not start: {line!r} {proc.stderr.read() if proc.stderr else ''}")
+        raise RuntimeError(f"portal did not start: {line!r} {error}")
     return PortalProcess(proc, line, data)
 
 
