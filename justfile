@@ -20,6 +20,7 @@ test: setup
 bench: setup
     {{py}} tests/bench/run.py --write docs/benchmarks.md
 
-# ruff
+# ruff and the layer contracts (import-linter, see pyproject.toml)
 lint: setup
     {{venv}}/bin/ruff check tui tests
+    {{venv}}/bin/lint-imports

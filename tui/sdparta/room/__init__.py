@@ -1,0 +1,1 @@
+"""The room protocol (docs/protocol.md): keys, wire format, slots, presence and the session."""
