@@ -34,7 +34,8 @@ from textual.widgets import Input, RichLog, Sparkline, Static
 from sdparta.config import over_ssh
 from sdparta.engine.state import CallSnapshot, ChatMessage, Notice, PeerSnapshot, StateChange
 from sdparta.ui.call_source import CallSource
-from sdparta.ui.video import FpsGovernor, Identicon, VideoTile
+from sdparta.ui.identicon import Identicon
+from sdparta.ui.video import FpsGovernor, VideoTile
 
 STATE_COLOURS = {"discovered": "cyan", "connecting": "yellow", "connected": "green", "reconnecting": "yellow",
                  "failed": "red", "left": "grey50", "gone": "red"}

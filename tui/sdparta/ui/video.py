@@ -1,15 +1,14 @@
-"""Video tiles: a line-API widget drawing pre-quantized half-block cells, plus the identicon shown
-when a participant has no video.
+"""Video tiles: a line-API widget drawing pre-quantized half-block cells, and the governor that
+chooses their frame rate.
 
 Why it is built this way (DESIGN §5, §7): the terminal is the bottleneck, so the tile keeps one
-cached ``Segment`` per (colours, run length), redraws only the rows whose cells changed, keeps the
-frame's aspect ratio, and reports how long it was busy so the app can lower the frame rate when
-frames cannot be written in time.
+cached ``Segment`` per (colours, run length) in a painter of its own, redraws only the rows whose
+cells changed, keeps the frame's aspect ratio, and reports how long it was busy so the app can
+lower the frame rate when frames cannot be written in time.
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections import deque
 
@@ -17,11 +16,9 @@ import numpy as np
 from rich.color import Color
 from rich.segment import Segment
 from rich.style import Style
-from rich_pixels import Pixels
 from textual.geometry import Region, Size
 from textual.strip import Strip
 from textual.widget import Widget
-from textual.widgets import Static
 
 from sdparta.media.render import (
     Cells,
@@ -36,45 +33,6 @@ from sdparta.media.render import (
 RUN_BITS = 12  # a cached segment is keyed by (style key << RUN_BITS) | run length
 MAX_RUN = (1 << RUN_BITS) - 1
 CACHE_LIMIT = 100_000  # entries per cache; cleared (not evicted one by one) when exceeded
-
-_COLOURS: dict[tuple[str, int], Color] = {}
-_STYLES: dict[tuple[str, int], Style] = {}
-_SEGMENTS: dict[str, dict[int, Segment]] = {"truecolor": {}, "256": {}}
-
-
-def _colour(mode: str, value: int) -> Color:
-    colour = _COLOURS.get((mode, value))
-    if colour is None:
-        if mode == "truecolor":
-            colour = Color.from_rgb(value >> 16, (value >> 8) & 255, value & 255)
-        else:
-            colour = Color.from_ansi(value)
-        if len(_COLOURS) > CACHE_LIMIT:
-            _COLOURS.clear()
-        _COLOURS[(mode, value)] = colour
-    return colour
-
-
-def cell_style(mode: str, key: int) -> Style:
-    """The cached style for one style key of :meth:`Cells.style_keys` (parsed once, ever)."""
-    style = _STYLES.get((mode, key))
-    if style is None:
-        fg, bg = split_style_key(mode, key)
-        style = Style.from_color(_colour(mode, fg), _colour(mode, bg)) if mode != "mono" else Style()
-        if len(_STYLES) > CACHE_LIMIT:
-            _STYLES.clear()
-        _STYLES[(mode, key)] = style
-    return style
-
-
-def _segment(mode: str, glyph: str, packed: int) -> Segment:
-    """Build (and cache) the segment for a run: ``packed`` = style key << RUN_BITS | length."""
-    segment = Segment(glyph * (packed & MAX_RUN), cell_style(mode, packed >> RUN_BITS))
-    cache = _SEGMENTS[mode]
-    if len(cache) > CACHE_LIMIT:
-        cache.clear()
-    cache[packed] = segment
-    return segment
 
 
 class RunIndex:
@@ -98,33 +56,89 @@ class RunIndex:
         self.bounds: list[int] = np.searchsorted(run_rows, np.arange(rows + 1)).tolist()
 
 
-_last_index: RunIndex | None = None
+class StripPainter:
+    """Turns rows of cells into Strips, with caches of its own: one ``Color`` per colour value, one
+    ``Style`` per style key (parsed once) and one ``Segment`` per (style key, run length).
+
+    Each tile owns one, so the caches live and die with the widget; each cache is cleared whole
+    when it passes CACHE_LIMIT entries (cheaper than evicting one by one, and camera content
+    refills it within a frame or two)."""
+
+    __slots__ = ("_colours", "_last_index", "_segments", "_styles")
+
+    def __init__(self) -> None:
+        self._colours: dict[tuple[str, int], Color] = {}
+        self._styles: dict[tuple[str, int], Style] = {}
+        self._segments: dict[str, dict[int, Segment]] = {"truecolor": {}, "256": {}}
+        self._last_index: RunIndex | None = None  # runs of the last frame asked about without its index
+
+    def colour(self, mode: str, value: int) -> Color:
+        """The cached colour for one packed value (0xRRGGBB in truecolor, an xterm index in 256)."""
+        colour = self._colours.get((mode, value))
+        if colour is None:
+            if mode == "truecolor":
+                colour = Color.from_rgb(value >> 16, (value >> 8) & 255, value & 255)
+            else:
+                colour = Color.from_ansi(value)
+            if len(self._colours) > CACHE_LIMIT:
+                self._colours.clear()
+            self._colours[(mode, value)] = colour
+        return colour
+
+    def cell_style(self, mode: str, key: int) -> Style:
+        """The cached style for one style key of :meth:`Cells.style_keys`."""
+        style = self._styles.get((mode, key))
+        if style is None:
+            fg, bg = split_style_key(mode, key)
+            style = Style.from_color(self.colour(mode, fg), self.colour(mode, bg)) if mode != "mono" else Style()
+            if len(self._styles) > CACHE_LIMIT:
+                self._styles.clear()
+            self._styles[(mode, key)] = style
+        return style
+
+    def _segment(self, mode: str, glyph: str, packed: int) -> Segment:
+        """Build (and cache) the segment for a run: ``packed`` = style key << RUN_BITS | length."""
+        segment = Segment(glyph * (packed & MAX_RUN), self.cell_style(mode, packed >> RUN_BITS))
+        cache = self._segments[mode]
+        if len(cache) > CACHE_LIMIT:
+            cache.clear()
+        cache[packed] = segment
+        return segment
+
+    def row_strip(self, cells: Cells, y: int, runs: RunIndex | None = None) -> Strip:
+        """One row of cells as a Strip, one cached segment per run of equal colours.
+
+        In colour modes every glyph is the half block, so a run is fully described by its style key
+        and length; camera content hits the cache ~98% of the time at 6 bits per channel. Runs are
+        found for the whole frame at once (pass the frame's RunIndex, or the last frame asked about
+        is remembered), so the per-row Python work is one list comprehension of dict lookups."""
+        if cells.mode == "mono":
+            return Strip([Segment("".join(map(chr, cells.glyphs[y].tolist())))], cells.cols)
+        if cells.cols > MAX_RUN:  # wider than any terminal, but stay correct
+            row_keys = cells.style_keys()[y]
+            starts, ends = row_runs(row_keys)
+            return Strip([Segment(chr(int(cells.glyphs[y, s])) * (e - s), self.cell_style(cells.mode, int(row_keys[s])))
+                          for s, e in zip(starts, ends, strict=True)], cells.cols)
+        if runs is None or runs.cells is not cells:
+            last = self._last_index
+            runs = last if last is not None and last.cells is cells else None
+            if runs is None:
+                runs = self._last_index = RunIndex(cells)
+        glyph = chr(int(cells.glyphs[y, 0]))
+        mode = cells.mode
+        get = self._segments[mode].get
+        return Strip([get(p) or self._segment(mode, glyph, p) for p in runs.packed[runs.bounds[y]:runs.bounds[y + 1]]],
+                     cells.cols)
+
+
+#: The painter of callers that have no tile (the renderer bench and its tests), so that their
+#: repeated calls hit warm caches as a tile's do. Tiles never use it: each owns its painter.
+_TILELESS_PAINTER = StripPainter()
 
 
 def cells_row_strip(cells: Cells, y: int, runs: RunIndex | None = None) -> Strip:
-    """One row of cells as a Strip, one cached segment per run of equal colours.
-
-    In colour modes every glyph is the half block, so a run is fully described by its style key
-    and length; camera content hits the cache ~98% of the time at 6 bits per channel. Runs are
-    found for the whole frame at once (pass the frame's RunIndex, or the last frame asked about
-    is remembered), so the per-row Python work is one list comprehension of dict lookups."""
-    global _last_index
-    if cells.mode == "mono":
-        return Strip([Segment("".join(map(chr, cells.glyphs[y].tolist())))], cells.cols)
-    if cells.cols > MAX_RUN:  # wider than any terminal, but stay correct
-        row_keys = cells.style_keys()[y]
-        starts, ends = row_runs(row_keys)
-        return Strip([Segment(chr(int(cells.glyphs[y, s])) * (e - s), cell_style(cells.mode, int(row_keys[s])))
-                      for s, e in zip(starts, ends, strict=True)], cells.cols)
-    if runs is None or runs.cells is not cells:
-        runs = _last_index if _last_index is not None and _last_index.cells is cells else None
-        if runs is None:
-            runs = _last_index = RunIndex(cells)
-    glyph = chr(int(cells.glyphs[y, 0]))
-    mode = cells.mode
-    get = _SEGMENTS[mode].get
-    return Strip([get(p) or _segment(mode, glyph, p) for p in runs.packed[runs.bounds[y]:runs.bounds[y + 1]]],
-                 cells.cols)
+    """One row of cells as a Strip, for code without a tile: :meth:`StripPainter.row_strip`."""
+    return _TILELESS_PAINTER.row_strip(cells, y, runs)
 
 
 class FpsGovernor:
@@ -193,6 +207,7 @@ class VideoTile(Widget):
         self._runs: RunIndex | None = None
         self._origin = (0, 0)  # where the picture starts inside the widget
         self._strips: dict[int, Strip] = {}
+        self.painter = StripPainter()  # this tile's style and segment caches
         self.last_seq = -1
         self.render_seconds = 0.0  # last show_frame
         self.busy_seconds = 0.0  # show_frame + render_line since take_busy()
@@ -262,7 +277,7 @@ class VideoTile(Widget):
             return Strip.blank(width)
         strip = self._strips.get(y)
         if strip is None:
-            row = cells_row_strip(cells, y - y0, self._runs)
+            row = self.painter.row_strip(cells, y - y0, self._runs)
             right = max(0, width - x0 - cells.cols)
             strip = Strip.join([Strip.blank(x0), row, Strip.blank(right)]) if x0 or right else row
             self._strips[y] = strip
@@ -271,73 +286,3 @@ class VideoTile(Widget):
 
     def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
         return container.height
-
-
-# ---------------------------------------------------------------------------------- identicon
-IDENTICON_SIZE = 7  # cells per side; each cell is two columns wide so it looks square
-
-
-IDENTICON_LEVELS = " .oO@"  # visit count 0, 1, 2, 3, ≥4
-
-
-def identicon_grid(fingerprint: str, size: int = IDENTICON_SIZE, steps: int = 32) -> list[str]:
-    """A left-right symmetric randomart of a key fingerprint (like OpenSSH's "drunken bishop").
-
-    The bishop starts in the middle of the left half and moves diagonally, two bits of the
-    fingerprint's hash per step; each cell shows how often it was visited; the right half mirrors
-    the left. Symmetry makes it look like a face or a bug, which people remember and compare well
-    out of band."""
-    digest = hashlib.sha256(fingerprint.encode()).digest()
-    bits = int.from_bytes(digest[3:], "big")
-    half = (size + 1) // 2
-    visits = [[0] * half for _ in range(size)]
-    x, y = half - 1, size // 2
-    for i in range(steps):
-        step = (bits >> (2 * i)) & 3
-        x = min(half - 1, max(0, x + (1 if step & 1 else -1)))
-        y = min(size - 1, max(0, y + (1 if step & 2 else -1)))
-        visits[y][x] += 1
-    rows = []
-    for line in visits:
-        left = [IDENTICON_LEVELS[min(len(IDENTICON_LEVELS) - 1, n)] for n in line]
-        rows.append("".join(left + left[: size - half][::-1]))
-    return rows
-
-
-def identicon_colours(fingerprint: str) -> dict[str, str]:
-    """Four shades of one hue taken from the fingerprint's hash, dim to bright per visit level."""
-    digest = hashlib.sha256(fingerprint.encode()).digest()
-    r, g, b = digest[0], digest[1], digest[2]
-    top = max(r, g, b, 1)
-    bright = [min(255, 80 + c * 175 // top) for c in (r, g, b)]
-    return {level: "#{:02x}{:02x}{:02x}".format(*(c * (i + 2) // 5 for c in bright))
-            for i, level in enumerate(IDENTICON_LEVELS[1:])}
-
-
-MONO_SHADES = dict(zip(IDENTICON_LEVELS[1:], "░▒▓█", strict=True))
-
-
-def identicon(fingerprint: str, size: int = IDENTICON_SIZE, *, mono: bool = False) -> Pixels:
-    """The identicon as rich-pixels, two columns per cell so cells look square; in mono, shade
-    glyphs instead of colours."""
-    mapping = {" ": Segment("  ")}
-    if mono:
-        mapping.update({level: Segment(shade * 2) for level, shade in MONO_SHADES.items()})
-    else:
-        mapping.update({level: Segment("██", Style(color=colour))
-                        for level, colour in identicon_colours(fingerprint).items()})
-    return Pixels.from_ascii("\n".join(identicon_grid(fingerprint, size)), mapping)
-
-
-class Identicon(Static):
-    """The identicon of a participant without video (or of yourself without a camera)."""
-
-    def __init__(self, fingerprint: str, *, mono: bool = False, **kwargs: object) -> None:
-        super().__init__(identicon(fingerprint, mono=mono), **kwargs)  # type: ignore[arg-type]
-        self.fingerprint = fingerprint
-        self.mono = mono
-
-    def set_fingerprint(self, fingerprint: str) -> None:
-        if fingerprint != self.fingerprint:
-            self.fingerprint = fingerprint
-            self.update(identicon(fingerprint, mono=self.mono))
