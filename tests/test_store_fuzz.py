@@ -16,16 +16,13 @@ from hypothesis import strategies as st
 
 from sdparta.store.base import MAX_ENTRY_DATA, InvalidEntry, RegistryEntry
 from sdparta.store.crypto import MAX_REVISION, KeyPair, hash_data_key, sign_entry
-from sdparta.store.portal_client import (
-    MAX_PUSH_MESSAGE,
-    PortalSubscription,
-    _byte_candidates,
-    _loads,
-    _message,
-    _parse_revision,
-    _slot_of_push,
-    parse_entry,
-)
+from sdparta.store.crypto import parse_revision as _parse_revision
+from sdparta.store.portal_client import _message
+from sdparta.store.portal_json import byte_candidates as _byte_candidates
+from sdparta.store.portal_json import loads as _loads
+from sdparta.store.portal_json import parse_entry
+from sdparta.store.portal_json import slot_of_push as _slot_of_push
+from sdparta.store.push import MAX_PUSH_MESSAGE, PortalSubscription
 
 KEY = KeyPair.from_seed("fuzz")
 DK = hash_data_key("fuzz-slot")

@@ -1,4 +1,7 @@
-"""Decentralized storage for signalling: Skynet registry + skyfiles over HTTP, one or many portals."""
+"""Decentralized storage for signalling: Skynet registry + skyfiles over HTTP, one or many portals.
+
+SkyDB JSON on top of the registry is ``sdparta.store.skydb``.
+"""
 
 from __future__ import annotations
 
@@ -25,7 +28,6 @@ from sdparta.store.crypto import (
 from sdparta.store.memory import MemoryStore
 from sdparta.store.multi import MultiStore
 from sdparta.store.portal_client import PortalClient, check_portal_url
-from sdparta.store.skydb import SkyDBValue, delete_json, get_json, set_json
 
 
 def open_store(portal_urls: list[str]) -> Store:
@@ -42,7 +44,7 @@ def open_store(portal_urls: list[str]) -> Store:
 
 __all__ = [
     "MAX_ENTRY_DATA", "InvalidEntry", "KeyPair", "MemoryStore", "MultiStore", "PortalClient", "RegistryEntry",
-    "RevisionConflict", "SkyDBValue", "Store", "StoreError", "StoreUnavailable", "Subscription",
-    "decode_skylink", "delete_json", "encode_skylink", "get_json", "hash_data_key", "hash_registry_entry",
-    "open_store", "set_json", "sign_entry", "skylink_for_content", "verify_entry",
+    "RevisionConflict", "Store", "StoreError", "StoreUnavailable", "Subscription",
+    "decode_skylink", "encode_skylink", "hash_data_key", "hash_registry_entry",
+    "open_store", "sign_entry", "skylink_for_content", "verify_entry",
 ]

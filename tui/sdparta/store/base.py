@@ -14,6 +14,12 @@ from typing import Protocol, runtime_checkable
 
 #: Skynet limits the data of one registry entry to 113 bytes.
 MAX_ENTRY_DATA = 113
+#: The largest skyfile: what sdparta's portal accepts by default and what a download reads at most
+#: unless the caller says otherwise.
+DEFAULT_MAX_BLOB = 4 * 1024 * 1024
+
+#: A registry slot: (32-byte ed25519 public key, 32-byte hashed data key).
+Slot = tuple[bytes, bytes]
 
 
 class StoreError(Exception):

@@ -25,6 +25,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -118,6 +119,28 @@ class KeyPair:
         keypair = cls.generate()
         keypair.save(path)
         return keypair
+
+
+def is_slot(public_key: bytes, data_key: bytes) -> bool:
+    """Are these a 32-byte public key and a 32-byte hashed data key?"""
+    return len(public_key) == PUBLIC_KEY_LEN and len(data_key) == DATA_KEY_LEN
+
+
+def check_slot(public_key: bytes, data_key: bytes) -> None:
+    """ValueError unless (public_key, data_key) names a registry slot: a caller's bug, not bad data."""
+    if not is_slot(public_key, data_key):
+        raise ValueError("a slot is a 32-byte public key and a 32-byte hashed data key")
+
+
+def parse_revision(value: Any, problem: str = "registry answer has no valid uint64 revision") -> int:
+    """A uint64 revision from JSON: a number or (skyd) a decimal string; InvalidEntry(problem) otherwise.
+
+    Portal and client read revisions the same way; each names the problem in its own terms."""
+    if isinstance(value, str) and value.isdigit() and len(value) <= 20:
+        value = int(value)
+    if type(value) is not int or not 0 <= value <= MAX_REVISION:
+        raise InvalidEntry(problem)
+    return value
 
 
 def encode_number(value: int) -> bytes:

@@ -14,18 +14,17 @@ from collections import Counter
 from collections.abc import AsyncIterator
 
 from sdparta.store.base import (
+    DEFAULT_MAX_BLOB,
     MAX_ENTRY_DATA,
     InvalidEntry,
     RegistryEntry,
     RevisionConflict,
+    Slot,
     StoreError,
     StoreUnavailable,
 )
-from sdparta.store.crypto import DATA_KEY_LEN, PUBLIC_KEY_LEN, decode_skylink, skylink_for_content, verify_entry
+from sdparta.store.crypto import check_slot, decode_skylink, skylink_for_content, verify_entry
 from sdparta.store.multi import UpdateMailbox
-
-Slot = tuple[bytes, bytes]
-DEFAULT_MAX_BLOB = 4 * 1024 * 1024
 
 
 class MemorySubscription:
@@ -41,8 +40,7 @@ class MemorySubscription:
             self._mailbox.put(entry)
 
     async def add(self, public_key: bytes, data_key: bytes) -> None:
-        if len(public_key) != PUBLIC_KEY_LEN or len(data_key) != DATA_KEY_LEN:
-            raise ValueError("a slot is a 32-byte public key and a 32-byte hashed data key")
+        check_slot(public_key, data_key)
         slot = (public_key, data_key)
         if slot in self.slots:
             return
@@ -90,8 +88,7 @@ class MemoryStore:
 
     async def get_entry(self, public_key: bytes, data_key: bytes) -> RegistryEntry | None:
         await self._enter("get_entry")
-        if len(public_key) != PUBLIC_KEY_LEN or len(data_key) != DATA_KEY_LEN:
-            raise ValueError("a slot is a 32-byte public key and a 32-byte hashed data key")
+        check_slot(public_key, data_key)
         return self.entries.get((public_key, data_key))
 
     async def set_entry(self, entry: RegistryEntry) -> None:

@@ -17,8 +17,10 @@ from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import Any, TypeVar
 
 from sdparta.store.base import (
+    DEFAULT_MAX_BLOB,
     RegistryEntry,
     RevisionConflict,
+    Slot,
     Store,
     StoreError,
     StoreUnavailable,
@@ -28,9 +30,7 @@ from sdparta.store.base import (
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Slot = tuple[bytes, bytes]
 
-DEFAULT_MAX_BLOB = 4 * 1024 * 1024
 #: Downloads ask the next portal if the current one has not answered after this long (hedging).
 DOWNLOAD_HEDGE_S = 0.4
 #: At most this many read-repair writes in flight; more are skipped (a later read repairs them).
