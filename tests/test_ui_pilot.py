@@ -18,7 +18,8 @@ from rich.console import Console
 from textual.widgets import Input, RichLog, Static
 
 from sdparta.engine.state import CallSnapshot, ChatMessage, Notice
-from sdparta.ui.app import SSH_TILE_CELLS, HelpScreen, SdpartaApp
+from sdparta.ui.app import SSH_TILE_CELLS, SdpartaApp
+from sdparta.ui.screens import HelpScreen
 from sdparta.ui.video import FpsGovernor
 from support.frozen_call import FrozenCall
 from support.procs import BotProcess, peers_by_name, start_bot

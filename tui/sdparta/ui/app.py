@@ -4,6 +4,10 @@ Data flow (DESIGN §2): the engine thread calls our listener with immutable ``Ca
 listener coalesces them and wakes the UI with a thread-safe ``post_message``. Video never travels
 in messages: a timer reads each peer's latest-frame slot at the tile frame rate. Leaving stops the
 engine in a worker thread (bye sent, thread joined) so the event loop never blocks.
+
+What is drawn lives beside this module: the participant list (``participants``), the ICE panel
+(``ice_panel``), the status bar (``status_bar``), tiles and labels (``widgets``, ``video``,
+``identicon``) and the help screen (``screens``).
 """
 
 from __future__ import annotations
@@ -18,53 +22,33 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from rich.table import Table
 from rich.text import Text
 from textual import events, on
 from textual.app import App, ComposeResult
 from textual.binding import Binding
-from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
+from textual.containers import Grid, Horizontal, Vertical
 from textual.message import Message
-from textual.screen import ModalScreen
 from textual.timer import Timer
-from textual.widgets import Input, RichLog, Sparkline, Static
+from textual.widgets import Input, RichLog, Static
 
 from sdparta.config import over_ssh
-from sdparta.engine.state import CallSnapshot, ChatMessage, Notice, PeerSnapshot, StateChange
+from sdparta.engine.state import CallSnapshot, ChatMessage, Notice, PeerSnapshot
 from sdparta.ui.call_source import CallSource
-from sdparta.ui.identicon import Identicon
-from sdparta.ui.video import FpsGovernor, VideoTile
+from sdparta.ui.ice_panel import IcePanel
+from sdparta.ui.participants import TILE_STATUSES, participants_text, roster, tile_label
+from sdparta.ui.sanitize import safe
+from sdparta.ui.screens import HelpScreen
+from sdparta.ui.status_bar import status_text
+from sdparta.ui.video import FpsGovernor
+from sdparta.ui.widgets import PeerTile, TextLine
 
-STATE_COLOURS = {"discovered": "cyan", "connecting": "yellow", "connected": "green", "reconnecting": "yellow",
-                 "failed": "red", "left": "grey50", "gone": "red"}
-TILE_STATUSES = ("discovered", "connecting", "connected", "reconnecting", "failed")  # get a video tile
-PATH_LABELS = {"direct": "direct", "stun": "STUN", "turn": "TURN"}
-TIMELINE_KINDS = (("signaling", "signaling"), ("ice_gathering", "gathering"),
-                  ("ice_connection", "ice"), ("connection", "connection"), ("peer", "peer"))
-LEVEL_GLYPHS = " ▁▂▃▄▅▆▇█"
 COMMAND_SETTLE_S = 1.0  # after a mute/camera key, trust the key over snapshots for this long
 SSH_TILE_CELLS = (48, 18)  # largest picture per tile over SSH: ~35 KiB per truecolor frame at most
-KEYS_HELP = [
-    ("m", "mute / unmute the microphone"),
-    ("v", "camera on / off"),
-    ("tab, n", "focus the next participant"),
-    ("shift+tab, p", "focus the previous participant"),
-    ("i", "show / hide the ICE panel of the focused participant"),
-    ("c, /", "type a chat message (enter sends, escape leaves the input)"),
-    ("d", "dump the focused participant's timeline and stats as JSON"),
-    ("r", "restart ICE with the focused participant (re-gathers candidates, keeps the call)"),
-    ("?", "this help (escape closes)"),
-    ("ctrl+q", "leave the call (works everywhere)"),
-]
+NOTICE_SEVERITIES = ("information", "warning", "error")  # what Textual's notify accepts
+RESTARTABLE = ("connected", "reconnecting")  # pairs `r` may restart ICE on
 T = TypeVar("T")
-
-
-def safe(text: str) -> str:
-    """Drop control characters: names, chat and candidates come from other peers, and an escape
-    sequence in them must never reach the terminal."""
-    return text if text.isprintable() else "".join(ch for ch in text if ch.isprintable())
 
 
 def new_items(items: Sequence[T], last_seen: T | None) -> list[T]:
@@ -78,245 +62,8 @@ def new_items(items: Sequence[T], last_seen: T | None) -> list[T]:
     return list(items)  # everything we saw was trimmed away: all of it is new
 
 
-def roster(peers: Sequence[PeerSnapshot]) -> list[PeerSnapshot]:
-    """The participant list: every live session, plus the last session of anyone who left (so a
-    departure stays visible), but not the stale sessions of someone who rejoined."""
-    live_fingerprints = {p.fingerprint for p in peers if p.status in TILE_STATUSES}
-    last_gone: dict[str, PeerSnapshot] = {}
-    for peer in peers:
-        if peer.status not in TILE_STATUSES and peer.fingerprint not in live_fingerprints:
-            last_gone[peer.fingerprint] = peer
-    return [p for p in peers if p.status in TILE_STATUSES or last_gone.get(p.fingerprint) is p]
-
-
-def level_glyph(level: float) -> str:
-    """Audio level (RMS 0..1) as one bar glyph; square root so quiet speech still shows."""
-    return LEVEL_GLYPHS[min(len(LEVEL_GLYPHS) - 1, int(math.sqrt(max(0.0, level)) * len(LEVEL_GLYPHS)))]
-
-
-def peer_flags(peer: PeerSnapshot) -> list[str]:
-    flags = []
-    if peer.remote_muted:
-        flags.append("muted")
-    if peer.remote_audio_only:
-        flags.append("audio only")
-    elif peer.remote_camera_off:
-        flags.append("cam off")
-    return flags
-
-
-def peer_line(peer: PeerSnapshot, focused: bool) -> Text:
-    """Two lines per participant: who, then state · path · RTT · flags."""
-    text = Text(no_wrap=True, overflow="ellipsis")
-    text.append("▶ " if focused else "  ", style="bold yellow")
-    text.append("●" if peer.speaking else "○", style="bold green" if peer.speaking else "grey50")
-    text.append(level_glyph(peer.audio_level), style="green")
-    text.append(f" {safe(peer.name)[:16]}", style="bold" if peer.status != "left" else "grey50")
-    text.append(f" {safe(peer.fingerprint)}\n", style="grey62")
-    text.append("    ")
-    text.append(peer.status, style=STATE_COLOURS.get(peer.status, "white"))
-    if peer.path:
-        text.append(f" {PATH_LABELS.get(peer.path, safe(peer.path))}", style="cyan")
-    if peer.stats.rtt_ms is not None and peer.status == "connected":
-        text.append(f" {peer.stats.rtt_ms:.0f} ms")
-    for flag in peer_flags(peer):
-        text.append(f" {flag}", style="magenta")
-    if peer.failure_reason and peer.status in ("failed", "gone", "reconnecting"):
-        text.append(f"\n    {safe(peer.failure_reason)}", style="red" if peer.status != "reconnecting" else "yellow")
-    return text
-
-
-def participants_text(peers: Sequence[PeerSnapshot], focused_sid: str | None) -> Text:
-    text = Text()
-    for peer in peers:
-        text.append_text(peer_line(peer, peer.session_id == focused_sid))
-        text.append("\n")
-    if not peers:
-        text.append("waiting for others to join…", style="grey50")
-    return text
-
-
-def _timeline_line(label: str, changes: Sequence[StateChange], keep: int = 5) -> Text:
-    line = Text(f" {label:<11}", style="bold")
-    if not changes:
-        line.append("–", style="grey50")
-    if len(changes) > keep:
-        line.append("… ", style="grey50")
-    for i, change in enumerate(changes[-keep:]):
-        if i:
-            line.append(" → ", style="grey50")
-        line.append(f"{change.t:.3f} ", style="grey62")
-        line.append(safe(change.state), style=STATE_COLOURS.get(change.state, ""))
-    return line
-
-
-def _candidate(c: Any, protocol: bool = True) -> str:
-    kind = f"{safe(c.type)} {safe(c.protocol)}" if protocol else safe(c.type)
-    return f"{kind} {safe(c.address)}:{c.port}"
-
-
-def ice_panel_text(peer: PeerSnapshot | None) -> Text:
-    """webrtc-internals in a column: four state timelines (plus sdparta's own peer state), the
-    candidates on both sides, the check list with the nominated pair, and current stats."""
-    if peer is None:
-        return Text("no participant focused", style="grey50")
-    text = Text()
-    text.append(f"{safe(peer.name)}  {safe(peer.fingerprint)}\n", style="bold")
-    role = "we offer" if peer.we_offer else "they offer"
-    text.append(f"session {safe(peer.session_id)} · {role}", style="grey62")
-    if peer.connected_after_s is not None:
-        text.append(f" · connected after {peer.connected_after_s:.2f} s", style="grey62")
-    if peer.restarts:
-        text.append(f" · {peer.restarts} ICE restart{'s' if peer.restarts > 1 else ''}", style="grey62")
-    text.append("\n")
-    if peer.failure_reason:
-        text.append(f"{safe(peer.failure_reason)}\n", style="red")
-    text.append("state timelines (s since the call started)\n", style="underline")
-    for kind, label in TIMELINE_KINDS:
-        text.append_text(_timeline_line(label, [c for c in peer.timeline if c.kind == kind]))
-        text.append("\n")
-    text.append("candidate pairs\n", style="underline")
-    if not peer.check_list:
-        text.append(" none yet\n", style="grey50")
-    selected = peer.selected_pair
-    for pair in peer.check_list[:10]:
-        chosen = selected is not None and pair.local == selected.local and pair.remote == selected.remote
-        mark = "★" if pair.nominated else ("·" if chosen else " ")
-        text.append(f" {mark} {pair.state:<11} {_candidate(pair.local, False)} → {_candidate(pair.remote, False)}\n",
-                    style="green" if pair.nominated or chosen else ("red" if pair.state == "failed" else ""))
-    if len(peer.check_list) > 10:
-        text.append(f"   … {len(peer.check_list) - 10} more\n", style="grey50")
-    for title, cands in (("local", peer.local_candidates), ("remote", peer.remote_candidates)):
-        text.append(f"{title} candidates ({len(cands)})\n", style="underline")
-        for cand in cands[:6]:
-            text.append(f"  {_candidate(cand)}  prio {cand.priority}\n", style="grey62")
-        if len(cands) > 6:
-            text.append(f"  … {len(cands) - 6} more\n", style="grey50")
-    s = peer.stats
-    rtt = f"{s.rtt_ms:.1f} ms" if s.rtt_ms is not None else "–"
-    text.append(f"rtt {rtt} · in {s.bitrate_in_kbps:.0f} kbit/s · out {s.bitrate_out_kbps:.0f} kbit/s · "
-                f"loss {s.loss_fraction * 100:.1f}% ({s.packets_lost}/{s.packets_received})\n")
-    return text
-
-
-def _series_label(name: str, values: Sequence[float], unit: str) -> str:
-    if not values:
-        return f"{name}: no samples yet"
-    return f"{name} {values[-1]:.1f} {unit}  (min {min(values):.1f}, max {max(values):.1f})"
-
-
-def stats_series(peer: PeerSnapshot | None, window: int = 60) -> list[tuple[str, str, list[float]]]:
-    """(id, label, values) per ICE-panel sparkline; RTT gaps (no measurement yet) are left out of
-    the label's min/max but drawn as 0 so the time axis stays true; the bitrate line is in + out
-    (an audio-only or send-only peer still shows a curve)."""
-    history = list(peer.stats_history)[-window:] if peer else []
-    rtts = [s.rtt_ms for s in history if s.rtt_ms is not None]
-    bitrate_in = [s.bitrate_in_kbps for s in history]
-    bitrate_out = [s.bitrate_out_kbps for s in history]
-    loss = [s.loss_fraction * 100 for s in history]
-    bitrate_label = (f"bitrate in {bitrate_in[-1]:.0f} + out {bitrate_out[-1]:.0f} kbit/s"
-                     if history else "bitrate: no samples yet")
-    return [("rtt", _series_label("rtt", rtts, "ms"), [s.rtt_ms or 0.0 for s in history]),
-            ("bitrate", bitrate_label, [i + o for i, o in zip(bitrate_in, bitrate_out, strict=True)]),
-            ("loss", _series_label("loss", loss, "%"), loss)]
-
-
-STATUS_HINTS = ("m mute · v cam · tab focus · i ICE · c chat · d dump · ? help · ^q quit",
-                "m mute · v cam · i ICE · ? help · ^q quit", "? help · ^q quit")
-
-
-def status_text(snap: CallSnapshot, width: int) -> Text:
-    """Room, portals and transport, own fingerprint, device states and key hints; on a narrow
-    terminal the least useful parts go first (own fingerprint — also shown on the self view —,
-    then the portal, then longer hints)."""
-    portals = re.sub(r"^https?://", "", snap.portals[0]) if snap.portals else "no portal"
-    if len(snap.portals) > 1:
-        portals += f" +{len(snap.portals) - 1}"
-    audio_out = {"missing": "no output device", "none": "no audio out", "device": "speaker on",
-                 "wav": "audio → file"}.get(snap.audio_out, f"out {snap.audio_out}")
-    # (text, style, drop order: higher goes first when space runs out; 0 = always kept)
-    parts: list[tuple[str, str, int]] = [
-        (f" {safe(snap.room)} ", "bold reverse", 0),
-        (f" {portals}", "", 2),
-        (f" {'push' if snap.push else 'polling'} ", "", 0),
-        (f" me {snap.fingerprint} ", "grey70", 3),
-        (f" mic {snap.mic} ", "green" if snap.mic == "on" else "red", 0),
-        (f" cam {snap.camera} ", "green" if snap.camera in ("on", "pattern") else "yellow", 0),
-        (f" {audio_out} ", "yellow" if snap.audio_out in ("missing", "none") else "green", 0),
-    ]
-    if snap.status != "joined":
-        parts.append((f" {snap.status} ", "bold red" if snap.status == "error" else "yellow", 0))
-    dropped: set[int] = set()
-    for level in (3, 2):  # keep everything while at least the shortest hint fits
-        used = sum(len(text) for text, _, drop in parts if drop not in dropped)
-        if used + 2 + len(STATUS_HINTS[-1]) <= width:
-            break
-        dropped.add(level)
-    used = sum(len(text) for text, _, drop in parts if drop not in dropped)
-    hints = next((h for h in STATUS_HINTS if used + 2 + len(h) <= width), "")
-    status = Text(no_wrap=True, overflow="ellipsis")
-    for text, style, drop in parts:
-        if drop not in dropped:
-            status.append(text, style=style)
-    if hints:
-        status.append(" " * (width - status.cell_len - len(hints)))
-        status.append(hints, style="grey50")
-    return status
-
-
 class SnapshotArrived(Message):
     """Wakes the UI: a new snapshot is waiting (the latest one is taken, older ones are skipped)."""
-
-
-class TextLine(Static):
-    """A Static that repaints only when its text really changed, and re-lays out only when its
-    height may have: snapshots arrive up to 10× a second, and a layout pass costs far more than
-    drawing one line (it showed up as the app's largest cost with four video tiles)."""
-
-    def show(self, text: Text, *, fixed_height: bool = True) -> None:
-        previous: Text | None = getattr(self, "_shown", None)
-        if previous is not None and previous == text:
-            return
-        relayout = not fixed_height and (previous is None or previous.plain.count("\n") != text.plain.count("\n"))
-        self._shown = text
-        self.update(text, layout=relayout)
-
-
-class HelpScreen(ModalScreen[None]):
-    """Lists every key; any of escape, ? or q closes it."""
-
-    BINDINGS = [Binding("escape,question_mark,q", "app.pop_screen", "close")]
-
-    def compose(self) -> ComposeResult:
-        table = Table(title="sdparta keys", show_header=False, box=None, padding=(0, 2, 0, 0))
-        for key, what in KEYS_HELP:
-            table.add_row(Text(key, style="bold"), what)
-        yield Static(table, id="help")
-
-
-class PeerTile(Vertical):
-    """One participant: a label line, then live video or the identicon of their key."""
-
-    def __init__(self, session_id: str, fingerprint: str, mode: str, *,
-                 max_cells: tuple[int, int] | None = None, tile_id: str | None = None) -> None:
-        super().__init__(classes="tile", id=tile_id)
-        self.session_id = session_id
-        self.label = TextLine("", classes="tile-label")
-        self.video = VideoTile(mode, max_cells=max_cells)
-        self.icon = Identicon(fingerprint, mono=mode == "mono", classes="identicon")
-        self.video.display = False
-
-    def compose(self) -> ComposeResult:
-        yield self.label
-        yield self.video
-        yield self.icon
-
-    def show_video(self, on: bool) -> None:
-        if self.video.display != on:
-            self.video.display = on
-            self.icon.display = not on
-            if not on:
-                self.video.clear()
 
 
 class SdpartaApp(App[int]):
@@ -381,14 +128,7 @@ class SdpartaApp(App[int]):
                                           max_cells=self.tile_cells, tile_id="self-tile")
                 yield self.self_tile
             yield Grid(id="grid")
-            with VerticalScroll(id="ice"):
-                yield TextLine(id="ice-text")
-                yield TextLine(classes="spark-label", id="label-rtt")
-                yield Sparkline([], id="spark-rtt")
-                yield TextLine(classes="spark-label", id="label-bitrate")
-                yield Sparkline([], id="spark-bitrate")
-                yield TextLine(classes="spark-label", id="label-loss")
-                yield Sparkline([], id="spark-loss")
+            yield IcePanel(id="ice")
         with Vertical(id="chat"):
             yield RichLog(id="chat-log", wrap=True, markup=False, max_lines=1000)
             yield Input(placeholder="chat: press c, type, enter sends (escape leaves)", id="chat-input",
@@ -439,8 +179,9 @@ class SdpartaApp(App[int]):
         self.query_one("#participants", TextLine).show(participants_text(self._roster, self.focused_sid),
                                                        fixed_height=False)
         self._sync_tiles()
-        if self.query_one("#ice").display:
-            self._render_ice(self.focused_peer())
+        ice = self.query_one("#ice", IcePanel)
+        if ice.display:
+            ice.show(self.focused_peer())
         self._render_chat(snap)
         self._render_status()
         self._notify_news(snap)
@@ -452,7 +193,7 @@ class SdpartaApp(App[int]):
         if snap.notices:
             self._last_notice = snap.notices[-1]
         for notice in fresh:
-            severity = notice.severity if notice.severity in ("information", "warning", "error") else "information"
+            severity = notice.severity if notice.severity in NOTICE_SEVERITIES else "information"
             self.notify(safe(notice.text), severity=severity, timeout=10 if severity == "error" else 6,
                         markup=False)
         if snap.error != self._last_error:
@@ -473,13 +214,7 @@ class SdpartaApp(App[int]):
                 tile = PeerTile(peer.session_id, peer.fingerprint, self.video_mode, max_cells=self.tile_cells)
                 self._tiles[peer.session_id] = tile
                 grid.mount(tile)
-            label = Text(no_wrap=True, overflow="ellipsis")
-            label.append(level_glyph(peer.audio_level), style="green")
-            label.append(f" {safe(peer.name)} ", style="bold")
-            label.append(peer.status, style=STATE_COLOURS.get(peer.status, ""))
-            for flag in peer_flags(peer):
-                label.append(f" {flag}", style="magenta")
-            tile.label.show(label)
+            tile.label.show(tile_label(peer))
             tile.set_class(peer.speaking, "-speaking")
             tile.set_class(peer.session_id == self.focused_sid, "-focused")
             tile.show_video(peer.video_frames > 0 and not peer.remote_camera_off and not peer.remote_audio_only)
@@ -494,12 +229,6 @@ class SdpartaApp(App[int]):
         self.self_tile.label.show(me)
         self.self_tile.icon.set_fingerprint(snap.fingerprint)
         self.self_tile.show_video(snap.camera in ("on", "pattern") and not snap.audio_only)
-
-    def _render_ice(self, peer: PeerSnapshot | None) -> None:
-        self.query_one("#ice-text", TextLine).show(ice_panel_text(peer), fixed_height=False)
-        for name, label, values in stats_series(peer):
-            self.query_one(f"#label-{name}", TextLine).show(Text(label))
-            self.query_one(f"#spark-{name}", Sparkline).data = values
 
     def _render_chat(self, snap: CallSnapshot) -> None:
         log = self.query_one("#chat-log", RichLog)
@@ -572,10 +301,10 @@ class SdpartaApp(App[int]):
         self._render_snapshot(self.snapshot_state)
 
     def action_toggle_ice(self) -> None:
-        panel = self.query_one("#ice")
+        panel = self.query_one("#ice", IcePanel)
         panel.display = not panel.display
         if panel.display:
-            self._render_ice(self.focused_peer())
+            panel.show(self.focused_peer())
 
     def action_chat(self) -> None:
         self.query_one("#chat-input", Input).focus()
@@ -586,7 +315,7 @@ class SdpartaApp(App[int]):
 
     def action_restart_ice(self) -> None:
         peer = self.focused_peer()
-        if peer is None or peer.status not in ("connected", "reconnecting"):
+        if peer is None or peer.status not in RESTARTABLE:
             self.notify("no connected participant to restart ICE with", severity="warning")
             return
         self.call.restart_ice(peer.session_id)
