@@ -355,7 +355,7 @@ def test_bot_that_never_joined_exits_cleanly(tmp_path: Path, ws_only_portal: str
 async def test_doctor_names_a_portal_that_never_finishes_answering(hostile: Any, mode: str) -> None:
     """`doctor`'s portal check read HEAD / with only httpx's per-read timeout: a dripping portal held it
     for ever. Now it is "not answering" after its overall deadline."""
-    from sdparta.netcheck import check_portal
+    from sdparta.netchecks import check_portal
 
     server = hostile(mode, interval=0.2)
     check = await asyncio.wait_for(check_portal(server.url, timeout=0.5), 60)
