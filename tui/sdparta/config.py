@@ -5,6 +5,9 @@ SSH; that value's source reads "environment …"), the TOML config file, command
 The file lives at ``platformdirs.user_config_dir("sdparta")/config.toml``; ``SDPARTA_CONFIG``
 points elsewhere. No public server is contacted by default: no STUN, no TURN, a local portal.
 
+``join``, ``demo`` and ``bot`` all build their call with :func:`call_config` (a bot reads no config
+file: it is configured by its flags alone). ``UserSettings`` holds each default, once.
+
 Example config.toml::
 
     name = "ana"
@@ -25,11 +28,14 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import platformdirs
+
+if TYPE_CHECKING:
+    from sdparta.engine.call import CallConfig
 
 VIDEO_MODES = ("truecolor", "256", "mono")
 SSH_FPS = 8
@@ -122,7 +128,52 @@ def _turn(key: str, value: Any) -> list[dict[str, str]]:
     return servers
 
 
-#: Every setting: its check (which also normalises the value). Defaults are in _defaults().
+@dataclass(frozen=True)
+class TurnSetting:
+    """One TURN server of the settings (one per URL)."""
+
+    url: str
+    """``turn:`` or ``turns:`` URL, e.g. ``turn:relay.example.org:3478?transport=udp``."""
+    username: str = ""
+    """TURN username ("" when none is configured)."""
+    password: str = ""
+    """TURN password ("" when none is configured)."""
+
+
+def _default_name() -> str:
+    return os.environ.get("USER") or "anonymous"
+
+
+@dataclass(frozen=True)
+class UserSettings:
+    """The effective settings, typed. The field defaults are the built-in defaults (written only here);
+    the field order is the order ``sdparta config --show`` lists them in."""
+
+    name: str = field(default_factory=_default_name)
+    """Display name the other participants see (default: ``$USER``)."""
+    portals: list[str] = field(default_factory=lambda: [DEFAULT_PORTAL])
+    """Skynet-API portals the room is signalled through: written to all, read from all."""
+    stun: list[str] = field(default_factory=list)
+    """STUN server URLs; none by default, so no public server is contacted unless configured."""
+    turn: list[TurnSetting] = field(default_factory=list)
+    """TURN relays, one entry per URL with its credentials."""
+    relay_only: bool = False
+    """Offer only TURN relay candidates (hides this machine's addresses from the peers)."""
+    video_mode: str = "truecolor"
+    """How video tiles are drawn: truecolor, 256 or mono."""
+    fps: int = 15
+    """Video tile frames per second in the app (``SSH_FPS`` over SSH)."""
+    opus_bitrate: int = 32000
+    """Opus bitrate in bit/s (aiortc's own is 96 kbit/s)."""
+    opus_channels: int = 1
+    """Opus channels: 1 (mono) or 2 (stereo)."""
+    audio_only: bool = False
+    """Send no video at all."""
+    connect_timeout: float = 20.0
+    """Seconds a pair may take to connect before it is failed."""
+
+
+#: Every setting: its check (which also normalises the value). Defaults are UserSettings' field defaults.
 CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "name": _str,
     "portals": _urls(("http://", "https://"), allow_empty=False),
@@ -136,22 +187,15 @@ CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "audio_only": _bool,
     "connect_timeout": _positive,
 }
+assert list(CHECKS) == [f.name for f in fields(UserSettings)], "every setting needs a check and a default"
 
 
 def _defaults() -> dict[str, Any]:
-    return {
-        "name": os.environ.get("USER") or "anonymous",
-        "portals": [DEFAULT_PORTAL],
-        "stun": [],  # no public server is contacted unless configured
-        "turn": [],
-        "relay_only": False,
-        "video_mode": "truecolor",
-        "fps": 15,
-        "opus_bitrate": 32000,
-        "opus_channels": 1,
-        "audio_only": False,
-        "connect_timeout": 20.0,
-    }
+    """The built-in defaults in the raw form the checks produce (TURN entries as dicts)."""
+    defaults = UserSettings()
+    values = {f.name: getattr(defaults, f.name) for f in fields(UserSettings)}
+    values["turn"] = [{"url": t.url, "username": t.username, "password": t.password} for t in defaults.turn]
+    return values
 
 
 @dataclass
@@ -171,14 +215,22 @@ class Settings:
             raise ConfigError(f"{source}: {exc}") from None
         self.sources[key] = source
 
+    @property
+    def typed(self) -> UserSettings:
+        """The values as a typed (frozen) record."""
+        values = {**self.values, "turn": [TurnSetting(**t) for t in self.values["turn"]]}
+        return UserSettings(**values)
 
-def load_settings(cli_overrides: dict[str, Any] | None = None, path: Path | None = None) -> Settings:
-    """Defaults < config file < command line (``None`` in ``cli_overrides`` means "not given")."""
+
+def load_settings(cli_overrides: dict[str, Any] | None = None, path: Path | None = None, *,
+                  config_file: bool = True) -> Settings:
+    """Defaults < config file < command line (``None`` in ``cli_overrides`` means "not given").
+    ``config_file=False`` reads no file (``sdparta bot``: a bot is configured by its flags alone)."""
     settings = Settings(_defaults(), dict.fromkeys(CHECKS, "default"))
     if over_ssh():
         settings.set("fps", SSH_FPS, "environment (SSH_CONNECTION set: fewer frames over SSH)")
     path = path or config_path()
-    if path.exists():
+    if config_file and path.exists():
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
@@ -205,3 +257,99 @@ def format_settings(settings: Settings) -> str:
         shown = [{**t, "password": "***" if t.get("password") else ""} for t in value] if key == "turn" else value
         lines.append(f"{key:<{width}} = {shown!r:<40} # {settings.sources[key]}")
     return "\n".join(lines)
+
+
+
+# ------------------------------------------------------------------------------- calls
+@dataclass(frozen=True)
+class CallFlags:
+    """What the command line says about one call (``join``, ``bot``, ``demo``). ``None`` = not given:
+    the settings decide. The media defaults are ``sdparta join``'s (the bot's parser has its own)."""
+
+    portals: list[str] | None = None
+    """``--portal`` URLs."""
+    password: str = ""
+    """``--password``: the room password (part of the room's key)."""
+    name: str | None = None
+    """``--name``: display name."""
+    identity: str | None = None
+    """``--identity``: identity key file."""
+    stun: list[str] | None = None
+    """``--stun`` URLs."""
+    turn: list[str] | None = None
+    """``--turn`` URLs (each gets ``turn_user`` / ``turn_password``)."""
+    turn_user: str | None = None
+    """``--turn-user``."""
+    turn_password: str | None = None
+    """``--turn-password``."""
+    relay_only: bool = False
+    """``--relay-only`` (False = not given)."""
+    share_turn: bool = False
+    """``--share-turn``: put our TURN relay into the room's sealed settings."""
+    opus_bitrate: int | None = None
+    """``--opus-bitrate`` in bit/s."""
+    opus_channels: int | None = None
+    """``--opus-channels``."""
+    opus_frame_ms: int | None = None
+    """``--opus-frame-ms`` (None: the engine chooses by room size)."""
+    audio_only: bool = False
+    """``--audio-only`` (False = not given)."""
+    connect_timeout: float | None = None
+    """``--connect-timeout`` in seconds."""
+    push: bool = True
+    """False with ``--no-push``: poll even if the portal offers push."""
+    video: str = "camera"
+    """``--video``: camera | pattern | none."""
+    audio: str = "mic"
+    """``--audio``: mic | tone:HZ | none."""
+    audio_out: str = "device"
+    """Where received audio goes: device | none | FILE.wav."""
+    video_mode: str | None = None
+    """``--video-mode`` of the app's tiles."""
+    fps: int | None = None
+    """``--fps`` of the app's tiles."""
+
+    def network_overrides(self) -> dict[str, Any]:
+        """Portals, STUN/TURN and --relay-only as settings overrides (None: keep the config's)."""
+        overrides: dict[str, Any] = {"portals": self.portals, "stun": self.stun,
+                                     "relay_only": True if self.relay_only else None}
+        if self.turn:
+            overrides["turn"] = [{"url": url, "username": self.turn_user or "", "password": self.turn_password or ""}
+                                 for url in self.turn]
+        return overrides
+
+    def overrides(self) -> dict[str, Any]:
+        """Every setting this command line gives, as ``load_settings`` overrides."""
+        return {**self.network_overrides(), "name": self.name, "video_mode": self.video_mode, "fps": self.fps,
+                "opus_bitrate": self.opus_bitrate, "opus_channels": self.opus_channels,
+                "connect_timeout": self.connect_timeout, "audio_only": True if self.audio_only else None}
+
+
+def call_config(room: str, flags: CallFlags, *, config_file: bool = True,
+                persistent_identity: bool = True) -> tuple[CallConfig, Settings]:
+    """The one way a command builds its call: settings (defaults < config file < flags) → CallConfig.
+
+    ``config_file=False`` ignores the config file (bots); ``persistent_identity=False`` gives a fresh
+    identity unless ``--identity`` names one (bots), else the user's identity file is used.
+    Raises ConfigError for a bad value."""
+    from aiortc import RTCIceServer
+
+    from sdparta.engine.call import CallConfig
+
+    settings = load_settings(flags.overrides(), config_file=config_file)
+    values = settings.typed
+    ice = [RTCIceServer(urls=url) for url in values.stun]
+    ice += [RTCIceServer(urls=t.url, username=t.username, credential=t.password) for t in values.turn]
+    if flags.identity:
+        identity: Path | None = Path(flags.identity)
+    else:
+        identity = identity_path() if persistent_identity else None
+    config = CallConfig(
+        room=room, portals=list(values.portals), password=flags.password, name=values.name,
+        identity_path=identity, video="none" if values.audio_only else flags.video, audio=flags.audio,
+        audio_out=flags.audio_out, audio_only=values.audio_only, opus_bitrate=values.opus_bitrate,
+        opus_channels=values.opus_channels, ice_servers=ice, relay_only=values.relay_only,
+        connect_timeout=values.connect_timeout, push=flags.push, share_turn=flags.share_turn,
+        opus_frame_ms=flags.opus_frame_ms,
+    )
+    return config, settings
