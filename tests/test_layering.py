@@ -10,7 +10,7 @@ def test_headless_layers_do_not_import_textual() -> None:
     code = (
         "import sys\n"
         "import sdparta.engine.call, sdparta.room.session, sdparta.store, sdparta.media.sinks, "
-        "sdparta.media.sources, sdparta.bot, sdparta.portal.server\n"
+        "sdparta.media.sources, sdparta.commands.bot, sdparta.portal.server\n"
         "bad = sorted(m for m in sys.modules if m == 'textual' or m.startswith('textual.'))\n"
         "print(','.join(bad))\n"
     )

@@ -1,13 +1,20 @@
 """Command-line entry point: argument parsing only; every command lives in its own layer."""
 
+# (the docstring above is `sdparta --help`'s description; the commands are sdparta.commands.<name>)
+
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from sdparta import __version__
+from sdparta.commands.options import add_call_options, add_network_options
+from sdparta.config import VIDEO_MODES, CallFlags
+
+#: every command; each is the module sdparta.commands.<name> with run(args) -> exit code
+COMMANDS = ("portal", "skydb", "bot", "join", "demo", "doctor", "config")
 
 
 def _add_portal_parser(sub: argparse._SubParsersAction) -> None:
@@ -17,9 +24,10 @@ def _add_portal_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", default=None, help="SQLite file (default: in the user data dir)")
     p.add_argument("--no-subscription", action="store_true",
                    help="offer only the plain API (no registry subscription websocket)")
-    p.add_argument("--max-blob-mb", type=float, default=4.0, help="largest skyfile accepted")
-    p.add_argument("--quota-mb", type=float, default=1024.0, help="total skyfile storage")
-    p.add_argument("--blob-ttl-hours", type=float, default=24.0, help="skyfiles older than this expire")
+    # no defaults here: a size not given keeps the portal's own (PortalOptions)
+    p.add_argument("--max-blob-mb", type=float, default=None, help="largest skyfile accepted")
+    p.add_argument("--quota-mb", type=float, default=None, help="total skyfile storage")
+    p.add_argument("--blob-ttl-hours", type=float, default=None, help="skyfiles older than this expire")
     from sdparta.portal import add_limit_arguments
 
     add_limit_arguments(p)
@@ -37,32 +45,10 @@ def _add_skydb_parser(sub: argparse._SubParsersAction) -> None:
             q.add_argument("json", help="JSON value to store")
 
 
-def _add_call_options(p: argparse.ArgumentParser) -> None:
-    """Options shared by every command that joins a room."""
-    p.add_argument("--portal", action="append", default=None, help="portal URL (repeatable)")
-    p.add_argument("--password", default="", help="room password (part of the room's key)")
-    p.add_argument("--name", default=None, help="display name")
-    p.add_argument("--identity", default=None, help="identity key file")
-    p.add_argument("--stun", action="append", default=None, help="STUN server URL (repeatable)")
-    p.add_argument("--turn", action="append", default=None, help="TURN server URL (repeatable)")
-    p.add_argument("--turn-user", default=None, help="TURN username")
-    p.add_argument("--turn-password", default=None, help="TURN password")
-    p.add_argument("--relay-only", action="store_true", help="use only TURN relay candidates")
-    p.add_argument("--share-turn", action="store_true",
-                   help="share your TURN relay (with its credentials) with everyone who has the room password")
-    p.add_argument("--opus-bitrate", type=int, default=None, help="Opus bitrate in bit/s")
-    p.add_argument("--opus-channels", type=int, choices=(1, 2), default=None, help="Opus channels")
-    p.add_argument("--opus-frame-ms", type=int, choices=(20, 40, 60), default=None,
-                   help="Opus packet duration (default: 20, or 60 with more than 3 others: fewer packets)")
-    p.add_argument("--audio-only", action="store_true", help="send no video at all")
-    p.add_argument("--connect-timeout", type=float, default=None, help="seconds before a pair is failed")
-    p.add_argument("--no-push", action="store_true", help="poll even if the portal offers push")
-
-
 def _add_bot_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bot", help="join a room headless, play sources, write a JSON report")
     p.add_argument("room")
-    _add_call_options(p)
+    add_call_options(p)
     p.add_argument("--video", default="pattern", help="pattern | camera | none")
     p.add_argument("--audio", default="tone:440", help="tone:HZ | mic | none")
     p.add_argument("--record-audio", default=None, help="write what is heard to this WAV file")
@@ -74,28 +60,24 @@ def _add_bot_parser(sub: argparse._SubParsersAction) -> None:
 def _add_join_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("join", help="open the terminal app in a room")
     p.add_argument("room")
-    _add_call_options(p)
-    p.add_argument("--video-mode", choices=("truecolor", "256", "mono"), default=None, help="video rendering")
+    add_call_options(p)
+    p.add_argument("--video-mode", choices=VIDEO_MODES, default=None, help="video rendering")
     p.add_argument("--fps", type=int, default=None, help="video tile frames per second")
-    p.add_argument("--video", default="camera", help="camera | pattern | none")
-    p.add_argument("--audio", default="mic", help="mic | tone:HZ | none")
-    p.add_argument("--audio-out", default="device", help="device | none | FILE.wav")
+    p.add_argument("--video", default=CallFlags.video, help="camera | pattern | none")
+    p.add_argument("--audio", default=CallFlags.audio, help="mic | tone:HZ | none")
+    p.add_argument("--audio-out", default=CallFlags.audio_out, help="device | none | FILE.wav")
 
 
 def _add_demo_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="a local portal, two bots and the app: a live call in seconds")
-    p.add_argument("--video-mode", choices=("truecolor", "256", "mono"), default=None)
+    p.add_argument("--video-mode", choices=VIDEO_MODES, default=None)
     p.add_argument("--fps", type=int, default=None)
 
 
 def _add_doctor_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("doctor", help="check portals, STUN/TURN and the NAT: will calls connect, and the fix")
     p.add_argument("--portal", action="append", default=None, help="portal URL (repeatable)")
-    p.add_argument("--stun", action="append", default=None, help="STUN server URL (repeatable)")
-    p.add_argument("--turn", action="append", default=None, help="TURN server URL (repeatable)")
-    p.add_argument("--turn-user", default=None, help="TURN username")
-    p.add_argument("--turn-password", default=None, help="TURN password")
-    p.add_argument("--relay-only", action="store_true", help="check as a call with --relay-only would connect")
+    add_network_options(p, relay_only_help="check as a call with --relay-only would connect")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for each server")
     p.add_argument("--json", action="store_true", help="print the findings as JSON")
 
@@ -129,110 +111,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    if args.command == "portal":
-        from sdparta.portal import limits_from_args
-        from sdparta.portal.server import run_portal
-
-        return run_portal(
-            host=args.host,
-            port=args.port,
-            data=args.data,
-            subscription=not args.no_subscription,
-            max_blob_bytes=int(args.max_blob_mb * 1024 * 1024),
-            quota_bytes=int(args.quota_mb * 1024 * 1024),
-            blob_ttl_s=args.blob_ttl_hours * 3600,
-            limits=limits_from_args(args),
-        )
-    if args.command == "skydb":
-        from sdparta.store import skydb
-
-        if args.skydb_command == "get":
-            return skydb.cli_get(args.portal, args.seed, args.key)
-        return skydb.cli_set(args.portal, args.seed, args.key, args.json)
-    if args.command == "bot":
-        from sdparta.bot import run_bot
-
-        return run_bot(args)
-    if args.command == "join":
-        return _join(args)
-    if args.command == "demo":
-        from sdparta.demo import run_demo
-
-        extra = []
-        if args.video_mode:
-            extra += ["--video-mode", args.video_mode]
-        if args.fps:
-            extra += ["--fps", str(args.fps)]
-        return run_demo(extra)
-    if args.command == "doctor":
-        return _doctor(args)
-    if args.command == "config":
-        from sdparta.config import ConfigError, format_settings, load_settings
-
-        try:
-            print(format_settings(load_settings()))
-        except ConfigError as exc:
-            print(f"config error: {exc}", file=sys.stderr)
-            return 2
-        return 0
-    print(f"unknown command {args.command}", file=sys.stderr)
-    return 2
-
-
-def _network_overrides(args: argparse.Namespace) -> dict[str, object]:
-    """Portals, STUN/TURN and --relay-only from the command line (None: keep the config's)."""
-    overrides: dict[str, object] = {"portals": args.portal, "stun": args.stun,
-                                    "relay_only": True if args.relay_only else None}
-    if args.turn:
-        overrides["turn"] = [{"url": url, "username": args.turn_user or "", "password": args.turn_password or ""}
-                             for url in args.turn]
-    return overrides
-
-
-def _doctor(args: argparse.Namespace) -> int:
-    from sdparta.config import ConfigError, load_settings
-    from sdparta.doctor import TurnCredential, run_doctor
-
-    try:
-        settings = load_settings(_network_overrides(args))
-    except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
+    """Run ``sdparta.commands.<command>.run(args)`` (imported only when it runs: startup stays fast)."""
+    if args.command not in COMMANDS:
+        print(f"unknown command {args.command}", file=sys.stderr)
         return 2
-    turn = [TurnCredential(t["url"], t.get("username") or None, t.get("password") or None) for t in settings["turn"]]
-    return run_doctor(list(settings["portals"]), list(settings["stun"]), turn, relay_only=settings["relay_only"],
-                      as_json=args.json, timeout=args.timeout)
-
-
-def _join(args: argparse.Namespace) -> int:
-    """Settings (defaults < config file < flags) → a Call → the app."""
-    from aiortc import RTCIceServer
-
-    from sdparta.config import ConfigError, identity_path, load_settings
-    from sdparta.engine.call import Call, CallConfig
-
-    overrides = {**_network_overrides(args), "name": args.name, "video_mode": args.video_mode, "fps": args.fps,
-                 "opus_bitrate": args.opus_bitrate, "opus_channels": args.opus_channels,
-                 "connect_timeout": args.connect_timeout, "audio_only": True if args.audio_only else None}
-    try:
-        settings = load_settings(overrides)
-    except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
-        return 2
-    ice = [RTCIceServer(urls=url) for url in settings["stun"]]
-    ice += [RTCIceServer(urls=t["url"], username=t.get("username"), credential=t.get("password"))
-            for t in settings["turn"]]
-    config = CallConfig(
-        room=args.room, portals=list(settings["portals"]), password=args.password, name=settings["name"],
-        identity_path=Path(args.identity) if args.identity else identity_path(),
-        video="none" if settings["audio_only"] else args.video, audio=args.audio, audio_out=args.audio_out,
-        audio_only=settings["audio_only"], opus_bitrate=settings["opus_bitrate"],
-        opus_channels=settings["opus_channels"], ice_servers=ice, relay_only=settings["relay_only"],
-        connect_timeout=settings["connect_timeout"], push=not args.no_push, share_turn=args.share_turn,
-        opus_frame_ms=args.opus_frame_ms,
-    )
-    from sdparta.ui import run_join_app
-
-    return run_join_app(Call(config), video_mode=settings["video_mode"], fps=settings["fps"])
+    command = importlib.import_module(f"sdparta.commands.{args.command}")
+    result: int = command.run(args)
+    return result
 
 
 if __name__ == "__main__":

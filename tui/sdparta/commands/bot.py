@@ -14,11 +14,12 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from aiortc import RTCIceServer
-
+from sdparta.commands.options import call_flags
+from sdparta.config import ConfigError, call_config
 from sdparta.engine.call import Call, CallConfig
 from sdparta.engine.state import CallSnapshot, CandidateInfo, PeerSnapshot
 
@@ -97,40 +98,12 @@ def write_report(path: Path, report: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def ice_servers_from_args(args: argparse.Namespace) -> list[RTCIceServer]:
-    """STUN/TURN servers named on the command line (none by default: no public server)."""
-    servers = [RTCIceServer(urls=url) for url in (args.stun or [])]
-    if args.turn:
-        servers.append(RTCIceServer(urls=list(args.turn), username=args.turn_user,
-                                    credential=args.turn_password))
-    return servers
-
-
 def config_from_args(args: argparse.Namespace) -> CallConfig:
-    """A bot's call: a fresh identity unless --identity FILE, sources from --video/--audio."""
-    portals = args.portal or ["http://127.0.0.1:8787"]
-    config = CallConfig(
-        room=args.room,
-        portals=portals,
-        password=args.password,
-        name=args.name or f"bot-{os.getpid()}",
-        identity_path=Path(args.identity) if args.identity else None,
-        video="none" if args.audio_only else args.video,
-        audio=args.audio,
-        audio_out=args.record_audio or "none",
-        audio_only=args.audio_only,
-        ice_servers=ice_servers_from_args(args),
-        relay_only=args.relay_only,
-        share_turn=args.share_turn,
-        opus_frame_ms=args.opus_frame_ms,
-        push=not args.no_push,
-    )
-    if args.opus_bitrate:
-        config.opus_bitrate = args.opus_bitrate
-    if args.opus_channels:
-        config.opus_channels = args.opus_channels
-    if args.connect_timeout:
-        config.connect_timeout = args.connect_timeout
+    """A bot's call: flags only (no config file), a fresh identity unless --identity FILE, a name
+    ``bot-PID`` unless --name, sources from --video/--audio, what it hears to --record-audio."""
+    flags = call_flags(args, audio_out=args.record_audio or "none")
+    flags = replace(flags, name=flags.name or f"bot-{os.getpid()}")
+    config, _settings = call_config(args.room, flags, config_file=False, persistent_identity=False)
     return config
 
 
@@ -147,10 +120,16 @@ def _nobody_cause(config: CallConfig, snapshot: CallSnapshot, joined: bool) -> s
     return "same room name, password and portal?"
 
 
-def run_bot(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    """``sdparta bot``: 0 = connected to someone, 1 = saw participants but never connected,
+    3 = saw nobody, 2 = bad options."""
     logging.basicConfig(level=os.environ.get("SDPARTA_LOG", "WARNING").upper(),
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    config = config_from_args(args)
+    try:
+        config = config_from_args(args)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
     call = Call(config)
     report_path = Path(args.report) if args.report else None
     stop = threading.Event()

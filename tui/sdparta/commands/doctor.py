@@ -8,14 +8,17 @@ gathers ICE candidates like a call does; then prints one verdict with the fix. E
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import sys
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from sdparta import netcheck
-from sdparta.netcheck import Check
+from sdparta import netchecks
+from sdparta.commands.options import network_flags
+from sdparta.config import ConfigError, load_settings
+from sdparta.netchecks import Check
 
 TURN_FLAGS = "--turn URL --turn-user U --turn-password P"
 
@@ -53,14 +56,14 @@ async def examine(portals: list[str], stun: list[str], turn: list[TurnCredential
     if progress is not None:
         print(f"checking {len(portals)} portal(s), {len(stun)} STUN and {len(turn)} TURN server(s)…",
               file=progress, flush=True)
-    jobs = [shown(netcheck.check_portal(url, timeout=timeout)) for url in portals]
-    jobs += [shown(netcheck.check_stun(url, timeout=timeout)) for url in stun]
-    jobs += [shown(netcheck.check_turn(t.url, t.username, t.password, timeout=timeout)) for t in turn]
+    jobs = [shown(netchecks.check_portal(url, timeout=timeout)) for url in portals]
+    jobs += [shown(netchecks.check_stun(url, timeout=timeout)) for url in stun]
+    jobs += [shown(netchecks.check_turn(t.url, t.username, t.password, timeout=timeout)) for t in turn]
     if stun and not relay_only:
-        jobs.append(shown(netcheck.nat_mapping(stun, timeout=timeout)))
+        jobs.append(shown(netchecks.nat_mapping(stun, timeout=timeout)))
     checks = list(await asyncio.gather(*jobs))
     first_turn = (turn[0].url, turn[0].username, turn[0].password) if turn else None
-    checks.append(say(await netcheck.gather_candidates(stun[0] if stun else None, first_turn,
+    checks.append(say(await netchecks.gather_candidates(stun[0] if stun else None, first_turn,
                                                        relay_only=relay_only, timeout=timeout + 3)))
     report = DoctorReport(checks)
     judge(report, relay_only=relay_only)
@@ -139,3 +142,15 @@ def run_doctor(portals: list[str], stun: list[str], turn: list[TurnCredential], 
         if report.fix:
             print(f"fix: {report.fix}")
     return 0 if report.verdict == "pass" else 1
+
+
+def run(args: argparse.Namespace) -> int:
+    """``sdparta doctor``: portals and STUN/TURN from the settings (config file < flags)."""
+    try:
+        settings = load_settings(network_flags(args).network_overrides())
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    turn = [TurnCredential(t.url, t.username or None, t.password or None) for t in settings.typed.turn]
+    return run_doctor(list(settings["portals"]), list(settings["stun"]), turn, relay_only=settings["relay_only"],
+                      as_json=args.json, timeout=args.timeout)

@@ -6,6 +6,7 @@ and Ctrl+C), so nothing is left behind.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import secrets
 import signal
@@ -14,6 +15,9 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from sdparta.commands.join import join
+from sdparta.config import CallFlags
 
 DEMO_TONES = (440.0, 660.0)
 
@@ -57,10 +61,10 @@ def demo_room(workdir: Path, bots: int = 2) -> Iterator[tuple[str, str]]:
             _stop(child)
 
 
-def run_demo(extra_args: list[str]) -> int:
-    """Start the demo room and open the app in it (the app's own flags pass through)."""
-    from sdparta.cli import main as cli_main
-
+def run(args: argparse.Namespace) -> int:
+    """Start the demo room and open the app in it, as ``sdparta join ROOM --portal URL --name you
+    --video pattern`` would (``--video-mode`` and ``--fps`` pass through)."""
     with tempfile.TemporaryDirectory(prefix="sdparta-demo-") as tmp, demo_room(Path(tmp)) as (url, room):
         print(f"demo: portal {url}, room {room}", flush=True)
-        return cli_main(["join", room, "--portal", url, "--name", "you", "--video", "pattern", *extra_args])
+        return join(room, CallFlags(portals=[url], name="you", video="pattern", video_mode=args.video_mode,
+                                    fps=args.fps or None))

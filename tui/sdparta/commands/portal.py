@@ -1,0 +1,25 @@
+"""``sdparta portal``: serve the Skynet-API-compatible portal until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from sdparta.portal import limits_from_args
+
+MIB = 1024 * 1024
+
+
+def run(args: argparse.Namespace) -> int:
+    """Options not given keep the portal's own defaults (``PortalOptions``)."""
+    from sdparta.portal.server import run_portal
+
+    sizes: dict[str, Any] = {}
+    if args.max_blob_mb is not None:
+        sizes["max_blob_bytes"] = int(args.max_blob_mb * MIB)
+    if args.quota_mb is not None:
+        sizes["quota_bytes"] = int(args.quota_mb * MIB)
+    if args.blob_ttl_hours is not None:
+        sizes["blob_ttl_s"] = args.blob_ttl_hours * 3600
+    return run_portal(host=args.host, port=args.port, data=args.data, subscription=not args.no_subscription,
+                      limits=limits_from_args(args), **sizes)
