@@ -33,6 +33,12 @@ def _first_connected(peer: PeerSnapshot) -> float | None:
     return None
 
 
+def connected_to_anyone(snapshot: CallSnapshot) -> bool:
+    """The one rule for "this bot connected": some pair of the snapshot has connected at least once
+    (``connected_after_s`` is set the first time its link reaches ``connected``, and stays set)."""
+    return any(p.connected_after_s is not None for p in snapshot.peers)
+
+
 def _candidate(candidate: CandidateInfo) -> dict[str, Any]:
     return {"type": candidate.type, "protocol": candidate.protocol, "address": candidate.address,
             "port": candidate.port}
@@ -152,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
         snapshot = call.snapshot()
         ever_joined = ever_joined or snapshot.status == "joined"
         live = [p for p in snapshot.peers if p.status not in ("left", "gone", "failed")]
-        ever_connected = ever_connected or any(p.status == "connected" for p in snapshot.peers)
+        ever_connected = ever_connected or connected_to_anyone(snapshot)
         if args.chat:  # greet each participant once, as it connects (also late joiners)
             for peer in live:
                 if peer.status == "connected" and peer.session_id not in greeted:
@@ -162,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
             write_report(report_path, build_report(call, snapshot))
     call.stop()
     snapshot = call.snapshot()
-    ever_connected = ever_connected or any(p.connected_after_s is not None for p in snapshot.peers)
+    ever_connected = ever_connected or connected_to_anyone(snapshot)
     if report_path is not None:
         write_report(report_path, build_report(call, snapshot))
     if not snapshot.peers:
