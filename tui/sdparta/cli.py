@@ -19,12 +19,12 @@ COMMANDS = ("portal", "skydb", "bot", "join", "demo", "doctor", "config")
 
 def _add_portal_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("portal", help="run a Skynet-API-compatible portal (registry + skyfiles)")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for a LAN/VPS)")
-    p.add_argument("--port", type=int, default=8787, help="TCP port (0 picks a free one)")
+    # no defaults here: an option not given keeps the portal's own (run_portal, PortalOptions)
+    p.add_argument("--host", default=None, help="address to listen on (0.0.0.0 for a LAN/VPS)")
+    p.add_argument("--port", type=int, default=None, help="TCP port (0 picks a free one)")
     p.add_argument("--data", default=None, help="SQLite file (default: in the user data dir)")
     p.add_argument("--no-subscription", action="store_true",
                    help="offer only the plain API (no registry subscription websocket)")
-    # no defaults here: a size not given keeps the portal's own (PortalOptions)
     p.add_argument("--max-blob-mb", type=float, default=None, help="largest skyfile accepted")
     p.add_argument("--quota-mb", type=float, default=None, help="total skyfile storage")
     p.add_argument("--blob-ttl-hours", type=float, default=None, help="skyfiles older than this expire")

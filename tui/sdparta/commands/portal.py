@@ -11,15 +11,19 @@ MIB = 1024 * 1024
 
 
 def run(args: argparse.Namespace) -> int:
-    """Options not given keep the portal's own defaults (``PortalOptions``)."""
+    """Options not given keep the portal's own defaults (``run_portal``, ``PortalOptions``)."""
     from sdparta.portal.server import run_portal
 
-    sizes: dict[str, Any] = {}
+    given: dict[str, Any] = {}
+    if args.host is not None:
+        given["host"] = args.host
+    if args.port is not None:
+        given["port"] = args.port
     if args.max_blob_mb is not None:
-        sizes["max_blob_bytes"] = int(args.max_blob_mb * MIB)
+        given["max_blob_bytes"] = int(args.max_blob_mb * MIB)
     if args.quota_mb is not None:
-        sizes["quota_bytes"] = int(args.quota_mb * MIB)
+        given["quota_bytes"] = int(args.quota_mb * MIB)
     if args.blob_ttl_hours is not None:
-        sizes["blob_ttl_s"] = args.blob_ttl_hours * 3600
-    return run_portal(host=args.host, port=args.port, data=args.data, subscription=not args.no_subscription,
-                      limits=limits_from_args(args), **sizes)
+        given["blob_ttl_s"] = args.blob_ttl_hours * 3600
+    return run_portal(data=args.data, subscription=not args.no_subscription, limits=limits_from_args(args),
+                      **given)
