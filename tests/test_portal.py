@@ -12,7 +12,8 @@ import aiohttp
 import httpx
 import pytest
 
-from sdparta.portal.server import PortalOptions, RunningPortal, start_portal
+from sdparta.portal.options import PortalOptions
+from sdparta.portal.server import RunningPortal, start_portal
 from sdparta.store.crypto import KeyPair, hash_data_key, sign_entry, skylink_for_content
 from support.procs import start_portal as start_portal_process
 

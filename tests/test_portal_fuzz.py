@@ -22,7 +22,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sdparta.portal.server import PortalOptions, RunningPortal, start_portal
+from sdparta.portal.options import PortalOptions
+from sdparta.portal.server import RunningPortal, start_portal
 from sdparta.store.crypto import KeyPair, hash_data_key, sign_entry, skylink_for_content
 
 KEY = KeyPair.from_seed("fuzz")

@@ -25,7 +25,10 @@ import aiohttp
 import httpx
 import pytest
 
-from sdparta.portal.server import PortalOptions, RunningPortal, client_key, start_portal
+from sdparta.portal.clients import client_key
+from sdparta.portal.options import PortalOptions
+from sdparta.portal.server import RunningPortal, start_portal
+from sdparta.store.base import DEFAULT_MAX_BLOB
 from sdparta.store.crypto import KeyPair, hash_data_key, sign_entry, skylink_for_content
 from support.procs import start_portal as start_portal_process
 
@@ -364,6 +367,41 @@ async def test_registry_entries_expire_when_not_written(make_portal: Callable[..
             assert (await http.post("/skynet/registry", json=entry_json(b"live", revision, fresh))).status_code == 204
             await asyncio.sleep(0.3)
             assert (await http.get("/skynet/registry", params=get_params(fresh))).status_code == 200
+
+
+# ------------------------------------------------------------------------------ 12. JSON nesting
+async def test_a_deeply_nested_registry_body_is_400(make_portal: Callable[..., Awaitable[RunningPortal]]) -> None:
+    """The largest registry body, all ``[``, is refused by the nesting bound before the parser could
+    recurse into it: a 400 that says so (never a RecursionError or a 500), and the portal goes on."""
+    portal = await make_portal()
+    key = hash_data_key("nested body")
+    async with client(portal) as http:
+        r = await http.post("/skynet/registry", content=b"[" * 4096, headers={"content-type": "application/json"})
+        assert r.status_code == 400
+        assert "malformed" in r.json()["message"] and "nests deeper" in r.json()["message"]
+        assert (await http.post("/skynet/registry", json=entry_json(b"still works", 1, key))).status_code == 204
+
+
+async def test_a_deeply_nested_websocket_message_is_an_error_reply(
+        make_portal: Callable[..., Awaitable[RunningPortal]]) -> None:
+    """A subscription message of nothing but ``[`` gets an error message; the socket and the portal
+    stay usable."""
+    portal = await make_portal()
+    key = hash_data_key("nested message")
+    async with client(portal) as http, ws_session() as session:
+        assert (await http.post("/skynet/registry", json=entry_json(b"current", 1, key))).status_code == 204
+        async with session.ws_connect(portal.url + "/skynet/registry/subscription") as ws:
+            await ws.send_str("[" * 1000)
+            error = (await ws.receive_json(timeout=20))["error"]
+            assert "bad subscription request" in error and "nests deeper" in error
+            await ws.send_json(subscribe_msg(key))  # the same socket still subscribes
+            assert (await ws.receive_json(timeout=20))["data"] == b"current".hex()
+        assert (await http.get("/skynet/registry", params=get_params(key))).status_code == 200
+
+
+def test_the_portal_accepts_the_skyfiles_clients_read() -> None:
+    """The portal's default skyfile limit and the client's default download bound are one size."""
+    assert PortalOptions().max_blob_bytes == DEFAULT_MAX_BLOB
 
 
 # ------------------------------------------------------------------------------ 11. logs

@@ -1,6 +1,7 @@
 """The embedded Skynet-API-compatible portal (``sdparta portal``).
 
 This module stays import-light (no aiohttp): the CLI uses it to declare the portal's limit flags.
+The server itself is ``sdparta.portal.server`` (start and run; it lists the other modules).
 """
 
 from __future__ import annotations
@@ -8,37 +9,43 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from sdparta.portal.options import FD_HEADROOM, PortalOptions
+
 #: ``sdparta portal`` limit flags: (flag, PortalOptions field, type, scale to the field's unit, help).
-#: Defaults come from PortalOptions (None here = not given, the option's default applies).
+#: Defaults come from PortalOptions (None here = not given, the option's default applies); a help
+#: text's ``{default}`` is that default in the flag's unit.
 LIMIT_FLAGS: tuple[tuple[str, str, type, float, str], ...] = (
-    ("--max-connections", "max_connections", int, 1, "open TCP connections in all (default: fd limit - 64)"),
+    ("--max-connections", "max_connections", int, 1,
+     f"open TCP connections in all (default: fd limit - {FD_HEADROOM})"),
     ("--max-connections-per-client", "max_connections_per_client", int, 1,
-     "open TCP connections per client IP (IPv6: per /64) (default 256)"),
+     "open TCP connections per client IP (IPv6: per /64) (default {default})"),
     ("--header-timeout-s", "header_timeout_s", float, 1,
-     "seconds for a request head to arrive; also the idle keep-alive limit (default 30)"),
-    ("--body-timeout-s", "body_timeout_s", float, 1, "seconds for a request body to arrive (default 60)"),
-    ("--max-sockets-per-client", "max_sockets_per_client", int, 1, "push websockets per client (default 128)"),
+     "seconds for a request head to arrive; also the idle keep-alive limit (default {default})"),
+    ("--body-timeout-s", "body_timeout_s", float, 1, "seconds for a request body to arrive (default {default})"),
+    ("--max-sockets-per-client", "max_sockets_per_client", int, 1, "push websockets per client (default {default})"),
     ("--max-subscriptions-per-socket", "max_subscriptions_per_socket", int, 1,
-     "registry slots one push websocket may watch (default 256)"),
-    ("--upload-rate-kb", "upload_rate_bytes_s", float, 1024, "skyfile upload KiB/s per client (default 2048)"),
+     "registry slots one push websocket may watch (default {default})"),
+    ("--upload-rate-kb", "upload_rate_bytes_s", float, 1024, "skyfile upload KiB/s per client (default {default})"),
     ("--upload-burst-mb", "upload_burst_bytes", float, 1024 * 1024,
-     "skyfile upload burst in MiB per client (default 32)"),
+     "skyfile upload burst in MiB per client (default {default})"),
     ("--client-quota-mb", "client_quota_bytes", float, 1024 * 1024,
-     "one client's share of the skyfile quota in MiB (default 64)"),
+     "one client's share of the skyfile quota in MiB (default {default})"),
     ("--registry-inserts-per-s", "registry_insert_rate", float, 1,
-     "new registry entries per second per client (default 2; updates are not limited)"),
+     "new registry entries per second per client (default {default}; updates are not limited)"),
     ("--registry-insert-burst", "registry_insert_burst", float, 1,
-     "new registry entries one client may create at once (default 1000)"),
+     "new registry entries one client may create at once (default {default})"),
     ("--registry-ttl-days", "registry_ttl_s", float, 86400,
-     "registry entries not written for this many days expire (default 30)"),
+     "registry entries not written for this many days expire (default {default})"),
 )
 
 
 def add_limit_arguments(parser: argparse.ArgumentParser) -> None:
     """The limit flags of ``sdparta portal`` (docs/portal.md explains each)."""
     group = parser.add_argument_group("limits per client (see docs/portal.md)")
-    for flag, field, kind, _scale, help_text in LIMIT_FLAGS:
-        group.add_argument(flag, dest=f"limit_{field}", type=kind, default=None, metavar="N", help=help_text)
+    for flag, field, kind, scale, help_text in LIMIT_FLAGS:
+        default = f"{getattr(PortalOptions, field) / scale:g}"
+        group.add_argument(flag, dest=f"limit_{field}", type=kind, default=None, metavar="N",
+                           help=help_text.format(default=default))
 
 
 def limits_from_args(args: argparse.Namespace) -> dict[str, Any]:

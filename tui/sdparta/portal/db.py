@@ -11,9 +11,9 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
+from sdparta.portal.options import BlobPolicy
 from sdparta.store.base import RegistryEntry
 
 SCHEMA = """
@@ -36,7 +36,7 @@ CREATE INDEX IF NOT EXISTS blobs_created ON blobs(created);
 #: Columns added after the first release (older files are migrated in place).
 MIGRATIONS = (
     ("registry", "updated", "REAL NOT NULL DEFAULT 0"),  # unix time of the last accepted write
-    ("blobs", "owner", "TEXT NOT NULL DEFAULT ''"),  # the uploading client (see server.client_key)
+    ("blobs", "owner", "TEXT NOT NULL DEFAULT ''"),  # the uploading client (see clients.client_key)
 )
 INDEXES = "CREATE INDEX IF NOT EXISTS blobs_owner ON blobs(owner, created);"
 
@@ -51,27 +51,6 @@ class QuotaExceeded(Exception):
     """Storing the blob would exceed the portal's quota or this client's share; the message says which."""
 
 
-@dataclass(frozen=True)
-class BlobPolicy:
-    """How the skyfile quota is shared (all sizes in bytes of content + ``BLOB_OVERHEAD`` per blob).
-
-    - ``quota_bytes``: everything stored.
-    - ``client_bytes``: one client's share. A client over it first loses its *own* oldest blobs that
-      are older than ``evict_min_age_s`` (a room's superseded presence lists and messages), else 507.
-    - ``small_blob_bytes`` / ``small_reserve_bytes``: blobs above ``small_blob_bytes`` may not use the
-      last ``small_reserve_bytes`` of the quota, which stays for room-sized writes.
-    - When the quota is full, a blob may displace blobs older than ``evict_min_age_s`` of clients that
-      hold more than the uploader would (fair share: the heaviest users give way first), then the
-      uploader's own.
-    """
-
-    quota_bytes: int = 1024**3
-    client_bytes: int = 64 * 1024**2
-    small_blob_bytes: int = 128 * 1024
-    small_reserve_bytes: int = 128 * 1024**2
-    evict_min_age_s: float = 600.0
-
-
 def _rev(revision: int) -> str:
     return f"{revision:020d}"
 
@@ -79,10 +58,10 @@ def _rev(revision: int) -> str:
 class PortalDB:
     """Thread-safe wrapper around one SQLite file."""
 
-    def __init__(self, path: Path, policy: BlobPolicy | None = None) -> None:
+    def __init__(self, path: Path, policy: BlobPolicy) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self.policy = policy or BlobPolicy()
+        self.policy = policy
         self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=10)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
