@@ -1,4 +1,6 @@
-"""One remote participant: its RTCPeerConnection, data channel, state timeline and stats."""
+"""One remote participant: its RTCPeerConnection, data channel, state timeline and stats.
+
+The record only: how the pair is negotiated and kept up is ``engine/negotiation.py``."""
 
 from __future__ import annotations
 
@@ -11,11 +13,11 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCDataChannel, RTCPeerConnection
 
 from sdparta import safe_json
 from sdparta.engine.ice_adapter import ice_details, path_kind
-from sdparta.engine.state import PeerSnapshot, PeerStats, StateChange
+from sdparta.engine.state import PeerSnapshot, PeerStats, PeerStatus, StateChange
 from sdparta.room.keys import fingerprint
 from sdparta.room.wire import Member
 
@@ -26,17 +28,6 @@ MAX_CHAT_CHARS = 2000
 STATS_HISTORY = 120
 OUTBOX_LIMIT = 50  # chat lines kept for a peer whose data channel is not open yet
 
-
-
-def candidate_types(sdp: str) -> set[str]:
-    """The candidate types (host, srflx, prflx, relay) an SDP carries."""
-    types = set()
-    for line in sdp.splitlines():
-        if line.startswith("a=candidate:"):
-            parts = line.split()
-            if "typ" in parts[:-1]:
-                types.add(parts[parts.index("typ") + 1])
-    return types
 
 class PeerLink:
     """The engine's record of one remote participant (lives on the engine loop)."""
@@ -51,13 +42,10 @@ class PeerLink:
         self.pc: RTCPeerConnection | None = None
         self.channel: RTCDataChannel | None = None
         self._channel_pc: RTCPeerConnection | None = None  # the connection the channel runs on
-        self.status = "discovered"
+        self.status = PeerStatus.DISCOVERED
         self.failure_reason: str | None = None
         self.timeline: list[StateChange] = []
         self.connected_after_s: float | None = None
-        self.gen = 0  # negotiation generation (a new offer for the same session bumps it)
-        self.remote_gen = -1
-        self.answered = False
         self.stats = PeerStats()
         self.stats_history: deque[PeerStats] = deque(maxlen=STATS_HISTORY)
         self.last_heard = time.monotonic()
@@ -68,13 +56,7 @@ class PeerLink:
         self.tasks: list[asyncio.Task[Any]] = []  # link-level work (negotiation, guards, restarts)
         self._pc_tasks: dict[int, list[asyncio.Task[Any]]] = {}
         self.restarts = 0  # ICE restarts that brought the pair back
-        self.working_types: set[str] = set()  # local candidate types of the last connection that worked
-        self.offer_incomplete = False  # our latest restart offer lacks some of those types
         self.previous_pc: RTCPeerConnection | None = None  # kept until its replacement connects
-        self.restart_task: asyncio.Task[None] | None = None
-        self.answered_at = 0.0
-        self.reconnecting_since: float | None = None
-        self.worked_before = False  # a fresh pair with someone a path worked to before they were gone
         self.outbox: deque[dict[str, Any]] = deque(maxlen=OUTBOX_LIMIT)  # chat held until the channel opens
         self._prev_bytes: tuple[float, int, int] | None = None
         self._last_ice: tuple = (None, (), (), ())  # kept after close so reports still show the path
@@ -90,35 +72,28 @@ class PeerLink:
             del self.timeline[:100]
         self.on_change()
 
-    def set_status(self, status: str, reason: str | None = None) -> None:
+    def set_status(self, status: PeerStatus, reason: str | None = None) -> None:
         if status == self.status and reason == self.failure_reason:
             return
-        self.status = status
+        self.status = PeerStatus(status)
         self.failure_reason = reason
-        if status == "connected":
-            self.reconnecting_since = None
-            if self.connected_after_s is None:
-                self.connected_after_s = round(time.monotonic() - self.link_started, 4)
-        self.record("peer", status if reason is None else f"{status}: {reason}")
+        if status == PeerStatus.CONNECTED and self.connected_after_s is None:
+            self.connected_after_s = round(time.monotonic() - self.link_started, 4)
+        self.record("peer", str(status) if reason is None else f"{status}: {reason}")
 
     @property
     def finished(self) -> bool:
-        return self.status in ("left", "gone", "failed")
-
-    @property
-    def path_worked(self) -> bool:
-        """A connection to this peer worked, on this link or one before it: a failure is then
-        retried (reconnecting), not final."""
-        return self.connected_after_s is not None or self.worked_before
+        return self.status.finished
 
     @property
     def may_come_back(self) -> bool:
         """Ended by what the presence list said (stale, or out of the list), not by a bye: if the
         same session is listed again it is alive, and gets a fresh pair."""
-        return self.status == "gone" or (self.status == "left" and self.failure_reason is not None)
+        return self.status == PeerStatus.GONE or (self.status == PeerStatus.LEFT and self.failure_reason is not None)
 
-    def attach(self, pc: RTCPeerConnection) -> None:
-        """Make ``pc`` the link's connection and follow its four state machines.
+    def attach(self, pc: RTCPeerConnection, on_connection_state: Callable[[RTCPeerConnection], None]) -> None:
+        """Make ``pc`` the link's connection and follow its four state machines; changes of its
+        connection state (while it is the link's connection) go to ``on_connection_state``.
 
         An ICE restart builds a new connection while the old one may still carry the data channel
         (the restart's signalling can go over it): the old one is kept as ``previous_pc`` until the
@@ -150,20 +125,15 @@ class PeerLink:
             if self.pc is not pc:
                 return
             self.record("connection", pc.connectionState)
-            if pc.connectionState == "connected":
-                self.last_heard = time.monotonic()
-                self.working_types = candidate_types(pc.localDescription.sdp if pc.localDescription else "")
-                if self.status == "reconnecting":
-                    self.restarts += 1
-                self.set_status("connected")
-                if self.previous_pc is not None:
-                    old, self.previous_pc = self.previous_pc, None
-                    asyncio.get_running_loop().create_task(self.retire(old))
-            elif pc.connectionState == "failed" and not self.finished:
-                if self.path_worked:
-                    self.set_status("reconnecting", "ICE/DTLS failed")
-                else:
-                    self.set_status("failed", "ICE/DTLS failed")
+            on_connection_state(pc)
+
+    def connected(self) -> None:
+        """The link's connection is up: it is the one now (the one it replaced is closed)."""
+        self.last_heard = time.monotonic()
+        self.set_status(PeerStatus.CONNECTED)
+        if self.previous_pc is not None:
+            old, self.previous_pc = self.previous_pc, None
+            asyncio.get_running_loop().create_task(self.retire(old))
 
     def track_task(self, pc: RTCPeerConnection, task: asyncio.Task[Any]) -> None:
         """A media consumer that belongs to ``pc`` (cancelled when that connection is retired)."""
@@ -225,15 +195,6 @@ class PeerLink:
         if not isinstance(message, dict) or not isinstance(message.get("t"), str):
             return None
         return message
-
-    # ------------------------------------------------------------------ negotiation
-    async def apply_answer(self, sdp: str) -> None:
-        assert self.pc is not None
-        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
-        # Browsers send no a=end-of-candidates: signal it so a dead check list can fail.
-        await self.pc.addIceCandidate(None)
-        self.answered = True
-        self.answered_at = time.monotonic()
 
     # ------------------------------------------------------------------ stats
     async def refresh_stats(self) -> None:

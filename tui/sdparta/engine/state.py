@@ -8,9 +8,49 @@ thread.  Video frames are *not* in snapshots (see ``Call.latest_frame``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 
-#: Peer lifecycle as sdparta sees it (independent of the RTCPeerConnection state machine).
-PEER_STATUSES = ("discovered", "connecting", "connected", "reconnecting", "failed", "left", "gone")
+
+class PeerStatus(StrEnum):
+    """A pair's lifecycle as sdparta sees it (independent of the RTCPeerConnection state machine).
+
+    A ``StrEnum``: members compare equal to (and serialise as) the plain strings snapshots and JSON
+    reports have always carried."""
+
+    DISCOVERED = "discovered"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    RECONNECTING = "reconnecting"
+    FAILED = "failed"
+    LEFT = "left"
+    GONE = "gone"
+
+    @property
+    def finished(self) -> bool:
+        """The pair is over (a fresh pair may follow for a member that comes back)."""
+        return self in FINISHED
+
+    @property
+    def live(self) -> bool:
+        return self in LIVE
+
+
+#: Pairs that are over: nothing more is negotiated on them.
+FINISHED: frozenset[PeerStatus] = frozenset({PeerStatus.FAILED, PeerStatus.LEFT, PeerStatus.GONE})
+#: Pairs still in the call (every status that is not finished).
+LIVE: frozenset[PeerStatus] = frozenset(PeerStatus) - FINISHED
+#: Live pairs without a working connection yet: the room is watched closely for their messages.
+NEGOTIATING: frozenset[PeerStatus] = frozenset({PeerStatus.DISCOVERED, PeerStatus.CONNECTING,
+                                                PeerStatus.RECONNECTING})
+
+
+class CallStatus(StrEnum):
+    """The call as a whole."""
+
+    STARTING = "starting"
+    JOINED = "joined"
+    ERROR = "error"
+    STOPPED = "stopped"
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +109,7 @@ class PeerSnapshot:
     fingerprint: str
     public_key: str  # hex
     we_offer: bool
-    status: str = "discovered"
+    status: PeerStatus = PeerStatus.DISCOVERED
     failure_reason: str | None = None
     signaling_state: str = "stable"
     ice_gathering_state: str = "new"
@@ -124,7 +164,7 @@ class CallSnapshot:
     session_id: str
     portals: tuple[str, ...] = ()
     push: bool = False  # True when the portal's subscription socket is in use, False = polling
-    status: str = "starting"  # starting | joined | error | stopped
+    status: CallStatus = CallStatus.STARTING
     error: str | None = None
     mic: str = "off"  # on | muted | missing | off
     camera: str = "off"  # on | off | missing | pattern
@@ -135,3 +175,13 @@ class CallSnapshot:
     invalid_messages: int = 0
     notices: tuple[Notice, ...] = ()
     started_at: float = 0.0  # unix time the call started
+    # The room session's counters (what the bot's report shows), copied when the snapshot is made.
+    requests_counted: bool = False  # False until the room session exists (the counters below are its)
+    gets: int = 0
+    sets: int = 0
+    uploads: int = 0
+    downloads: int = 0
+    conflicts: int = 0
+    invalid_reasons: tuple[tuple[str, int], ...] = ()  # (reason, count) in first-seen order; dict() it
+    epoch_moves: int = 0  # presence/settings slots abandoned for the next epoch
+    loop_restarts: int = 0  # background loops that crashed and were restarted

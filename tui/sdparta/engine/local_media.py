@@ -1,0 +1,181 @@
+"""This machine's media in a call: what it sends (microphone or tone, camera or test pattern,
+each behind an on/off switch, encoded once for all peers) and what it plays (one mixer for every
+peer's audio, a latest-frame slot per peer's video)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from aiortc import RTCPeerConnection, RTCRtpSender
+from aiortc.contrib.media import MediaRelay
+from aiortc.mediastreams import MediaStreamTrack
+
+from sdparta.engine.codec_tuning import CodecSettings
+from sdparta.engine.peer import PeerLink
+from sdparta.media import devices, sinks, sources
+from sdparta.media.devices import DeviceResult
+from sdparta.media.fanout import EncodedFanout
+
+if TYPE_CHECKING:
+    from sdparta.engine.call_config import CallConfig
+
+
+class LocalMedia:
+    """Opened once per call on the engine loop; ``add_to`` puts it on every new connection."""
+
+    def __init__(self, config: CallConfig, codecs: CodecSettings, notice: Callable[[str, str], None]) -> None:
+        self.config = config
+        self.codecs = codecs
+        self._notice = notice
+        self._relay = MediaRelay()
+        self.audio_switch: sources.SwitchableTrack | None = None
+        self.video_switch: sources.SwitchableTrack | None = None
+        self.audio_fanout: EncodedFanout | None = None
+        self.video_fanout: EncodedFanout | None = None
+        self.local_view: sinks.VideoSink | None = None
+        self.mixer: sinks.AudioMixer | None = None
+        self.video_sinks: dict[str, sinks.VideoSink] = {}  # per remote session id
+        self.mic = "off"  # on | muted | missing | off
+        self.camera = "off"  # on | off | missing | pattern
+        self.audio_out = "none"  # device | wav | none | missing
+        self.tasks: list[asyncio.Task[Any]] = []
+
+    # ------------------------------------------------------------------ opening
+    def open(self) -> None:
+        cfg = self.config
+        audio: MediaStreamTrack | None = None
+        if cfg.audio.startswith("tone"):
+            audio = sources.ToneTrack(frequency_hz=float(cfg.audio.split(":", 1)[1]) if ":" in cfg.audio else 440.0)
+            self.mic = "on"
+        elif cfg.audio == "mic":
+            audio, self.mic = self._device(devices.open_microphone(), "microphone", "Others will not hear you.")
+        if audio is not None:
+            self.audio_switch = sources.SwitchableTrack(audio)
+            if cfg.shared_encoding:
+                self.audio_fanout = EncodedFanout(self._relay.subscribe(self.audio_switch, buffered=True),
+                                                  open_opus=self.codecs.open_opus,
+                                                  opus_frame_ms=cfg.opus_frame_ms or 20)
+        video: MediaStreamTrack | None = None
+        if not cfg.audio_only:
+            if cfg.video == "pattern":
+                video = sources.TestPatternTrack(cfg.video_width, cfg.video_height, cfg.fps, label=cfg.name)
+                self.camera = "pattern"
+            elif cfg.video == "camera":
+                video, self.camera = self._device(devices.open_camera(None, cfg.video_width, cfg.video_height, cfg.fps),
+                                                  "camera", "Others see your identicon.")
+        if video is not None:
+            self.video_switch = sources.SwitchableTrack(video)
+            if cfg.shared_encoding:
+                self.video_fanout = EncodedFanout(self._relay.subscribe(self.video_switch, buffered=False),
+                                                  video_bitrate=min(cfg.video_max_bitrate, 250_000), fps=cfg.fps)
+            self.local_view = sinks.VideoSink()
+            self.tasks.append(asyncio.create_task(
+                self.local_view.consume(self._relay.subscribe(self.video_switch, buffered=False))))
+        output, self.audio_out = sinks.open_audio_output(cfg.audio_out)
+        if self.audio_out == "missing":
+            self._notice("warning", "no audio output device: you will not hear the others "
+                                    "(use --record-audio FILE.wav or fix ALSA/Pulse)")
+        self.mixer = sinks.AudioMixer(output)
+        self.mixer.start()
+
+    def _device(self, result: DeviceResult, what: str, consequence: str) -> tuple[MediaStreamTrack | None, str]:
+        """A device that opened ("on"), or its absence as a state and a notice — never a crash."""
+        if result.track is None:
+            self._notice("warning", f"no {what}: {result.error}. {consequence}")
+            return None, "missing"
+        return result.track, "on"
+
+    async def close(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.mixer is not None:
+            await self.mixer.close()
+        for fanout in (self.audio_fanout, self.video_fanout):
+            if fanout is not None:
+                await fanout.stop()
+        for track in (self.audio_switch, self.video_switch):
+            if track is not None:
+                track.stop()
+
+    # ------------------------------------------------------------------ switching
+    def set_mic_muted(self, muted: bool) -> bool:
+        """Mute or unmute (silence, no renegotiation); False when there is no microphone to switch."""
+        if self.audio_switch is None:
+            return False
+        self.audio_switch.set_enabled(not muted)
+        self.mic = "muted" if muted else "on"
+        return True
+
+    def set_camera(self, on: bool) -> bool:
+        """Camera on or off (black frames, no renegotiation); False when there is no video to switch."""
+        if self.video_switch is None:
+            return False
+        self.video_switch.set_enabled(on)
+        self.camera = ("pattern" if self.config.video == "pattern" else "on") if on else "off"
+        return True
+
+    def state_message(self) -> dict[str, Any]:
+        """What the peers are told about our media (over the data channel)."""
+        return {"t": "state", "name": self.config.name, "muted": self.mic != "on",
+                "camera_off": self.camera not in ("on", "pattern"), "audio_only": self.config.audio_only}
+
+    def tune_for_mesh(self, live_peers: int) -> None:
+        """Fewer, bigger audio packets in a big mesh: per-packet work is what costs CPU there."""
+        if self.audio_fanout is not None and self.config.opus_frame_ms is None:
+            self.audio_fanout.opus_frame_ms = 60 if live_peers > 3 else 20
+
+    # ------------------------------------------------------------------ per connection
+    def add_to(self, pc: RTCPeerConnection, offering: bool) -> None:
+        """Attach our tracks; the offering side also creates receive-only transceivers for what we do
+        not send, the answering side of an audio-only call declines video."""
+        if self.audio_switch is not None:
+            self._add_source(pc, "audio", self.audio_fanout, self.audio_switch, buffered=True)
+        elif offering:
+            pc.addTransceiver("audio", direction="recvonly")
+        if not self.config.audio_only:
+            if self.video_switch is not None:
+                self._add_source(pc, "video", self.video_fanout, self.video_switch, buffered=False)
+            elif offering:
+                pc.addTransceiver("video", direction="recvonly")
+        elif not offering:
+            for transceiver in pc.getTransceivers():
+                if transceiver.kind == "video":
+                    transceiver.direction = "inactive"
+
+    def _add_source(self, pc: RTCPeerConnection, kind: str, fanout: EncodedFanout | None,
+                    source: MediaStreamTrack, *, buffered: bool) -> None:
+        """Our encoded packets (shared by every connection), or frames for aiortc to encode."""
+        if fanout is None:
+            pc.addTrack(self._relay.subscribe(source, buffered=buffered))
+            return
+        sender = pc.addTrack(fanout.subscribe())
+        # the packets are Opus / VP8: that is what this transceiver must negotiate
+        wanted = "audio/opus" if kind == "audio" else "video/vp8"
+        capabilities = RTCRtpSender.getCapabilities(kind).codecs
+        preferred = [c for c in capabilities if c.mimeType.lower() in (wanted, "video/rtx")]
+        for transceiver in pc.getTransceivers():
+            if transceiver.sender is sender:
+                transceiver.setCodecPreferences(preferred)
+
+    def receive(self, link: PeerLink, pc: RTCPeerConnection, track: MediaStreamTrack) -> None:
+        """A peer's track: audio into the mixer, video into its latest-frame slot."""
+        sid = link.member.session_id
+        if track.kind == "audio" and self.mixer is not None:
+            link.track_task(pc, asyncio.create_task(self.mixer.consume(sid, track)))
+        elif track.kind == "video":
+            sink = self.video_sinks.setdefault(sid, sinks.VideoSink())
+            link.track_task(pc, asyncio.create_task(sink.consume(track)))
+
+    def forget(self, session_id: str) -> None:
+        """The peer is over: its audio leaves the mix."""
+        if self.mixer is not None:
+            self.mixer.remove_input(session_id)
+
+    def peer_figures(self, session_id: str) -> tuple[float, float, int]:
+        """(audio level, audio seconds, video frames) received from a peer."""
+        level, seconds = self.mixer.input_stats(session_id) if self.mixer is not None else (0.0, 0.0)
+        sink = self.video_sinks.get(session_id)
+        return level, seconds, sink.frames if sink is not None else 0

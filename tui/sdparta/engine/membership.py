@@ -1,0 +1,133 @@
+"""The room's members as pairs: one :class:`Negotiation` per remote session, made, replaced and
+ended as the room session reports members (the ``RoomEvents`` a ``Call`` gives its session)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
+from aiortc.rtcconfiguration import RTCIceTransportPolicy
+
+from sdparta.engine.diagnosis import turn_servers_of
+from sdparta.engine.local_media import LocalMedia
+from sdparta.engine.negotiation import Negotiation, PeerContext, offers_first
+from sdparta.engine.peer import PeerLink
+from sdparta.engine.state import PeerStatus
+from sdparta.room.events import RoomEvents
+from sdparta.room.keys import fingerprint
+from sdparta.room.wire import Member, RoomSettings
+
+log = logging.getLogger(__name__)
+
+
+class Membership(RoomEvents):
+    """The pairs of one call, keyed by remote session id (engine loop only)."""
+
+    def __init__(self, public_key: bytes, session_id: str, started: float, media: LocalMedia, *,
+                 ice_servers: list[RTCIceServer], relay_only: bool,
+                 notice: Callable[[str, str], None], changed: Callable[[], None]) -> None:
+        self.public_key, self.session_id, self.started = public_key, session_id, started
+        self.media = media
+        self.ice_servers = list(ice_servers)  # + the room's relay, if one is shared
+        self.relay_only = relay_only
+        self._notice, self._changed = notice, changed
+        self.pairs: dict[str, Negotiation] = {}
+        self.context: PeerContext | None = None  # set once the room session exists
+
+    def new_pc(self) -> RTCPeerConnection:
+        policy = RTCIceTransportPolicy.RELAY if self.relay_only else RTCIceTransportPolicy.ALL
+        return RTCPeerConnection(RTCConfiguration(iceServers=list(self.ice_servers), iceTransportPolicy=policy))
+
+    def finish(self, link: PeerLink, status: PeerStatus, reason: str | None) -> None:
+        """The pair is over: its status says why, its audio leaves the mix, its connections close."""
+        if link.finished:
+            return
+        link.set_status(status, reason)
+        self.media.forget(link.member.session_id)
+        asyncio.get_running_loop().create_task(link.close())
+        self._changed()
+
+    # ------------------------------------------------------------------ room events
+    def member_seen(self, member: Member) -> None:
+        sid = member.session_id
+        if sid == self.session_id:
+            return
+        old = self.pairs.get(sid)
+        if old is not None and not old.link.may_come_back:
+            return
+        assert self.context is not None
+        link = PeerLink(member, offers_first(self.public_key, self.session_id, member), self.started, self._changed)
+        negotiation = Negotiation(link, self.context)
+        if old is not None:
+            # Declared gone (we or they were offline too long) and announcing again: a fresh pair.
+            negotiation.follow(old)
+        self._replace_stale_sessions(member)
+        self.pairs[sid] = negotiation
+        negotiation.start()
+        self._changed()
+
+    def _replace_stale_sessions(self, member: Member) -> None:
+        """The same identity came back with a new session (restarted its app): the old pair, if
+        it is not working, is replaced. Two live sessions of one identity are two participants."""
+        for sid, negotiation in list(self.pairs.items()):
+            link = negotiation.link
+            if (sid != member.session_id and link.member.public_key == member.public_key
+                    and link.connected_after_s is not None and link.status != PeerStatus.CONNECTED):
+                self.finish(link, PeerStatus.LEFT, "rejoined with a new session")
+                del self.pairs[sid]
+                self.media.video_sinks.pop(sid, None)
+
+    def member_gone(self, member: Member, status: str, reason: str) -> None:
+        negotiation = self.pairs.get(member.session_id)
+        if negotiation is None or negotiation.link.finished:
+            return
+        if negotiation.heard_recently(time.monotonic()):
+            return  # the data channel says it is alive; trust it over the presence list
+        self.finish(negotiation.link, PeerStatus(status), reason)
+
+    def message(self, member: Member, body: dict[str, Any]) -> None:
+        negotiation = self.pairs.get(member.session_id)
+        if negotiation is None:
+            self.member_seen(member)
+            negotiation = self.pairs.get(member.session_id)
+            if negotiation is None:
+                return
+        link = negotiation.link
+        if body.get("name"):
+            link.remote_name = str(body["name"])[:48]
+        if body["type"] == "bye":
+            self.finish(link, PeerStatus.LEFT, None)
+        elif link.finished:
+            return
+        elif body["type"] in ("offer", "answer"):
+            negotiation.on_signal(body)
+        self._changed()
+
+    def invalid(self, reason: str) -> None:
+        log.info("dropped invalid message: %s", reason)
+        self._changed()
+
+    def settings(self, settings: RoomSettings) -> None:
+        """Someone shared a TURN relay with the room: use it unless we have our own."""
+        if not settings.turn or turn_servers_of(self.ice_servers):
+            return
+        self.ice_servers = [*self.ice_servers, *(RTCIceServer(urls=t.url, username=t.username,
+                                                              credential=t.credential) for t in settings.turn)]
+        shared = "us" if settings.author == self.public_key else fingerprint(settings.author)
+        self._notice("information", f"using the room's TURN relay {settings.turn[0].url} (shared by {shared})")
+        for negotiation in self.pairs.values():  # pairs still trying without a relay: try again with it
+            negotiation.relay_added()
+
+    def alive(self, member: Member) -> bool:
+        negotiation = self.pairs.get(member.session_id)
+        return (negotiation is not None and negotiation.link.member.key == member.key
+                and negotiation.link.status == PeerStatus.CONNECTED)
+
+    def loop_failed(self, name: str, error: str) -> None:
+        """A background loop crashed (a bug) and is being restarted: say so, never stay silent."""
+        self._notice("error", f"internal error in the {name} loop ({error}); it was restarted — "
+                              "please report this with the log (SDPARTA_LOG=INFO)")
