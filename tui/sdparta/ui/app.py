@@ -34,7 +34,7 @@ from textual.timer import Timer
 from textual.widgets import Input, RichLog, Static
 
 from sdparta.config import over_ssh
-from sdparta.engine.state import CallSnapshot, ChatMessage, Notice, PeerSnapshot
+from sdparta.engine.state import CallSnapshot, ChatMessage, Notice, PeerSnapshot, PeerStatus
 from sdparta.ui.call_source import CallSource
 from sdparta.ui.ice_panel import IcePanel
 from sdparta.ui.participants import TILE_STATUSES, participants_text, roster, tile_label
@@ -47,7 +47,7 @@ from sdparta.ui.widgets import PeerTile, TextLine
 COMMAND_SETTLE_S = 1.0  # after a mute/camera key, trust the key over snapshots for this long
 SSH_TILE_CELLS = (48, 18)  # largest picture per tile over SSH: ~35 KiB per truecolor frame at most
 NOTICE_SEVERITIES = ("information", "warning", "error")  # what Textual's notify accepts
-RESTARTABLE = ("connected", "reconnecting")  # pairs `r` may restart ICE on
+RESTARTABLE = (PeerStatus.CONNECTED, PeerStatus.RECONNECTING)  # pairs `r` may restart ICE on
 T = TypeVar("T")
 
 

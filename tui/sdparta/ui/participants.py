@@ -11,17 +11,21 @@ from collections.abc import Sequence
 
 from rich.text import Text
 
-from sdparta.engine.state import PeerSnapshot
+from sdparta.engine.state import PeerSnapshot, PeerStatus
 from sdparta.ui.sanitize import safe
 
-STATE_COLOURS = {"discovered": "cyan", "connecting": "yellow", "connected": "green", "reconnecting": "yellow",
-                 "failed": "red", "left": "grey50", "gone": "red"}
+STATE_COLOURS: dict[str, str] = {
+    PeerStatus.DISCOVERED: "cyan", PeerStatus.CONNECTING: "yellow", PeerStatus.CONNECTED: "green",
+    PeerStatus.RECONNECTING: "yellow", PeerStatus.FAILED: "red", PeerStatus.LEFT: "grey50",
+    PeerStatus.GONE: "red",
+}
 #: Statuses that get a video tile (and stay in the list even when an older session of them left).
-TILE_STATUSES = ("discovered", "connecting", "connected", "reconnecting", "failed")
+TILE_STATUSES: tuple[PeerStatus, ...] = (PeerStatus.DISCOVERED, PeerStatus.CONNECTING, PeerStatus.CONNECTED,
+                                         PeerStatus.RECONNECTING, PeerStatus.FAILED)
 PATH_LABELS = {"direct": "direct", "stun": "STUN", "turn": "TURN"}
 LEVEL_GLYPHS = " ▁▂▃▄▅▆▇█"
 #: Statuses whose failure reason is worth a line under the participant.
-REASON_STATUSES = ("failed", "gone", "reconnecting")
+REASON_STATUSES = (PeerStatus.FAILED, PeerStatus.GONE, PeerStatus.RECONNECTING)
 
 
 def roster(peers: Sequence[PeerSnapshot]) -> list[PeerSnapshot]:
@@ -58,19 +62,19 @@ def peer_line(peer: PeerSnapshot, focused: bool) -> Text:
     text.append("▶ " if focused else "  ", style="bold yellow")
     text.append("●" if peer.speaking else "○", style="bold green" if peer.speaking else "grey50")
     text.append(level_glyph(peer.audio_level), style="green")
-    text.append(f" {safe(peer.name)[:16]}", style="bold" if peer.status != "left" else "grey50")
+    text.append(f" {safe(peer.name)[:16]}", style="bold" if peer.status != PeerStatus.LEFT else "grey50")
     text.append(f" {safe(peer.fingerprint)}\n", style="grey62")
     text.append("    ")
     text.append(peer.status, style=STATE_COLOURS.get(peer.status, "white"))
     if peer.path:
         text.append(f" {PATH_LABELS.get(peer.path, safe(peer.path))}", style="cyan")
-    if peer.stats.rtt_ms is not None and peer.status == "connected":
+    if peer.stats.rtt_ms is not None and peer.status == PeerStatus.CONNECTED:
         text.append(f" {peer.stats.rtt_ms:.0f} ms")
     for flag in peer_flags(peer):
         text.append(f" {flag}", style="magenta")
     if peer.failure_reason and peer.status in REASON_STATUSES:
         text.append(f"\n    {safe(peer.failure_reason)}",
-                    style="red" if peer.status != "reconnecting" else "yellow")
+                    style="red" if peer.status != PeerStatus.RECONNECTING else "yellow")
     return text
 
 

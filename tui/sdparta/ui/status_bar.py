@@ -6,7 +6,7 @@ import re
 
 from rich.text import Text
 
-from sdparta.engine.state import CallSnapshot
+from sdparta.engine.state import CallSnapshot, CallStatus
 from sdparta.ui.sanitize import safe
 
 #: Key hints, longest first: the longest that fits is shown.
@@ -34,8 +34,8 @@ def status_text(snap: CallSnapshot, width: int) -> Text:
         (f" cam {snap.camera} ", "green" if snap.camera in ("on", "pattern") else "yellow", 0),
         (f" {audio_out} ", "yellow" if snap.audio_out in ("missing", "none") else "green", 0),
     ]
-    if snap.status != "joined":
-        parts.append((f" {snap.status} ", "bold red" if snap.status == "error" else "yellow", 0))
+    if snap.status != CallStatus.JOINED:
+        parts.append((f" {snap.status} ", "bold red" if snap.status == CallStatus.ERROR else "yellow", 0))
     dropped: set[int] = set()
     for level in (3, 2):  # keep everything while at least the shortest hint fits
         used = sum(len(text) for text, _, drop in parts if drop not in dropped)
