@@ -6,7 +6,8 @@ The file lives at ``platformdirs.user_config_dir("sdparta")/config.toml``; ``SDP
 points elsewhere. No public server is contacted by default: no STUN, no TURN, a local portal.
 
 ``join``, ``demo`` and ``bot`` all build their call with :func:`call_config` (a bot reads no config
-file: it is configured by its flags alone). ``UserSettings`` holds each default, once.
+file: it is configured by its flags alone). ``UserSettings`` holds each default (the engine's from
+``sdparta.engine.defaults``).
 
 Example config.toml::
 
@@ -34,8 +35,10 @@ from typing import TYPE_CHECKING, Any
 
 import platformdirs
 
+from sdparta.engine import defaults  # the engine's defaults (constants only: no aiortc is imported)
+
 if TYPE_CHECKING:
-    from sdparta.engine.call import CallConfig
+    from sdparta.engine.call_config import CallConfig
 
 VIDEO_MODES = ("truecolor", "256", "mono")
 SSH_FPS = 8
@@ -146,8 +149,8 @@ def _default_name() -> str:
 
 @dataclass(frozen=True)
 class UserSettings:
-    """The effective settings, typed. The field defaults are the built-in defaults (written only here);
-    the field order is the order ``sdparta config --show`` lists them in."""
+    """The effective settings, typed. The field defaults are the built-in defaults (the engine's are
+    taken from ``engine/defaults.py``); the field order is the order ``sdparta config --show`` lists."""
 
     name: str = field(default_factory=_default_name)
     """Display name the other participants see (default: ``$USER``)."""
@@ -163,13 +166,13 @@ class UserSettings:
     """How video tiles are drawn: truecolor, 256 or mono."""
     fps: int = 15
     """Video tile frames per second in the app (``SSH_FPS`` over SSH)."""
-    opus_bitrate: int = 32000
+    opus_bitrate: int = defaults.OPUS_BITRATE
     """Opus bitrate in bit/s (aiortc's own is 96 kbit/s)."""
-    opus_channels: int = 1
+    opus_channels: int = defaults.OPUS_CHANNELS
     """Opus channels: 1 (mono) or 2 (stereo)."""
     audio_only: bool = False
     """Send no video at all."""
-    connect_timeout: float = 20.0
+    connect_timeout: float = defaults.CONNECT_TIMEOUT
     """Seconds a pair may take to connect before it is failed."""
 
 
@@ -334,7 +337,7 @@ def call_config(room: str, flags: CallFlags, *, config_file: bool = True,
     Raises ConfigError for a bad value."""
     from aiortc import RTCIceServer
 
-    from sdparta.engine.call import CallConfig
+    from sdparta.engine.call_config import CallConfig
 
     settings = load_settings(flags.overrides(), config_file=config_file)
     values = settings.typed
