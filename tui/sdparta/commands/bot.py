@@ -44,10 +44,10 @@ def _candidate(candidate: CandidateInfo) -> dict[str, Any]:
             "port": candidate.port}
 
 
-def build_report(call: Call, snapshot: CallSnapshot) -> dict[str, Any]:
-    """The bot's JSON report (shape documented in README and issue 2)."""
-    session = call.session
-    counters = session.counters if session is not None else None
+def build_report(snapshot: CallSnapshot) -> dict[str, Any]:
+    """The bot's JSON report (shape documented in README and issue 2), from the snapshot alone:
+    the engine's live objects belong to its thread."""
+    counted = snapshot.requests_counted  # the room session's counters, as copied into the snapshot
     return {
         "name": snapshot.name,
         "fingerprint": snapshot.fingerprint,
@@ -59,10 +59,10 @@ def build_report(call: Call, snapshot: CallSnapshot) -> dict[str, Any]:
         "started_at": snapshot.started_at,
         "written_at": time.time(),
         "invalid_messages": snapshot.invalid_messages,
-        "invalid_reasons": dict(counters.invalid_reasons) if counters else {},
-        "requests": ({"get": counters.gets, "set": counters.sets, "upload": counters.uploads,
-                      "download": counters.downloads, "conflicts": counters.conflicts}
-                     if counters else {}),
+        "invalid_reasons": dict(snapshot.invalid_reasons) if counted else {},
+        "requests": ({"get": snapshot.gets, "set": snapshot.sets, "upload": snapshot.uploads,
+                      "download": snapshot.downloads, "conflicts": snapshot.conflicts}
+                     if counted else {}),
         "chat_received": [{"from": m.from_name, "fingerprint": m.from_fingerprint, "text": m.text, "t": m.t}
                           for m in snapshot.chat if not m.own],
         "chat_sent": [m.text for m in snapshot.chat if m.own],
@@ -165,12 +165,12 @@ def run(args: argparse.Namespace) -> int:
                     call.send_chat(args.chat, to=peer.session_id)
                     greeted.add(peer.session_id)
         if report_path is not None:
-            write_report(report_path, build_report(call, snapshot))
+            write_report(report_path, build_report(snapshot))
     call.stop()
     snapshot = call.snapshot()
     ever_connected = ever_connected or connected_to_anyone(snapshot)
     if report_path is not None:
-        write_report(report_path, build_report(call, snapshot))
+        write_report(report_path, build_report(snapshot))
     if not snapshot.peers:
         print(f"bot: saw nobody in the room ({_nobody_cause(config, snapshot, ever_joined)})", file=sys.stderr)
         return 3
