@@ -148,8 +148,9 @@ def test_renderer_is_at_least_10x_faster_than_rich_pixels() -> None:
     from rich.console import Console
     from rich_pixels import Pixels
 
-    from sdparta.ui.video import cells_row_strip
+    from sdparta.ui.video import StripPainter
 
+    painter = StripPainter()  # what a tile owns: its caches last from frame to frame
     rng = np.random.default_rng(7)
     base = np.repeat(np.arange(160, dtype=np.int16)[None, :] * 3 // 2, 120, axis=0)
     frames = [np.clip(np.stack([base, base[::-1], 255 - base], axis=-1) + rng.integers(-6, 7, (120, 160, 3)),
@@ -162,7 +163,7 @@ def test_renderer_is_at_least_10x_faster_than_rich_pixels() -> None:
     def ours(rgb: np.ndarray, prev: Cells | None) -> Cells:
         cells = render_halfblock(rgb, 80, 24)
         for y in changed_rows(prev, cells):
-            cells_row_strip(cells, y)
+            painter.row_strip(cells, y)
         return cells
 
     def best_of(fn: object, runs: int = 3) -> float:
@@ -185,14 +186,16 @@ def test_renderer_is_at_least_10x_faster_than_rich_pixels() -> None:
 
 def test_strips_carry_exactly_the_cells_colours() -> None:
     """The UI's strip builder (cached segments per run) reproduces every cell's colours."""
-    from sdparta.ui.video import RunIndex, cells_row_strip
+    from sdparta.ui.video import RunIndex, StripPainter
+
+    painter = StripPainter()
 
     rgb = np.random.default_rng(5).integers(0, 4, (12, 20, 3), dtype=np.uint8) * 85  # many equal runs
     for mode in ("truecolor", "256"):
         cells = render_halfblock(rgb, 20, 6, mode)
         runs = RunIndex(cells)
         for y in range(cells.rows):
-            strip = cells_row_strip(cells, y, runs)
+            strip = painter.row_strip(cells, y, runs)
             assert strip.cell_length == cells.cols and strip.text == "▀" * cells.cols
             x = 0
             for segment in strip:
@@ -206,4 +209,4 @@ def test_strips_carry_exactly_the_cells_colours() -> None:
                     x += 1
             assert len(list(strip)) == len(runs.packed[runs.bounds[y]:runs.bounds[y + 1]]), "one segment per run"
     mono = render_halfblock(rgb, 20, 6, "mono")
-    assert all(s.style is None for s in cells_row_strip(mono, 0)), "mono strips carry no colour"
+    assert all(s.style is None for s in painter.row_strip(mono, 0)), "mono strips carry no colour"

@@ -254,7 +254,7 @@ def bench_render(rows: list[Row], count: int = 150) -> None:
     from rich_pixels import Pixels
 
     from sdparta.media.render import ansi_bytes, changed_rows, render_halfblock
-    from sdparta.ui.video import cells_row_strip
+    from sdparta.ui.video import StripPainter
 
     frames = _camera_like_frames(count)
     console = Console(width=80, file=open(os.devnull, "w"), color_system="truecolor")  # noqa: SIM115
@@ -268,13 +268,13 @@ def bench_render(rows: list[Row], count: int = 150) -> None:
     rows.append(("rich-pixels Pixels.from_image, 80×24 cells (baseline)", f"{base_ms:.2f} ms/frame", "baseline"))
     truecolor_bytes = 0.0
     for mode in ("truecolor", "256", "mono"):
-        costs, sizes, prev = [], [], None
+        costs, sizes, prev, painter = [], [], None, StripPainter()  # a tile's painter, caches per tile
         for frame in frames:
             t0 = time.perf_counter()
             cells = render_halfblock(frame, 80, 24, mode)
             changed = changed_rows(prev, cells)
             for y in changed:
-                cells_row_strip(cells, y)
+                painter.row_strip(cells, y)
             costs.append(time.perf_counter() - t0)
             sizes.append(ansi_bytes(cells, changed))
             prev = cells

@@ -133,14 +133,6 @@ class StripPainter:
 
 #: The painter of callers that have no tile (the renderer bench and its tests), so that their
 #: repeated calls hit warm caches as a tile's do. Tiles never use it: each owns its painter.
-_TILELESS_PAINTER = StripPainter()
-
-
-def cells_row_strip(cells: Cells, y: int, runs: RunIndex | None = None) -> Strip:
-    """One row of cells as a Strip, for code without a tile: :meth:`StripPainter.row_strip`."""
-    return _TILELESS_PAINTER.row_strip(cells, y, runs)
-
-
 class FpsGovernor:
     """Chooses the tile frame rate from how late the frame timer fires and how long tiles were busy.
 
