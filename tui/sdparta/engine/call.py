@@ -135,11 +135,6 @@ class Call:
         """Restart ICE with one participant now (for debugging a path; the pair stays up meanwhile)."""
         self._command(self._restart_ice, session_id)
 
-    @property
-    def session(self) -> RoomSession | None:
-        """The room session (engine-loop object; for benchmarks)."""
-        return self._session
-
     def _command(self, fn: Callable[..., Any], *args: Any) -> None:
         loop = self._loop
         if loop is None or loop.is_closed():

@@ -6,8 +6,7 @@ Video is produced as yuv420p at the source: one frame shared by several VP8 enco
 Every source paces itself by the monotonic clock, so an encoder (or a test) can never run ahead of
 real time, and stamps frames from a sample/frame counter so pts never jump.
 
-The device sources (camera, microphone) live in :mod:`sdparta.media.devices`; ``DeviceResult``,
-``open_camera`` and ``open_microphone`` are re-exported here for callers that predate that split.
+The device sources (camera, microphone) live in :mod:`sdparta.media.devices`.
 """
 
 from __future__ import annotations
@@ -22,21 +21,14 @@ import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from sdparta.media.devices import DeviceResult, ensure_alsa_config, open_camera, open_microphone
-
 __all__ = [
     "AUDIO_RATE",
     "VIDEO_CLOCK",
-    "DeviceResult",
     "Pacer",
-    "Switchable",
     "SwitchableTrack",
     "TestPatternTrack",
     "ToneTrack",
     "black_frame",
-    "ensure_alsa_config",
-    "open_camera",
-    "open_microphone",
     "silent_frame",
 ]
 
@@ -286,6 +278,3 @@ class SwitchableTrack(MediaStreamTrack):
         super().stop()
         self.source.stop()
 
-
-#: The name the engine uses.
-Switchable = SwitchableTrack
