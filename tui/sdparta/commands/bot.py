@@ -147,8 +147,6 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, _on_signal)
     print(f"sdparta bot {config.name} {call.identity.fingerprint} session {call.session_id}", flush=True)
     call.start()
-    if report_path is not None:  # at once: a pair may connect before the first interval is over
-        write_report(report_path, build_report(call.snapshot()))
     deadline = time.monotonic() + args.duration if args.duration else None
     greeted: set[str] = set()  # session ids that got our --chat line
     ever_connected = False
