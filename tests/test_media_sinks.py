@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import av
@@ -31,16 +30,10 @@ from sdparta.media.sinks import (
     open_audio_output,
 )
 from sdparta.media.sources import TestPatternTrack, ToneTrack
+from support.waits import wait_until
 
 OPUS = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2)
 VP8 = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000)
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
 
 
 class CodecLoopback(MediaStreamTrack):
@@ -160,7 +153,7 @@ async def test_device_output_is_paced_by_the_mixer_not_the_device() -> None:
     mixer = AudioMixer(output)
     start = time.monotonic()
     mixer.start()
-    await wait_until(lambda: output.blocks_written >= 25, 5, "25 blocks on the device")
+    await wait_until(lambda: output.blocks_written >= 25, "25 blocks on the device", timeout=5)
     elapsed = time.monotonic() - start
     await mixer.close()
     assert elapsed >= 24 * 0.020 - 0.02  # 25 blocks of 20 ms, the first one at once
@@ -180,11 +173,11 @@ async def test_mixer_survives_a_failing_output() -> None:
     broken = Broken()
     mixer = AudioMixer(broken)
     mixer.start()
-    await wait_until(lambda: mixer.output_error is not None, 2, "the output failure")
+    await wait_until(lambda: mixer.output_error is not None, "the output failure", timeout=2)
     assert "unplugged" in (mixer.output_error or "") and broken.closed
     assert isinstance(mixer.output, NullOutput)
     blocks = mixer.blocks_mixed
-    await wait_until(lambda: mixer.blocks_mixed > blocks + 2, 2, "mixing to go on")
+    await wait_until(lambda: mixer.blocks_mixed > blocks + 2, "mixing to go on", timeout=2)
     await mixer.close()
 
 
@@ -244,7 +237,7 @@ async def test_removed_input_stops_consuming_and_keeps_its_seconds() -> None:
     mixer = AudioMixer()
     tone = ToneTrack(frequency_hz=440)
     task = asyncio.create_task(mixer.consume("peer", tone))
-    await wait_until(lambda: mixer.input_stats("peer")[1] >= 0.1, 5, "audio to arrive")
+    await wait_until(lambda: mixer.input_stats("peer")[1] >= 0.1, "audio to arrive", timeout=5)
     mixer.remove_input("peer")
     await asyncio.wait_for(task, 1)  # consume notices at the next frame
     assert "peer" not in mixer.stats()
@@ -260,7 +253,7 @@ async def _record_through_opus(tones: list[float], wav: Path) -> AudioMixer:
     tasks = [asyncio.create_task(mixer.consume(f"in{i}", t)) for i, t in enumerate(tracks)]
     try:
         await wait_until(lambda: min(mixer.input_stats(f"in{i}")[1] for i in range(len(tones))) >= 1.5,
-                         10, "1.5 s of decoded audio per input")
+                         "1.5 s of decoded audio per input", timeout=10)
         levels = [mixer.input_stats(f"in{i}")[0] for i in range(len(tones))]
         assert all(0.1 < level < 0.4 for level in levels), levels
     finally:
@@ -331,8 +324,8 @@ async def test_video_sink_reads_are_safe_from_other_threads() -> None:
         thread.start()
     try:
         await sink.consume(CodecLoopback(TestPatternTrack(fps=60), VP8, limit=30))
-        await wait_until(lambda: all(log and log[-1] == 30 for log in seen) or bool(errors), 5,
-                         "every reader to see the last frame")
+        await wait_until(lambda: all(log and log[-1] == 30 for log in seen) or bool(errors),
+                         "every reader to see the last frame", timeout=5)
     finally:
         stop.set()
         for thread in threads:
@@ -368,8 +361,8 @@ async def test_two_peer_connections_carry_tone_and_pattern(tmp_path: Path) -> No
         await receiver.setLocalDescription(await receiver.createAnswer())
         await sender.setRemoteDescription(receiver.localDescription)
         mixer.start()
-        await wait_until(lambda: mixer.input_stats("sender")[1] >= 1.5 and sink.frames >= 10, 20,
-                         "1.5 s of audio and 10 video frames over the peer connection")
+        await wait_until(lambda: mixer.input_stats("sender")[1] >= 1.5 and sink.frames >= 10,
+                         "1.5 s of audio and 10 video frames over the peer connection", timeout=20)
         assert mixer.input_stats("sender")[0] > 0.1  # speaking
         latest = sink.latest()
         assert latest is not None and latest[1].shape == (120, 160, 3)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
 
 import pytest
 
@@ -22,6 +21,7 @@ from sdparta.room.slots import EPOCH_REVISION_LIMIT, slot_data_key
 from sdparta.room.wire import MAX_MEMBERS, Member, seal, sign_member
 from sdparta.store import KeyPair, MemoryStore, decode_skylink, sign_entry, skylink_for_content
 from sdparta.store.crypto import MAX_REVISION
+from support.waits import wait_until
 
 IDLE = SessionTiming(reannounce=3600, poll_push=3600)  # no timer fires unless a test asks for it
 QUICK = SessionTiming(reannounce=0.3, reannounce_retry=0.3, poll_push=3600)
@@ -50,14 +50,6 @@ class Seen(RoomEvents):
 
     def loop_failed(self, name: str, error: str) -> None:
         self.failures.append((name, error))
-
-
-async def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 def member(store: MemoryStore, keys: RoomKeys, name: str, seed: int, events: RoomEvents | None = None,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 
 import pytest
 
@@ -13,6 +12,7 @@ from sdparta.room.session import RoomEvents, RoomSession, SessionTiming
 from sdparta.room.wire import Member
 from sdparta.store import MemoryStore
 from sdparta.store.base import RegistryEntry, Store, Subscription
+from support.waits import wait_until
 
 IDLE = SessionTiming(reannounce=3600, poll_push=3600)  # no timer fires during the test
 
@@ -28,14 +28,6 @@ class Departures(RoomEvents):
 @pytest.fixture(scope="module")
 def keys() -> RoomKeys:
     return RoomKeys.derive("session-room", "pw")
-
-
-async def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 async def test_a_member_dropped_as_stale_by_a_writer_ahead_of_us_is_gone_not_left(keys: RoomKeys) -> None:
