@@ -141,3 +141,51 @@ async def test_an_older_presence_list_read_last_never_replaces_a_newer_one(keys:
     assert other_departures.gone == {}
     for member in (reader, first, second, third):
         await member.close()
+
+
+async def test_eight_members_joining_at_once_all_find_each_other(keys: RoomKeys) -> None:
+    """Concurrent joins race on the presence slot's compare-and-set: the losers re-read and retry,
+    and nobody is lost."""
+    store = MemoryStore()
+    members = [RoomSession(store, keys, Identity.from_seed(bytes([10 + i]) * 32), f"m{i}", f"{10 + i:016x}",
+                           RoomEvents(), timing=IDLE) for i in range(8)]
+    await asyncio.gather(*(m.start() for m in members))
+    for member in members:
+        await member._poll_once()
+    assert all(len(m.members()) == 7 for m in members), [len(m.members()) for m in members]
+    assert sum(m.counters.conflicts for m in members) > 0, "the joins did not race (the test proves nothing)"
+    for member in members:
+        await member.close()
+
+
+async def test_a_member_that_vanished_without_bye_and_is_listed_again_is_seen_again(keys: RoomKeys) -> None:
+    """A stale record dropped by a writer (the member looked crashed) that comes back in the list
+    (its network returned) is a member again: the engine gets member_seen and restarts the pair."""
+    store = MemoryStore()
+    now = [time.time()]
+
+    class Seen(Departures):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seen: list[str] = []
+
+        def member_seen(self, member: Member) -> None:
+            self.seen.append(member.name)
+
+    events = Seen()
+    reader = RoomSession(store, keys, Identity.from_seed(b"\x01" * 32), "reader", "01" * 8, events,
+                         timing=IDLE, clock=lambda: now[0])
+    away = RoomSession(store, keys, Identity.from_seed(b"\x02" * 32), "away", "02" * 8, RoomEvents(),
+                       timing=IDLE, clock=lambda: now[0])
+    await reader.start()
+    await away.start()
+    await reader._poll_once()
+    assert events.seen == ["away"]
+    now[0] += IDLE.ttl + 1  # away's network is down past the TTL: its record goes stale
+    reader.expire_stale()
+    assert events.gone["away"][0] == "gone"
+    await away._update_presence(leaving=False)  # back: it announces again
+    await reader._poll_once()
+    assert events.seen == ["away", "away"] and {m.name for m in reader.members()} == {"away"}
+    for member in (reader, away):
+        await member.close()
