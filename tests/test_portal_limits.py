@@ -469,3 +469,37 @@ def test_portal_command_takes_limit_flags(tmp_path: Path) -> None:
                           str(tmp_path / "bad.sqlite3"), "--registry-inserts-per-s", "0"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "must be positive" in bad.stderr and "Traceback" not in bad.stderr
+
+
+# ------------------------------------------------------------------------------ behind a reverse proxy
+async def test_behind_a_trusted_proxy_limits_apply_to_the_forwarded_client(
+        make_portal: Callable[..., Awaitable[RunningPortal]]) -> None:
+    """Behind a TLS reverse proxy (the README's VPS setup) every request comes from the proxy: with
+    --trusted-proxy its clients are told apart by the address it appends to X-Forwarded-For; a client
+    cannot pick its own address by sending the header, and from anyone else the header is ignored."""
+    portal = await make_portal(registry_insert_rate=0.001, registry_insert_burst=1, trusted_proxies=("127.0.0.1",))
+    keys = [hash_data_key(f"proxied {i}") for i in range(6)]
+
+    def via(client_ip: str, claimed: str = "") -> dict[str, str]:
+        return {"X-Forwarded-For": f"{claimed + ', ' if claimed else ''}{client_ip}"}
+
+    async with client(portal) as proxy, client(portal, OTHER) as direct:
+        ok = await proxy.post("/skynet/registry", json=entry_json(b"a", 0, keys[0]), headers=via("198.51.100.1"))
+        assert ok.status_code == 204
+        again = await proxy.post("/skynet/registry", json=entry_json(b"a", 0, keys[1]), headers=via("198.51.100.1"))
+        assert again.status_code == 429  # the same forwarded client is limited...
+        other = await proxy.post("/skynet/registry", json=entry_json(b"b", 0, keys[2]), headers=via("198.51.100.2"))
+        assert other.status_code == 204  # ...another one behind the same proxy is not
+        # the left part of the header is what the client claimed: it does not make a new client
+        spoofed = await proxy.post("/skynet/registry", json=entry_json(b"c", 0, keys[3]),
+                                   headers=via("198.51.100.1", claimed="203.0.113.9"))
+        assert spoofed.status_code == 429
+        # not a trusted proxy: its header is ignored, it is one client however it labels requests
+        first = await direct.post("/skynet/registry", json=entry_json(b"d", 0, keys[4]), headers=via("198.51.100.3"))
+        second = await direct.post("/skynet/registry", json=entry_json(b"d", 0, keys[5]), headers=via("198.51.100.4"))
+        assert (first.status_code, second.status_code) == (204, 429)
+
+
+def test_a_trusted_proxy_must_be_an_address() -> None:
+    with pytest.raises(ValueError, match="not an IP address"):
+        PortalOptions(trusted_proxies=("proxy.example",)).check()

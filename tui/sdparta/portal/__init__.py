@@ -46,6 +46,9 @@ def add_limit_arguments(parser: argparse.ArgumentParser) -> None:
         default = f"{getattr(PortalOptions, field) / scale:g}"
         group.add_argument(flag, dest=f"limit_{field}", type=kind, default=None, metavar="N",
                            help=help_text.format(default=default))
+    group.add_argument("--trusted-proxy", dest="limit_trusted_proxies", action="append", default=None,
+                       metavar="ADDR", help="a reverse proxy in front of the portal (repeatable): limits then "
+                       "apply to the address it appends to X-Forwarded-For, not to the proxy")
 
 
 def limits_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -55,4 +58,7 @@ def limits_from_args(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, f"limit_{field}", None)
         if value is not None:
             limits[field] = kind(value * scale) if kind is int else value * scale
+    proxies = getattr(args, "limit_trusted_proxies", None)
+    if proxies:
+        limits["trusted_proxies"] = tuple(proxies)
     return limits

@@ -97,7 +97,8 @@ class Portal(PushHub):
             peer = transport.get_extra_info("peername")
             client = client_key(peer[0] if isinstance(peer, tuple) and peer else None)
             held = self._connections_by_client.get(client, 0)
-            if held >= self.options.max_connections_per_client:
+            # a trusted proxy carries everyone's requests: its clients are told apart per request
+            if held >= self.options.max_connections_per_client and client not in self.trusted_proxies:
                 self._refuse(transport, 429, f"too many connections from your address (limit "
                                              f"{self.options.max_connections_per_client}); reuse connections")
                 return
@@ -226,7 +227,7 @@ class Portal(PushHub):
             return error(400, f"registry data too big ({len(entry.data)} > {MAX_ENTRY_DATA} bytes)")
         if not verify_entry(entry):
             return error(400, "invalid signature for this registry entry")
-        bucket = self.inserts.bucket(client_key(request.remote))
+        bucket = self.inserts.bucket(self.client_of(request))
         ttl = self.options.registry_ttl_s
         outcome = await asyncio.to_thread(self.db.set_entry, entry, bucket.peek(), ttl)
         if outcome == "inserted":
@@ -250,7 +251,7 @@ class Portal(PushHub):
         too_large = f"upload too large (limit {limit} bytes)"
         if request.content_length is not None and request.content_length > limit + MULTIPART_OVERHEAD:
             return error(413, too_large)
-        client = client_key(request.remote)
+        client = self.client_of(request)
         bucket = self.uploads.bucket(client)
         declared = request.content_length or 0
         if not bucket.peek(min(max(declared, UPLOAD_MIN_CHARGE), self.options.upload_burst_bytes)):

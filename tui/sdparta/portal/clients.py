@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import time
+from collections.abc import Collection, Mapping
 
 
 @functools.lru_cache(maxsize=4096)
@@ -26,6 +27,19 @@ def client_key(host: str | None) -> str:
             return str(ip.ipv4_mapped)
         return str(ipaddress.IPv6Network((ip, 64), strict=False).network_address) + "/64"
     return str(ip)
+
+
+def request_client(remote: str | None, headers: Mapping[str, str], trusted_proxies: Collection[str]) -> str:
+    """The client a request counts against. From a trusted reverse proxy it is the right-most
+    ``X-Forwarded-For`` address that is not itself a trusted proxy (the one the proxy appended: the
+    left part is whatever the client claimed); from anyone else the header is ignored."""
+    if remote is None or client_key(remote) not in trusted_proxies:
+        return client_key(remote)
+    hops = [hop.strip() for hop in headers.get("X-Forwarded-For", "").split(",")[-8:]]
+    for hop in reversed(hops):
+        if hop and client_key(hop) not in trusted_proxies:
+            return client_key(hop)
+    return client_key(remote)
 
 
 class TokenBucket:

@@ -7,6 +7,7 @@ docs/portal.md explains each limit and why its default is what it is.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 #: File descriptors kept free for SQLite, worker threads and logs when the connection cap is derived
@@ -70,6 +71,9 @@ class PortalOptions:
     body_timeout_s: float = 60.0
     #: parts in one skyfile upload (skynet-js sends one, named ``file``)
     max_multipart_parts: int = 8
+    #: addresses of reverse proxies in front of the portal: for requests from them the client is the
+    #: address the proxy appended to ``X-Forwarded-For``, and their TCP connections are not capped
+    trusted_proxies: tuple[str, ...] = ()
     #: skyfile upload bytes per second per client, and the burst (each upload counts at least 4 KiB)
     upload_rate_bytes_s: float = 2 * 1024 * 1024
     upload_burst_bytes: float = 32 * 1024 * 1024
@@ -108,6 +112,11 @@ class PortalOptions:
             raise ValueError("the upload burst must allow one skyfile of the maximum size")
         if self.registry_insert_burst < 1:
             raise ValueError("the registry insert burst must be at least 1")
+        for proxy in self.trusted_proxies:
+            try:
+                ipaddress.ip_address(proxy)
+            except ValueError:
+                raise ValueError(f"trusted proxy {proxy!r} is not an IP address (e.g. 127.0.0.1)") from None
 
     def blob_policy(self) -> BlobPolicy:
         return BlobPolicy(quota_bytes=self.quota_bytes, client_bytes=min(self.client_quota_bytes, self.quota_bytes),

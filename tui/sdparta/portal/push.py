@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from sdparta.portal.clients import client_key
+from sdparta.portal.clients import client_key, request_client
 from sdparta.portal.db import PortalDB
 from sdparta.portal.logs import LogLimiter, describe
 from sdparta.portal.options import PortalOptions
@@ -84,10 +84,15 @@ class PushHub:
         self._subscribers: dict[Slot, set[Subscriber]] = {}
         self._sockets: set[Subscriber] = set()
         self._sockets_by_client: dict[str, int] = {}
+        self.trusted_proxies = frozenset(client_key(proxy) for proxy in options.trusted_proxies)
+
+    def client_of(self, request: web.Request) -> str:
+        """The client a request counts against (behind a trusted proxy: the forwarded address)."""
+        return request_client(request.remote, request.headers, self.trusted_proxies)
 
     async def subscription(self, request: web.Request) -> web.StreamResponse:
         """The websocket endpoint: one socket per request, within the per-client and portal caps."""
-        client = client_key(request.remote)
+        client = self.client_of(request)
         held = self._sockets_by_client.get(client, 0)
         if held >= self.options.max_sockets_per_client:
             return too_many(f"too many subscription sockets from your address (limit "
