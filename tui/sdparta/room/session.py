@@ -25,7 +25,7 @@ from sdparta.room.slots import (
     SharedSlots,
     SlotState,
     Transfers,
-    content_unusable,
+    opened_or_counted,
 )
 from sdparta.room.wire import (
     MAX_MEMBERS,
@@ -33,7 +33,6 @@ from sdparta.room.wire import (
     Member,
     RoomSettings,
     TurnServer,
-    WireError,
     decode_presence,
     encode_presence,
     sign_member,
@@ -291,20 +290,15 @@ class RoomSession:
         list that does not open. Raises StoreUnavailable only (the portal is down: nothing is known)."""
         if entry.data == self._presence.skylink:
             return list(self._last_presence)
-        try:
+        async def opening() -> tuple[list[Member], int]:
             blob = await self._transfers.download(entry.data, MAX_PRESENCE_BYTES)
-            members, rejected = decode_presence(self.keys, self._room_keypair.public_key,
-                                                self._presence_key, blob)
-        except WireError as exc:
-            self._invalid(f"presence: {exc}")
-            self._heal.set()
+            return decode_presence(self.keys, self._room_keypair.public_key, self._presence_key, blob)
+
+        opened = await opened_or_counted(opening(), "presence", self._invalid)
+        if opened is None:
+            self._heal.set()  # rewrite it soon with the last good list
             return None
-        except StoreError as exc:
-            if not content_unusable(exc):
-                raise
-            self._invalid(f"presence: {exc}")
-            self._heal.set()
-            return None
+        members, rejected = opened
         for _ in range(rejected):
             self._invalid("presence: a member record failed to verify")
         return members

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from sdparta.room.keys import Identity, RoomKeys
-from sdparta.room.slots import SharedSlots, Transfers, content_unusable
-from sdparta.room.wire import MAX_SETTINGS_BYTES, RoomSettings, TurnServer, WireError, decode_settings, encode_settings
-from sdparta.store.base import RegistryEntry, StoreError
+from sdparta.room.slots import SharedSlots, Transfers, opened_or_counted
+from sdparta.room.wire import MAX_SETTINGS_BYTES, RoomSettings, TurnServer, decode_settings, encode_settings
+from sdparta.store.base import RegistryEntry
 from sdparta.store.crypto import decode_skylink
 
 
@@ -18,16 +18,11 @@ async def read_settings(shared: SharedSlots, transfers: Transfers, keys: RoomKey
     entry = await shared.live_entry("settings")
     if entry is None:
         return None
-    try:
+    async def opening() -> RoomSettings:
         blob = await transfers.download(entry.data, MAX_SETTINGS_BYTES)
         return decode_settings(keys, shared.keypair.public_key, shared.key("settings"), blob)
-    except WireError as exc:
-        invalid(f"room settings: {exc}")
-    except StoreError as exc:
-        if not content_unusable(exc):
-            raise
-        invalid(f"room settings: {exc}")
-    return None
+
+    return await opened_or_counted(opening(), "room settings", invalid)
 
 
 async def write_settings(shared: SharedSlots, transfers: Transfers, keys: RoomKeys, author: Identity,

@@ -10,7 +10,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sdparta.room.events import SessionCounters
 from sdparta.room.keys import Identity, RoomKeys
@@ -34,10 +34,21 @@ def slot_data_key(keys: RoomKeys, label: str, epoch: int) -> bytes:
     return keys.data_key(label) if epoch == 0 else keys.data_key(label, f"epoch-{epoch}")
 
 
-def content_unusable(exc: StoreError) -> bool:
-    """True when a slot's content is unusable (missing blob, junk data), False when the portal is
-    only unreachable now (then nothing must be overwritten: we cannot tell what the slot holds)."""
-    return not isinstance(exc, StoreUnavailable)
+T = TypeVar("T")
+
+
+async def opened_or_counted(opening: Awaitable[T], what: str, invalid: Callable[[str], None]) -> T | None:
+    """Await the download and decoding of a slot's content. Content that cannot be used (junk, a
+    missing or mismatched blob, a body that does not open) is counted through ``invalid`` and is
+    None; StoreUnavailable passes through: the portal is only unreachable now, so nothing is known
+    and nothing must be overwritten."""
+    try:
+        return await opening
+    except (WireError, StoreError) as exc:
+        if isinstance(exc, StoreUnavailable):
+            raise
+        invalid(f"{what}: {exc}")
+    return None
 
 
 @dataclass
@@ -173,19 +184,19 @@ class PairSlots:
         if entry.data == state.skylink:
             return None
         state.skylink = entry.data
+
+        async def opening() -> dict[str, Any]:
+            blob = await self.transfers.download(entry.data, MAX_MESSAGE_BYTES)
+            return decode_message(self.keys, member.public_key, data_key, blob)
+
         try:
-            body = decode_message(self.keys, member.public_key, data_key,
-                                  await self.transfers.download(entry.data, MAX_MESSAGE_BYTES))
-        except WireError as exc:
-            self._invalid(f"message: {exc}")
-            return None
-        except StoreError as exc:
-            if content_unusable(exc):
-                self._invalid(f"message: {exc}")
-                return None
+            body = await opened_or_counted(opening(), "message", self._invalid)
+        except StoreUnavailable:
             if state.revision == entry.revision:  # unreachable now: read this message again next time
                 state.revision, state.skylink = before
             raise
+        if body is None:
+            return None
         if state.revision != entry.revision:
             return None  # a newer message was read meanwhile (newest wins: this one is already stale)
         if body["from"] != member.session_id or body["to"] != self.session_id:
