@@ -17,7 +17,7 @@ def make_app() -> SdpartaApp:
 async def _settle(pilot) -> None:  # type: ignore[no-untyped-def]
     """Wait until every visible tile has drawn its frame (frames are pulled by a timer)."""
     app = pilot.app
-    for _ in range(50):
+    for _ in range(600):  # up to 30 s: under CI load the frame timer can be late; 2.5 s was not always enough
         tiles = [t.video for t in app._tiles.values() if t.video.display]
         if tiles and all(v.cells is not None for v in tiles) and app.self_tile.video.cells is not None:
             break
