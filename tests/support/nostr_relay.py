@@ -250,9 +250,10 @@ class FakeRelay:
     gets the stored events matching nothing but EOSE. Every message received is kept in ``received``
     and every websocket in ``sockets``; ``nip11`` is served to ``Accept: application/nostr+json``."""
 
-    def __init__(self, on_message: Handler | None = None, nip11: dict[str, Any] | None = None) -> None:
+    def __init__(self, on_message: Handler | None = None, nip11: Any = ...) -> None:
         self.on_message = on_message or FakeRelay.accept_all
-        self.nip11 = nip11 if nip11 is not None else {"name": "fake relay", "supported_nips": [1, 11]}
+        # a dict is served as JSON, a str as is, None as 404
+        self.nip11: Any = {"name": "fake relay", "supported_nips": [1, 11]} if nip11 is ... else nip11
         self.received: list[list[Any]] = []
         self.sockets: list[Any] = []
         self.connections = 0
@@ -272,6 +273,10 @@ class FakeRelay:
         async def handle(request: web.Request) -> web.StreamResponse:
             if request.headers.get("Upgrade", "").lower() != "websocket":
                 if request.headers.get("Accept") == "application/nostr+json":
+                    if self.nip11 is None:
+                        raise web.HTTPNotFound()
+                    if isinstance(self.nip11, str):
+                        return web.Response(text=self.nip11, content_type="application/nostr+json")
                     return web.json_response(self.nip11, content_type="application/nostr+json")
                 return web.Response(text="a fake nostr relay")
             ws = web.WebSocketResponse(max_msg_size=4 * 1024 * 1024)

@@ -44,6 +44,15 @@ class RelayTimeouts:
 DEFAULT_TIMEOUTS = RelayTimeouts()
 
 
+def describe_error(exc: BaseException) -> str:
+    """The error and its cause: aiohttp's connector errors hide the OS error (e.g. which lookup failed)."""
+    text = f"{type(exc).__name__}: {exc}"
+    cause = getattr(exc, "os_error", None) or exc.__cause__
+    if cause is not None and str(cause) and str(cause) not in text:
+        text += f" ({type(cause).__name__}: {cause})"
+    return text
+
+
 class RelayConnection:
     """Connection management for one relay URL; ``start()`` returns at once."""
 
@@ -211,7 +220,7 @@ class RelayConnection:
                 ws = await self._connect()
             except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
                 self.counters.connect_failures += 1
-                await self._backoff(f"connect failed: {type(exc).__name__}: {exc}"[:300], failed=True)
+                await self._backoff(f"connect failed: {describe_error(exc)}"[:300], failed=True)
                 continue
             refusal = self.info.refusal if self.info is not None else None
             if refusal is not None:

@@ -133,7 +133,11 @@ async def fetch_info(session: aiohttp.ClientSession, url: str, timeout: float = 
                 info_url(url), headers={"Accept": "application/nostr+json"}, allow_redirects=False) as resp:
             if resp.status != 200:
                 return RelayInfo(error=f"NIP-11: HTTP {resp.status}")
-            body = await resp.content.read(MAX_INFO_BYTES + 1)
+            body = b""
+            async for chunk in resp.content.iter_chunked(16 * 1024):
+                body += chunk
+                if len(body) > MAX_INFO_BYTES:
+                    break
     except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
         return RelayInfo(error=f"NIP-11: {type(exc).__name__}: {exc}"[:300])
     if len(body) > MAX_INFO_BYTES:
