@@ -31,7 +31,7 @@ def _line(text: str, sender: str = "you", own: bool = False, t: float = 0.0) -> 
 
 def test_echo_answers_new_lines_once_never_its_own_or_an_echo() -> None:
     now = [0.0]
-    echo = ChatEcho("demo-bot-1", clock=lambda: now[0])
+    echo = ChatEcho(clock=lambda: now[0])
     chat = (_line("hello", t=1), _line("mine", sender="demo-bot-1", own=True, t=2),
             _line("heard: hello", sender="demo-bot-2", t=3))
     assert echo.replies(chat) == ["heard: hello"]
@@ -45,7 +45,7 @@ def test_echo_answers_new_lines_once_never_its_own_or_an_echo() -> None:
 
 def test_echo_is_rate_limited() -> None:
     now = [100.0]
-    echo = ChatEcho("bot", clock=lambda: now[0])
+    echo = ChatEcho(clock=lambda: now[0])
     flood = tuple(_line(f"line {i}", t=i) for i in range(10))
     assert len(echo.replies(flood)) == ECHO_BURST  # the rest dropped, not queued
     now[0] += ECHO_BURST * ECHO_EVERY_S
@@ -54,7 +54,7 @@ def test_echo_is_rate_limited() -> None:
 
 def test_two_echoing_bots_cannot_loop() -> None:
     """Each bot's echo starts with "heard: ", which the other never echoes."""
-    a, b = ChatEcho("a"), ChatEcho("b")
+    a, b = ChatEcho(), ChatEcho()
     chat_a: tuple[ChatMessage, ...] = (_line("hi", sender="human"),)
     chat_b: tuple[ChatMessage, ...] = chat_a
     for _ in range(5):

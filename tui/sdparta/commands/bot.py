@@ -29,6 +29,7 @@ from sdparta.engine.leaving import LEAVE_DEADLINE_S, LEAVE_SIGNALS, detach_from_
 from sdparta.engine.state import CallSnapshot, CandidateInfo, ChatMessage, PeerSnapshot
 
 REPORT_INTERVAL = 1.0
+DEPARTED_KEPT = 500  # departed pairs a report keeps (a long-running bot in a busy room)
 ECHO_TICK = 0.25  # with --echo-chat the bot looks for new chat this often (answers feel immediate)
 ECHO_PREFIX = "heard: "
 ECHO_MAX_CHARS = 200  # the part of a chat line an echo repeats
@@ -66,6 +67,8 @@ class PeerRecord:
                     self._departed[sid] = peer
             for sid in live:
                 self._departed.pop(sid, None)  # listed again: a fresh pair with that session
+            while len(self._departed) > DEPARTED_KEPT:  # oldest first out
+                del self._departed[next(iter(self._departed))]
             self._last = live
 
     def departed(self) -> tuple[PeerSnapshot, ...]:
@@ -78,8 +81,8 @@ class ChatEcho:
     TEXT``, so a demo user sees chat work both ways). Never its own lines, never an echo (a line
     that starts with ``heard: ``: two echoing bots cannot loop), bounded length, rate-limited."""
 
-    def __init__(self, name: str, clock: Any = time.monotonic) -> None:
-        self.name, self.clock = name, clock  # the name is who the others see answering
+    def __init__(self, clock: Any = time.monotonic) -> None:
+        self.clock = clock
         self._last: ChatMessage | None = None
         self._sent: deque[float] = deque(maxlen=ECHO_BURST)
 
@@ -220,7 +223,7 @@ def run(args: argparse.Namespace) -> int:
     call.start()
     deadline = time.monotonic() + args.duration if args.duration else None
     greeted: set[str] = set()  # session ids that got our --chat line
-    echo = ChatEcho(config.name) if args.echo_chat else None
+    echo = ChatEcho() if args.echo_chat else None
     ever_connected = False
     ever_joined = False
     reported = float("-inf")
