@@ -314,6 +314,8 @@ class Call:
             now = time.monotonic()
             for negotiation in list(self._pairs.values()):
                 negotiation.heartbeat(now)
+            if self._members is not None:
+                self._members.prune(now)  # leavers shown for a while, then off the list
             if self._media is not None:
                 self._media.tune_for_mesh(sum(not n.link.finished for n in self._pairs.values()))
             if self._session is not None:

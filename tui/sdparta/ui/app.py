@@ -16,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import math
+import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -32,6 +34,7 @@ from textual.timer import Timer
 from textual.widgets import Input, Static
 
 from sdparta.config import over_ssh
+from sdparta.engine.leaving import LEAVE_DEADLINE_S, LEAVE_SIGNALS, HangupSafeStream, SignalLeave
 from sdparta.engine.state import CallSnapshot, Notice, PeerSnapshot, PeerStatus
 from sdparta.ui.call_source import CallSource
 from sdparta.ui.chat import ChatBox, new_items, toast_text
@@ -423,19 +426,43 @@ def run_join_app(call: CallSource, *, video_mode: str = "truecolor", fps: int = 
                  small_tiles: bool | None = None, dump_dir: Path | None = None) -> int:
     """Run the app for `sdparta join` / `sdparta demo`; the engine is always stopped on the way out.
 
-    The garbage collector is tuned while the app runs: video makes many short-lived objects and
-    full collections tripled the per-frame cost (DESIGN §7)."""
+    SIGTERM and SIGHUP (the terminal closed) leave as ctrl+q does: the engine says bye on a thread
+    of its own (engine/leaving.py: bounded, and complete even when the UI is stuck on a dead
+    terminal) while the app runs its leave action. The garbage collector is tuned while the app
+    runs: video makes many short-lived objects and full collections tripled the per-frame cost
+    (DESIGN §7)."""
     app = SdpartaApp(call, video_mode=video_mode, fps=fps, title=title, small_tiles=small_tiles, dump_dir=dump_dir)
+    leave = SignalLeave(call.stop)
+
+    def on_signal(signum: int) -> None:
+        if leave.trigger(signum):
+            app.call_later(app.action_leave)
+
+    previous = {sig: signal.getsignal(sig) for sig in LEAVE_SIGNALS}
     threshold = gc.get_threshold()
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 50, 100)
+    terminal = sys.__stderr__  # what Textual draws on: its writes must survive a hangup
+    sys.__stderr__ = HangupSafeStream(terminal) if terminal is not None else None  # type: ignore[assignment,misc]
     try:
-        result = app.run()
+        with asyncio.Runner() as runner:  # what App.run does, with the signal handlers on its loop
+            for sig in LEAVE_SIGNALS:
+                runner.get_loop().add_signal_handler(sig, on_signal, sig)
+            try:
+                result = runner.run(app.run_async())
+            except OSError:  # the terminal went away (EIO) while leaving on its signal: the leave goes on
+                if leave.signum is None:
+                    raise
+                result = 0
     finally:
+        sys.__stderr__ = terminal  # type: ignore[misc]
         gc.set_threshold(*threshold)
         gc.unfreeze()
-        call.stop()
+        call.stop(LEAVE_DEADLINE_S if leave.signum is not None else 10.0)
+        leave.done()
+        for sig, handler in previous.items():  # the loop's close reset them to the default
+            signal.signal(sig, handler)
     return result if isinstance(result, int) else int(app.return_code or 0)
 
 
