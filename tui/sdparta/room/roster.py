@@ -83,13 +83,13 @@ class Roster:
             return True
         return False
 
-    def depart(self, member: Member, ts_ms: int) -> None:
+    def depart(self, key: MemberKey, ts_ms: int) -> None:
         """The member said goodbye with a record signed at ``ts_ms``: it has left, and records older
         than that one (replayed by a relay) never bring it back."""
-        self._departed[member.key] = max(ts_ms, self._departed.pop(member.key, -1))
+        self._departed[key] = max(ts_ms, self._departed.pop(key, -1))
         while len(self._departed) > MAX_DEPARTED:  # oldest goodbye first (dicts keep insertion order)
             del self._departed[next(iter(self._departed))]
-        known = self.members.get(member.key)
+        known = self.members.get(key)
         if known is not None and known.ts_ms <= ts_ms:
             self._drop(known, "left", LEFT_REASON)
 

@@ -18,6 +18,7 @@ from typing import Any
 from sdparta.room.events import RoomEvents, SessionCounters, SessionTiming
 from sdparta.room.keys import Identity, RoomKeys
 from sdparta.room.presence import fair_list
+from sdparta.room.rendezvous import NetworkState, message_body
 from sdparta.room.roster import Roster
 from sdparta.room.settings import read_settings, write_settings
 from sdparta.room.slots import (
@@ -259,8 +260,18 @@ class RoomSession:
 
     async def send(self, member: Member, body: dict[str, Any]) -> None:
         """Seal, sign and publish ``body`` in our pair slot to ``member`` (newest wins)."""
-        await self._pairs.send(member, {"v": 1, "from": self.session_id, "to": member.session_id,
-                                        "name": self.name, "ts": int(self.clock() * 1000), **body})
+        await self.publish(member, message_body(self.session_id, self.name, member, int(self.clock() * 1000), body))
+
+    async def publish(self, member: Member, message: dict[str, Any]) -> None:
+        """Publish a full message (rendezvous.message_body) in our pair slot to ``member``."""
+        await self._pairs.send(member, message)
+
+    def networks(self) -> list[NetworkState]:
+        """The portals this session writes to and reads from."""
+        state = "push" if self.push_active else "polling"
+        stores = getattr(self.store, "stores", [self.store])
+        return [NetworkState("portal", str(getattr(store, "url", store)), state, self.counters.sets,
+                             self.counters.gets) for store in stores]
 
     # ------------------------------------------------------------------ internals
     def _invalid(self, reason: str) -> None:
