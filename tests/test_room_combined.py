@@ -8,6 +8,7 @@ by both arrives once, and a departure is told only when no network carries the m
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -49,7 +50,7 @@ def keys() -> RoomKeys:
 def combined(stores: list[MemoryStore], keys: RoomKeys, name: str, seed: int, events: RoomEvents) -> CombinedRoom:
     identity, sid = Identity.from_seed(bytes([seed]) * 32), f"{seed:016x}"
 
-    def maker(store: MemoryStore):  # noqa: ANN202 - a factory of factories
+    def maker(store: MemoryStore) -> Callable[[RoomEvents], RoomSession]:
         return lambda ev: RoomSession(store, keys, identity, name, sid, ev, timing=FAST)
 
     return CombinedRoom([maker(s) for s in stores], events, session_id=sid, name=name)
