@@ -69,8 +69,19 @@ def test_ssh_lowers_the_default_fps_only(isolated: Path, monkeypatch: pytest.Mon
     ('video_mode = "sixel"\n', "video_mode must be one of truecolor, 256, mono"),
     ('portals = ["ftp://x"]\n', "portals: 'ftp://x' is not a URL"),
     ("portals = []\n", "portals must be a non-empty list"),
-    ('stun = ["stun.example.org"]\n', "stun: 'stun.example.org' is not a URL starting with stun:"),
-    ('[[turn]]\nurl = "turn:x"\npass = "y"\n', "turn: each entry needs url"),
+    ('portals = ["http://"]\n', "portals: not a portal URL: 'http://'"),
+    ('stun = ["stun.example.org"]\n', "stun: 'stun.example.org' is not a STUN URL; expected e.g. stun:"),
+    ('stun = ["stuns:s.example:5349"]\n', "stuns: is not supported: use stun:"),
+    ('stun = ["stun:s.example:3478?transport=tcp"]\n', "a STUN URL takes no ?transport="),
+    ('[[turn]]\nurl = "turn:x"\npass = "y"\n', "turn: each entry needs url, username and password"),
+    ('[[turn]]\nurl = "turn:x"\n', "turn: each entry needs url, username and password"),
+    ('[[turn]]\nurl = "turn:x"\nusername = ""\npassword = "p"\n', "username of turn:x must be a non-empty"),
+    ('[[turn]]\nurl = "turn:x:70000"\nusername = "u"\npassword = "p"\n', "port 70000 is not within 1–65535"),
+    ('[[turn]]\nurl = "turn:x?transport=sctp"\nusername = "u"\npassword = "p"\n',
+     "transport must be udp or tcp, not 'sctp'"),
+    ('[[turn]]\nurl = "turns:x:5349?transport=udp"\nusername = "u"\npassword = "p"\n',
+     "turns: is TLS over TCP; for UDP use turn:x:5349?transport=udp"),
+    ("connect_timeout = nan\n", "connect_timeout must be a positive number of seconds"),
     ("opus_channels = 3\n", "opus_channels must be 1 (mono) or 2 (stereo)"),
     ("opus_bitrate = 100\n", "opus_bitrate must be a whole number from 6000"),
     ('audio_only = "yes"\n', "audio_only must be true or false"),
@@ -81,6 +92,21 @@ def test_bad_files_name_the_file_and_the_key(isolated: Path, toml: str, message:
     with pytest.raises(ConfigError, match=re.escape(message)) as error:
         load_settings({})
     assert str(isolated) in str(error.value)
+    assert "\n" not in str(error.value)  # printed as one line: "config error: …"
+
+
+def test_a_multi_line_toml_value_still_makes_a_one_line_error(isolated: Path) -> None:
+    isolated.write_text('name = """\n\n"""\n')
+    with pytest.raises(ConfigError, match="name must be a non-empty string") as error:
+        load_settings({})
+    assert "\n" not in str(error.value)
+
+
+def test_turn_passwords_are_not_echoed_in_errors(isolated: Path) -> None:
+    isolated.write_text('[[turn]]\nurl = "turn:x"\npassword = "hunter2"\n')
+    with pytest.raises(ConfigError, match="needs url, username and password") as error:
+        load_settings({})
+    assert "hunter2" not in str(error.value)
 
 
 def test_bad_command_line_values_are_errors_too() -> None:

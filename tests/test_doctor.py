@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -89,3 +91,60 @@ def test_plain_portal_without_push_and_text_output(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "clients will poll" in result.stdout
     assert "verdict: PASS — calls can connect on this local network only" in result.stdout
+
+
+# ---------------------------------------------------------------------------- a STUN server that is dead
+@pytest.fixture
+def silent_udp() -> Iterator[int]:
+    """A UDP port on 127.0.0.1 that takes STUN requests and never answers (a dead server, no ICMP)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sink:
+        sink.bind(("127.0.0.1", 0))
+        yield sink.getsockname()[1]
+
+
+def _host_addresses() -> list[str]:
+    from aioice.ice import get_host_addresses
+
+    return get_host_addresses(use_ipv4=True, use_ipv6=True)
+
+
+needs_interface = pytest.mark.skipif(not _host_addresses(), reason="no non-loopback interface: no host candidates")
+
+
+@needs_interface
+def test_gathering_keeps_host_candidates_when_stun_does_not_answer_in_time(silent_udp: int) -> None:
+    """aioice waits 5 s for a STUN server and hands out nothing before: cut short, it gave 0 candidates."""
+    from sdparta.netchecks import gather_candidates
+
+    check = asyncio.run(gather_candidates(f"stun:127.0.0.1:{silent_udp}", None, timeout=1.0))
+    assert check.ok, check
+    assert check.facts["types"] == ["host"] and check.facts["complete"] is False
+    assert f"stun:127.0.0.1:{silent_udp} did not answer within 1 s" in check.detail
+
+
+@needs_interface
+def test_a_dead_stun_server_is_blamed_not_the_interfaces(portal: PortalProcess, silent_udp: int) -> None:
+    stun = f"stun:127.0.0.1:{silent_udp}"
+    code, report = doctor("--portal", portal.url, "--stun", stun)  # --timeout 2, as in the issue
+    assert code == 1
+    gathering = by_kind(report, "gathering")[0]
+    assert gathering["ok"] and "host" in gathering["types"], gathering
+    (stun_check,) = by_kind(report, "stun")
+    assert stun_check["problem"] == "unreachable" and f"127.0.0.1:{silent_udp}" in stun_check["detail"]
+    assert "no STUN server answers" in report["summary"] and "--stun" in report["fix"]
+    assert "interface" not in report["summary"] + report["fix"]
+
+
+def test_no_candidates_at_all_blames_the_interfaces_and_relay_only_the_relay() -> None:
+    from sdparta.commands.doctor import DoctorReport, judge
+    from sdparta.netchecks import Check
+
+    portal_ok = Check("portal", "http://127.0.0.1:1", None, "ok")
+    nothing = Check("gathering", "", "no-candidates", "no ICE candidates gathered")
+    report = DoctorReport([portal_ok, nothing])
+    judge(report, relay_only=False)
+    assert "no usable network interface" in report.summary and "network interface is up" in report.fix
+    relay = Check("turn", "turn:127.0.0.1:3478", None, "relay allocated")
+    report = DoctorReport([portal_ok, relay, Check("gathering", "", "no-candidates", "no relay candidate gathered")])
+    judge(report, relay_only=True)
+    assert "no relay candidate" in report.summary and "interface" not in report.summary + report.fix

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
+from typing import Any
 
 from aiortc import RTCConfiguration, RTCPeerConnection
 
+from sdparta.engine import ice_adapter
 from sdparta.engine.ice_adapter import ice_details, path_kind
 from sdparta.engine.state import CandidateInfo, CandidatePairInfo
 
@@ -33,6 +36,9 @@ async def test_selected_pair_and_check_list_of_a_connected_pair() -> None:
         assert selected is not None and selected.nominated
         assert selected.local.type == "host" and selected.remote.type == "host"
         assert any(p.state == "succeeded" for p in check_list)
+        chosen = [p for p in check_list if p.selected]
+        assert len(chosen) == 1 and selected.selected, "exactly one pair of the check list is the selected one"
+        assert (chosen[0].local, chosen[0].remote) == (selected.local, selected.remote)
         assert local and remote
         assert {c.address for c in remote} >= {selected.remote.address}
         assert path_kind(selected) == "direct"
@@ -54,3 +60,23 @@ def test_path_kind_classification() -> None:
     assert path_kind(_pair("srflx", "host")) == "stun"
     assert path_kind(_pair("host", "prflx")) == "stun"
     assert path_kind(_pair("relay", "srflx")) == "turn"
+
+
+def test_two_nominated_pairs_but_one_selected(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The controlled side marks every pair the remote nominates (here IPv4 and IPv6) as nominated;
+    only aioice's ``_nominated`` entry carries media, and only it is ``selected``."""
+    def cand(host: str) -> Any:
+        return SimpleNamespace(foundation="1", component=1, transport="udp", type="host", host=host, port=9,
+                               priority=1)
+
+    v4 = SimpleNamespace(local_candidate=cand("192.0.2.1"), remote_candidate=cand("192.0.2.2"),
+                         state=SimpleNamespace(value=3), nominated=True)
+    v6 = SimpleNamespace(local_candidate=cand("fd00::1"), remote_candidate=cand("fd00::2"),
+                         state=SimpleNamespace(value=3), nominated=True)
+    connection = SimpleNamespace(_nominated={1: v6}, _check_list=[v4, v6], local_candidates=[v4.local_candidate],
+                                 remote_candidates=[v4.remote_candidate])
+    monkeypatch.setattr(ice_adapter, "_connection", lambda pc: connection)
+    selected, check_list, _, _ = ice_details(None)  # type: ignore[arg-type]
+    assert selected is not None and selected.selected and selected.remote.address == "fd00::2"
+    assert [p.nominated for p in check_list] == [True, True]
+    assert [p.selected for p in check_list] == [False, True]

@@ -23,11 +23,13 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from sdparta.media.analysis import dominant_frequencies, read_wav, rms, tone_power
 from sdparta.media.sinks import (
     AudioMixer,
+    AudioOutputSpec,
     DeviceOutput,
     NullOutput,
     VideoSink,
     WavFileOutput,
     open_audio_output,
+    parse_audio_output,
 )
 from sdparta.media.sources import TestPatternTrack, ToneTrack
 from support.waits import wait_until
@@ -140,9 +142,58 @@ def test_audio_output_specs(tmp_path: Path) -> None:
     assert state == "wav" and isinstance(output, WavFileOutput)
     output.close()
     output, state = open_audio_output(str(tmp_path / "no-such-dir" / "out.wav"))
-    assert state == "missing" and "no-such-dir" in (output.reason or "")  # type: ignore[attr-defined]
+    assert state == "missing" and "no-such-dir does not exist" in (output.reason or "")  # type: ignore[attr-defined]
     output, state = open_audio_output("speakers")
     assert state == "missing" and "speakers" in (output.reason or "")  # type: ignore[attr-defined]
+
+
+def test_audio_output_spec_parser(tmp_path: Path) -> None:
+    """The one parser the command line checks --audio-out/--record-audio with and the open uses."""
+    assert parse_audio_output("none") == parse_audio_output("") == AudioOutputSpec("none")
+    assert parse_audio_output("device") == AudioOutputSpec("device")
+    assert parse_audio_output("device:hw:1") == AudioOutputSpec("device", name="hw:1")
+    assert parse_audio_output(str(tmp_path / "x.WAV")) == AudioOutputSpec("wav", path=tmp_path / "x.WAV")
+    with pytest.raises(ValueError, match=f"the directory {tmp_path / 'missing'} does not exist"):
+        parse_audio_output(str(tmp_path / "missing" / "x.wav"))
+    with pytest.raises(ValueError, match="not an audio output"):
+        parse_audio_output("speakers")
+    (tmp_path / "dir.wav").mkdir()
+    with pytest.raises(ValueError, match="that is a directory"):
+        parse_audio_output(str(tmp_path / "dir.wav"))
+    if os.geteuid() != 0:  # root may write anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        with pytest.raises(ValueError, match="permission denied"):
+            parse_audio_output(str(locked / "x.wav"))
+
+
+async def _local_media_notices(audio_out: str) -> tuple[str, list[str]]:
+    from sdparta.engine.call_config import CallConfig
+    from sdparta.engine.local_media import LocalMedia
+
+    notices: list[str] = []
+    config = CallConfig(room="r", portals=["http://127.0.0.1:9"], audio="none", video="none", audio_out=audio_out)
+    media = LocalMedia(config, config.codecs, lambda _severity, text: notices.append(text))
+    media.open()
+    await media.close()
+    return media.audio_out, notices
+
+
+@pytest.mark.skipif(os.path.isdir("/dev/snd"), reason="this machine has a sound card")
+async def test_no_sound_card_advice_names_joins_own_flag() -> None:
+    """Only join plays to the sound card; its flag is --audio-out (join has no --record-audio)."""
+    state, notices = await _local_media_notices("device")
+    assert state == "missing"
+    (notice,) = notices
+    assert "--audio-out FILE.wav" in notice and "--audio-out none" in notice and "--record-audio" not in notice
+    assert "cannot find card" in notice and notice.count("no audio output") == 1, notice
+
+
+async def test_an_unwritable_recording_says_the_file_error(tmp_path: Path) -> None:
+    state, notices = await _local_media_notices(str(tmp_path / "gone" / "x.wav"))
+    assert state == "missing"
+    (notice,) = notices
+    assert "gone does not exist" in notice and "device" not in notice, notice
 
 
 async def test_device_output_is_paced_by_the_mixer_not_the_device() -> None:

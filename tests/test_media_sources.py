@@ -7,6 +7,7 @@ import asyncio
 import fractions
 import itertools
 import os
+import re
 import time
 
 import numpy as np
@@ -15,7 +16,15 @@ from aiortc.mediastreams import MediaStreamError
 
 from sdparta.media import devices, sinks
 from sdparta.media.analysis import dominant_frequencies
-from sdparta.media.sources import SwitchableTrack, TestPatternTrack, ToneTrack
+from sdparta.media.sources import (
+    AudioSourceSpec,
+    SwitchableTrack,
+    TestPatternTrack,
+    ToneTrack,
+    VideoSourceSpec,
+    parse_audio_source,
+    parse_video_source,
+)
 
 HAS_SOUND_CARD = os.path.isdir("/dev/snd")
 
@@ -145,13 +154,81 @@ async def test_disabled_video_is_black_and_stop_reaches_the_source() -> None:
 def test_missing_camera_is_a_reason_not_an_exception() -> None:
     result = devices.open_camera("/dev/video-nonexistent")
     assert result.track is None and not result.ok
-    assert "/dev/video-nonexistent" in (result.error or "")
+    assert result.error == "/dev/video-nonexistent does not exist"  # the cause; the caller says "no camera"
 
 
 @pytest.mark.skipif(bool(__import__("glob").glob("/dev/video*")), reason="this machine has a camera")
 def test_no_camera_at_all_is_a_reason() -> None:
     result = devices.open_camera()
-    assert result.track is None and "no camera" in (result.error or "")
+    assert result.track is None and result.error == "no /dev/video* devices"
+
+
+# ---------------------------------------------------------------------------- source specs
+@pytest.mark.parametrize(("spec", "expected"), [
+    ("mic", AudioSourceSpec("mic")), ("none", AudioSourceSpec("none")), ("tone", AudioSourceSpec("tone", 440.0)),
+    ("tone:660", AudioSourceSpec("tone", 660.0)), (" tone:20 ", AudioSourceSpec("tone", 20.0)),
+    ("tone:20000", AudioSourceSpec("tone", 20000.0)),
+])
+def test_audio_source_specs(spec: str, expected: AudioSourceSpec) -> None:
+    assert parse_audio_source(spec) == expected
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ("tone:abc", "the tone frequency 'abc' is not a number"), ("tone:", "the tone frequency '' is not a number"),
+    ("tone:19", "outside 20–20000 Hz"), ("tone:30000", "outside 20–20000 Hz"), ("tone:nan", "outside"),
+    ("tone:inf", "outside"), ("microphone", "not an audio source (expected mic, tone:HZ"), ("", "not an audio"),
+])
+def test_bad_audio_source_specs_say_what_would_do(spec: str, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        parse_audio_source(spec)
+
+
+def test_video_source_specs() -> None:
+    assert parse_video_source("camera") == VideoSourceSpec("camera")
+    assert parse_video_source("camera:/dev/video2") == VideoSourceSpec("camera", "/dev/video2")
+    assert parse_video_source("pattern") == VideoSourceSpec("pattern")
+    assert parse_video_source("none") == VideoSourceSpec("none")
+    with pytest.raises(ValueError, match="not a video source"):
+        parse_video_source("webcam")
+    with pytest.raises(ValueError, match="not a device path"):
+        parse_video_source("camera:video0")
+
+
+async def test_the_engine_opens_sources_with_the_same_parser() -> None:
+    """LocalMedia opens what the spec parser says: tone:660 is a 660 Hz tone, camera:PATH that camera;
+    a missing device is a notice saying "no camera" once, with the cause."""
+    from sdparta.engine.call_config import CallConfig
+    from sdparta.engine.local_media import LocalMedia
+
+    notices: list[str] = []
+    config = CallConfig(room="r", portals=["http://127.0.0.1:9"], audio="tone:660",
+                        video="camera:/dev/video-nonexistent", audio_out="none")
+    media = LocalMedia(config, config.codecs, lambda _severity, text: notices.append(text))
+    media.open()
+    try:
+        assert media.audio_switch is not None and media.audio_switch.source.frequency_hz == 660.0
+        assert media.camera == "missing" and media.video_switch is None
+        assert notices == ["no camera: /dev/video-nonexistent does not exist. Others see your identicon."]
+    finally:
+        await media.close()
+
+
+@pytest.mark.skipif(HAS_SOUND_CARD, reason="this machine has a sound card")
+async def test_missing_microphone_notice_says_no_microphone_once() -> None:
+    from sdparta.engine.call_config import CallConfig
+    from sdparta.engine.local_media import LocalMedia
+
+    notices: list[str] = []
+    config = CallConfig(room="r", portals=["http://127.0.0.1:9"], audio="mic", video="none", audio_out="none")
+    media = LocalMedia(config, config.codecs, lambda _severity, text: notices.append(text))
+    media.open()
+    try:
+        assert media.mic == "missing"
+        (notice,) = notices
+        assert notice.startswith("no microphone: ") and notice.count("microphone") == 1, notice
+        assert "cannot find card" in notice
+    finally:
+        await media.close()
 
 
 @pytest.mark.skipif(HAS_SOUND_CARD, reason="this machine has a sound card")

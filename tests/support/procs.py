@@ -131,3 +131,12 @@ def peers_by_name(report: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
     for peer in (report or {}).get("peers", []):
         result[peer["name"]] = peer
     return result
+
+
+def peers_seen_by_name(report: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """Like ``peers_by_name``, also counting peers that have left the live list since (``departed``:
+    a leaver is listed for a while, then only recorded there); a live record wins."""
+    result: dict[str, dict[str, Any]] = {}
+    for peer in [*(report or {}).get("departed", []), *(report or {}).get("peers", [])]:
+        result[peer["name"]] = peer
+    return result

@@ -26,7 +26,9 @@ Example config.toml::
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -43,6 +45,8 @@ if TYPE_CHECKING:
 VIDEO_MODES = ("truecolor", "256", "mono")
 SSH_FPS = 8
 DEFAULT_PORTAL = "http://127.0.0.1:8787"
+#: Longest room name accepted: everyone types it, and the status bar shows it.
+ROOM_NAME_MAX = 200
 
 
 class ConfigError(ValueError):
@@ -86,20 +90,76 @@ def _int_in(low: int, high: int) -> Callable[[str, Any], int]:
 
 
 def _positive(key: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
         raise ValueError(f"{key} must be a positive number of seconds, not {value!r}")
     return float(value)
 
 
-def _urls(schemes: tuple[str, ...], allow_empty: bool) -> Callable[[str, Any], list[str]]:
-    def check(key: str, value: Any) -> list[str]:
-        if not isinstance(value, list) or (not value and not allow_empty):
-            raise ValueError(f"{key} must be a {'' if allow_empty else 'non-empty '}list of URLs, not {value!r}")
-        for url in value:
-            if not isinstance(url, str) or not url.startswith(schemes):
-                raise ValueError(f"{key}: {url!r} is not a URL starting with {' or '.join(schemes)}")
-        return list(value)
-    return check
+def positive_seconds(key: str, value: Any) -> float:
+    """A duration or timeout that must be > 0 (``--duration``, ``--timeout``); ValueError names ``key``."""
+    return _positive(key, value)
+
+
+# The syntax aiortc/aioice actually use (rtcicetransport.connection_kwargs): a URL they cannot use is
+# dropped there without a word, so it is refused here, with the form that would work.
+_ICE_URL = re.compile(r"(?P<scheme>[a-z]+):(?P<host>[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)"
+                      r"(?::(?P<port>[0-9]+))?(?:\?transport=(?P<transport>.*))?")
+_ICE_EXAMPLES = {"stun": "stun:stun.example.org:3478",
+                 "turn": "turn:relay.example.org:3478?transport=udp (or tcp), turns:relay.example.org:5349"}
+
+
+def check_ice_url(url: Any, kind: str) -> str:
+    """A ``stun:HOST[:PORT]`` URL (``kind="stun"``), or ``turn:HOST[:PORT][?transport=udp|tcp]`` /
+    ``turns:HOST[:PORT]`` (TLS; ``kind="turn"``). ValueError says what is wrong and shows the form."""
+    example = f"expected e.g. {_ICE_EXAMPLES[kind]}"
+    match = _ICE_URL.fullmatch(url) if isinstance(url, str) else None
+    schemes = ("stun",) if kind == "stun" else ("turn", "turns")
+    if match is None or match["scheme"] not in schemes:
+        hint = " (stuns: is not supported: use stun:)" if isinstance(url, str) and url.startswith("stuns:") else ""
+        raise ValueError(f"{url!r} is not a {kind.upper()} URL{hint}; {example}")
+    port, transport = match["port"], match["transport"]
+    if port is not None and not 1 <= int(port) <= 65535:
+        raise ValueError(f"{url!r}: port {port} is not within 1–65535; {example}")
+    if transport is not None:
+        if kind == "stun":
+            raise ValueError(f"{url!r}: a STUN URL takes no ?transport= (STUN is UDP); {example}")
+        if transport not in ("udp", "tcp"):
+            raise ValueError(f"{url!r}: transport must be udp or tcp, not {transport!r}; {example}")
+        if match["scheme"] == "turns" and transport != "tcp":
+            raise ValueError(f"{url!r}: turns: is TLS over TCP; for UDP use turn:{match['host']}"
+                             f"{':' + port if port else ''}?transport=udp")
+    return url
+
+
+def _url_list(key: str, value: Any, allow_empty: bool) -> list[Any]:
+    if not isinstance(value, list) or (not value and not allow_empty):
+        raise ValueError(f"{key} must be a {'' if allow_empty else 'non-empty '}list of URLs, not {value!r}")
+    return list(value)
+
+
+def _portals(key: str, value: Any) -> list[str]:
+    """http(s) portal URLs, checked by the portal client's own check (the one every open uses)."""
+    from sdparta.store.portal_client import check_portal_url  # httpx: imported only when checking
+
+    urls = _url_list(key, value, allow_empty=False)
+    for url in urls:
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise ValueError(f"{key}: {url!r} is not a URL starting with http:// or https://")
+        try:
+            check_portal_url(url)
+        except ValueError as exc:
+            raise ValueError(f"{key}: {exc}") from None
+    return urls
+
+
+def _stun(key: str, value: Any) -> list[str]:
+    urls = _url_list(key, value, allow_empty=True)
+    for url in urls:
+        try:
+            check_ice_url(url, "stun")
+        except ValueError as exc:
+            raise ValueError(f"{key}: {exc}") from None
+    return urls
 
 
 def _video_mode(key: str, value: Any) -> str:
@@ -119,16 +179,32 @@ def _turn(key: str, value: Any) -> list[dict[str, str]]:
         raise ValueError(f"{key} must be a list of {{url, username, password}} tables, not {value!r}")
     servers = []
     for entry in value:
-        if not isinstance(entry, dict) or set(entry) - {"url", "username", "password"} or "url" not in entry:
-            raise ValueError(f"{key}: each entry needs url (and username, password) and nothing else, "
-                             f"not {entry!r}")
-        _urls(("turn:", "turns:"), allow_empty=False)(key, [entry["url"]])
+        if not isinstance(entry, dict) or set(entry) != {"url", "username", "password"}:
+            shown = {**entry, "password": "***"} if isinstance(entry, dict) and "password" in entry else entry
+            raise ValueError(f"{key}: each entry needs url, username and password (a TURN server's "
+                             f"long-term credentials) and nothing else, not {shown!r}")
+        try:
+            check_ice_url(entry["url"], "turn")
+        except ValueError as exc:
+            raise ValueError(f"{key}: {exc}") from None
         for part in ("username", "password"):
-            if not isinstance(entry.get(part, ""), str):
-                raise ValueError(f"{key}: {part} must be a string")
-        servers.append({"url": entry["url"], "username": entry.get("username", ""),
-                        "password": entry.get("password", "")})
+            if not isinstance(entry[part], str) or not entry[part]:
+                raise ValueError(f"{key}: {part} of {entry['url']} must be a non-empty string")
+        servers.append({"url": entry["url"], "username": entry["username"], "password": entry["password"]})
     return servers
+
+
+def check_room_name(room: str) -> str:
+    """Everyone must type the same name (it derives the room's keys): refuse one that is empty,
+    blank, absurdly long or holds control characters, before anything starts."""
+    if not room.strip():
+        raise ValueError("the room name is empty: give one, e.g. sdparta join my-room")
+    if len(room) > ROOM_NAME_MAX:
+        raise ValueError(f"the room name is {len(room)} characters long; keep it under {ROOM_NAME_MAX}")
+    if any(not ch.isprintable() and ch != " " for ch in room):
+        raise ValueError(f"the room name {room!r} holds control or invisible characters; "
+                         "use letters, digits and punctuation")
+    return room
 
 
 @dataclass(frozen=True)
@@ -179,8 +255,8 @@ class UserSettings:
 #: Every setting: its check (which also normalises the value). Defaults are UserSettings' field defaults.
 CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "name": _str,
-    "portals": _urls(("http://", "https://"), allow_empty=False),
-    "stun": _urls(("stun:", "stuns:"), allow_empty=True),
+    "portals": _portals,
+    "stun": _stun,
     "turn": _turn,
     "relay_only": _bool,
     "video_mode": _video_mode,
@@ -215,7 +291,7 @@ class Settings:
         try:
             self.values[key] = CHECKS[key](key, value)
         except ValueError as exc:
-            raise ConfigError(f"{source}: {exc}") from None
+            raise ConfigError(_one_line(f"{source}: {exc}")) from None
         self.sources[key] = source
 
     @property
@@ -223,6 +299,11 @@ class Settings:
         """The values as a typed (frozen) record."""
         values = {**self.values, "turn": [TurnSetting(**t) for t in self.values["turn"]]}
         return UserSettings(**values)
+
+
+def _one_line(message: str) -> str:
+    """Config errors are printed as one line (``config error: …``), whatever the value held."""
+    return " ".join(message.split())
 
 
 def load_settings(cli_overrides: dict[str, Any] | None = None, path: Path | None = None, *,
@@ -237,7 +318,7 @@ def load_settings(cli_overrides: dict[str, Any] | None = None, path: Path | None
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"cannot read {path}: {exc}") from exc
+            raise ConfigError(_one_line(f"cannot read {path}: {exc}")) from exc
         for key, value in data.items():
             if key not in CHECKS:
                 raise ConfigError(f"{path}: unknown setting {key!r} (known: {', '.join(CHECKS)})")

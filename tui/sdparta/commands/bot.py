@@ -1,12 +1,15 @@
 """``sdparta bot``: the engine with no UI — joins like a user, plays its sources, writes a report.
 
 The report (JSON) is rewritten atomically about once a second while the bot runs, so tests and
-scripts can wait on conditions in it, and once more on exit.
+scripts can wait on conditions in it, and once more on exit. It is a record: participants who left
+or are gone leave the engine's live list after a while (engine/membership.py) and are kept in the
+report's ``departed`` list. SIGTERM, SIGHUP and SIGINT leave (bye, presence removed), bounded.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -14,6 +17,7 @@ import signal
 import sys
 import threading
 import time
+from collections import deque
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -21,9 +25,14 @@ from typing import Any
 from sdparta.commands.options import call_flags
 from sdparta.config import ConfigError, call_config
 from sdparta.engine.call import Call, CallConfig
-from sdparta.engine.state import CallSnapshot, CandidateInfo, PeerSnapshot
+from sdparta.engine.leaving import LEAVE_DEADLINE_S, LEAVE_SIGNALS, detach_from_terminal
+from sdparta.engine.state import CallSnapshot, CandidateInfo, ChatMessage, PeerSnapshot
 
 REPORT_INTERVAL = 1.0
+ECHO_TICK = 0.25  # with --echo-chat the bot looks for new chat this often (answers feel immediate)
+ECHO_PREFIX = "heard: "
+ECHO_MAX_CHARS = 200  # the part of a chat line an echo repeats
+ECHO_BURST, ECHO_EVERY_S = 3, 2.0  # at most 3 echoes at once, then one per 2 s (the rest are dropped)
 
 
 def _first_connected(peer: PeerSnapshot) -> float | None:
@@ -33,10 +42,65 @@ def _first_connected(peer: PeerSnapshot) -> float | None:
     return None
 
 
-def connected_to_anyone(snapshot: CallSnapshot) -> bool:
-    """The one rule for "this bot connected": some pair of the snapshot has connected at least once
-    (``connected_after_s`` is set the first time its link reaches ``connected``, and stays set)."""
-    return any(p.connected_after_s is not None for p in snapshot.peers)
+def connected_to_anyone(snapshot: CallSnapshot, departed: tuple[PeerSnapshot, ...] = ()) -> bool:
+    """The one rule for "this bot connected": some pair of the snapshot (or one that departed since)
+    has connected at least once (``connected_after_s`` is set the first time its link reaches
+    ``connected``, and stays set)."""
+    return any(p.connected_after_s is not None for p in (*snapshot.peers, *departed))
+
+
+class PeerRecord:
+    """Every pair the bot saw, also after the engine took it off the live list: a snapshot listener
+    (engine thread) that keeps the last state of each session that left the list."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last: dict[str, PeerSnapshot] = {}
+        self._departed: dict[str, PeerSnapshot] = {}
+
+    def __call__(self, snapshot: CallSnapshot) -> None:
+        live = {p.session_id: p for p in snapshot.peers}
+        with self._lock:
+            for sid, peer in self._last.items():
+                if sid not in live:
+                    self._departed[sid] = peer
+            for sid in live:
+                self._departed.pop(sid, None)  # listed again: a fresh pair with that session
+            self._last = live
+
+    def departed(self) -> tuple[PeerSnapshot, ...]:
+        with self._lock:
+            return tuple(self._departed.values())
+
+
+class ChatEcho:
+    """``--echo-chat``: answer each chat line with ``heard: TEXT`` (shown as ``demo-bot-1: heard:
+    TEXT``, so a demo user sees chat work both ways). Never its own lines, never an echo (a line
+    that starts with ``heard: ``: two echoing bots cannot loop), bounded length, rate-limited."""
+
+    def __init__(self, name: str, clock: Any = time.monotonic) -> None:
+        self.name, self.clock = name, clock  # the name is who the others see answering
+        self._last: ChatMessage | None = None
+        self._sent: deque[float] = deque(maxlen=ECHO_BURST)
+
+    def replies(self, chat: tuple[ChatMessage, ...]) -> list[str]:
+        """The echoes for chat lines that arrived since the last call."""
+        fresh = list(chat)
+        if self._last is not None and self._last in chat:
+            fresh = fresh[len(chat) - chat[::-1].index(self._last):]
+        if chat:
+            self._last = chat[-1]
+        out = []
+        for message in fresh:
+            if message.own or message.text.startswith(ECHO_PREFIX):
+                continue
+            now = self.clock()
+            if len(self._sent) == ECHO_BURST and now - self._sent[0] < ECHO_BURST * ECHO_EVERY_S:
+                continue  # too many too fast: dropped, not queued
+            self._sent.append(now)
+            text = message.text if len(message.text) <= ECHO_MAX_CHARS else message.text[:ECHO_MAX_CHARS - 1] + "…"
+            out.append(f"{ECHO_PREFIX}{text}")
+        return out
 
 
 def _candidate(candidate: CandidateInfo) -> dict[str, Any]:
@@ -44,9 +108,35 @@ def _candidate(candidate: CandidateInfo) -> dict[str, Any]:
             "port": candidate.port}
 
 
-def build_report(snapshot: CallSnapshot) -> dict[str, Any]:
-    """The bot's JSON report (shape documented in README and issue 2), from the snapshot alone:
-    the engine's live objects belong to its thread."""
+def _peer(p: PeerSnapshot) -> dict[str, Any]:
+    return {
+        "name": p.name,
+        "fingerprint": p.fingerprint,
+        "session_id": p.session_id,
+        "status": p.status,
+        "failure_reason": p.failure_reason,
+        "we_offer": p.we_offer,
+        "connected_after_s": _first_connected(p),
+        "connected_after_discovery_s": p.connected_after_s,
+        "path": p.path,
+        "selected_pair": ({"local": _candidate(p.selected_pair.local),
+                           "remote": _candidate(p.selected_pair.remote)}
+                          if p.selected_pair is not None else None),
+        "restarts": p.restarts,
+        "video_frames": p.video_frames,
+        "audio_seconds": round(p.audio_seconds, 3),
+        "audio_level": round(p.audio_level, 4),
+        "rtt_ms": p.stats.rtt_ms,
+        "bytes_sent": p.stats.bytes_sent,
+        "bytes_received": p.stats.bytes_received,
+        "states": [{"t": c.t, "kind": c.kind, "state": c.state} for c in p.timeline],
+    }
+
+
+def build_report(snapshot: CallSnapshot, departed: tuple[PeerSnapshot, ...] = ()) -> dict[str, Any]:
+    """The bot's JSON report (shape documented in README and issue 2), from snapshots alone (the
+    engine's live objects belong to its thread): ``peers`` is the live list as the UI shows it,
+    ``departed`` the last state of those who have left it since."""
     counted = snapshot.requests_counted  # the room session's counters, as copied into the snapshot
     return {
         "name": snapshot.name,
@@ -68,31 +158,8 @@ def build_report(snapshot: CallSnapshot) -> dict[str, Any]:
         "chat_sent": [m.text for m in snapshot.chat if m.own],
         "audio_out": snapshot.audio_out,
         "notices": [{"severity": n.severity, "text": n.text} for n in snapshot.notices],
-        "peers": [
-            {
-                "name": p.name,
-                "fingerprint": p.fingerprint,
-                "session_id": p.session_id,
-                "status": p.status,
-                "failure_reason": p.failure_reason,
-                "we_offer": p.we_offer,
-                "connected_after_s": _first_connected(p),
-                "connected_after_discovery_s": p.connected_after_s,
-                "path": p.path,
-                "selected_pair": ({"local": _candidate(p.selected_pair.local),
-                                   "remote": _candidate(p.selected_pair.remote)}
-                                  if p.selected_pair is not None else None),
-                "restarts": p.restarts,
-                "video_frames": p.video_frames,
-                "audio_seconds": round(p.audio_seconds, 3),
-                "audio_level": round(p.audio_level, 4),
-                "rtt_ms": p.stats.rtt_ms,
-                "bytes_sent": p.stats.bytes_sent,
-                "bytes_received": p.stats.bytes_received,
-                "states": [{"t": c.t, "kind": c.kind, "state": c.state} for c in p.timeline],
-            }
-            for p in snapshot.peers
-        ],
+        "peers": [_peer(p) for p in snapshot.peers],
+        "departed": [_peer(p) for p in departed],
     }
 
 
@@ -137,24 +204,30 @@ def run(args: argparse.Namespace) -> int:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
     call = Call(config)
+    record = PeerRecord()
+    call.add_listener(record)
     report_path = Path(args.report) if args.report else None
     stop = threading.Event()
 
     def _on_signal(signum: int, _frame: Any) -> None:
+        if signum == signal.SIGHUP and not stop.is_set():
+            detach_from_terminal()  # the terminal is gone: the last messages must not fail on it
         stop.set()
 
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
-    print(f"sdparta bot {config.name} {call.identity.fingerprint} session {call.session_id}", flush=True)
+    for sig in (*LEAVE_SIGNALS, signal.SIGINT):
+        signal.signal(sig, _on_signal)
+    _say(f"sdparta bot {config.name} {call.identity.fingerprint} session {call.session_id}")
     call.start()
     deadline = time.monotonic() + args.duration if args.duration else None
     greeted: set[str] = set()  # session ids that got our --chat line
+    echo = ChatEcho(config.name) if args.echo_chat else None
     ever_connected = False
     ever_joined = False
+    reported = float("-inf")
     while not stop.is_set():
         if deadline is not None and time.monotonic() >= deadline:
             break
-        stop.wait(REPORT_INTERVAL if report_path else 0.5)
+        stop.wait(ECHO_TICK if echo else REPORT_INTERVAL if report_path else 0.5)
         snapshot = call.snapshot()
         ever_joined = ever_joined or snapshot.status == "joined"
         live = [p for p in snapshot.peers if p.status not in ("left", "gone", "failed")]
@@ -164,17 +237,27 @@ def run(args: argparse.Namespace) -> int:
                 if peer.status == "connected" and peer.session_id not in greeted:
                     call.send_chat(args.chat, to=peer.session_id)
                     greeted.add(peer.session_id)
-        if report_path is not None:
-            write_report(report_path, build_report(snapshot))
-    call.stop()
+        for reply in echo.replies(snapshot.chat) if echo else ():
+            call.send_chat(reply)
+        if report_path is not None and time.monotonic() - reported >= REPORT_INTERVAL * 0.9:
+            write_report(report_path, build_report(snapshot, record.departed()))
+            reported = time.monotonic()
+    call.stop(LEAVE_DEADLINE_S)  # bye and presence removal, bounded: a hung portal cannot keep us
     snapshot = call.snapshot()
-    ever_connected = ever_connected or connected_to_anyone(snapshot)
+    departed = record.departed()
+    ever_connected = ever_connected or connected_to_anyone(snapshot, departed)
     if report_path is not None:
-        write_report(report_path, build_report(snapshot))
-    if not snapshot.peers:
-        print(f"bot: saw nobody in the room ({_nobody_cause(config, snapshot, ever_joined)})", file=sys.stderr)
+        write_report(report_path, build_report(snapshot, departed))
+    if not snapshot.peers and not departed:
+        _say(f"bot: saw nobody in the room ({_nobody_cause(config, snapshot, ever_joined)})", sys.stderr)
         return 3
     if not ever_connected:
-        print("bot: never connected to any participant it saw", file=sys.stderr)
+        _say("bot: never connected to any participant it saw", sys.stderr)
         return 1
     return 0
+
+
+def _say(line: str, stream: Any = None) -> None:
+    """Print a line; a terminal that went away (EIO) does not turn a clean leave into a crash."""
+    with contextlib.suppress(OSError, ValueError):
+        print(line, file=stream or sys.stdout, flush=True)

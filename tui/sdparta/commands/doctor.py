@@ -94,8 +94,12 @@ def judge(report: DoctorReport, *, relay_only: bool) -> None:
     if relay_only and not working_turn:
         reason = "; ".join(c.detail for c in turns) or "no TURN server is configured"
         return fail(f"--relay-only needs a working TURN relay: {reason}", f"add {TURN_FLAGS}")
-    if gathering is not None and not gathering.ok:
-        return fail("no ICE candidates could be gathered", "check that a network interface is up")
+    if gathering is not None and not gathering.ok:  # no candidate at all: with host candidates it is ok
+        if relay_only:
+            return fail(f"no relay candidate could be gathered ({gathering.detail})",
+                        "the TURN server answered its own check but not the gathering: retry with a longer --timeout")
+        return fail("no ICE candidates could be gathered: no usable network interface",
+                    "check that a network interface is up (`ip addr`); loopback alone is not enough")
     if nat is not None and nat.problem == "symmetric" and not working_turn:
         why = f" ({turns[0].detail})" if turns else ""
         return fail("symmetric NAT: the public address changes per destination, so a TURN relay is needed" + why,

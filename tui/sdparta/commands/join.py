@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 
 from sdparta.commands.options import call_flags
 from sdparta.config import CallFlags, ConfigError, call_config
@@ -20,6 +21,9 @@ def join(room: str, flags: CallFlags) -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
+    # The user's own identity file: a second terminal running at the same time takes identity-2.key
+    # (and so on) instead of showing the same fingerprint; a file named with --identity is used as is.
+    config = replace(config, identity_profiles=not flags.identity)
     from sdparta.engine.call import Call
     from sdparta.ui import run_join_app
 

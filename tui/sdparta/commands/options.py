@@ -1,10 +1,13 @@
-"""The options every command that joins a room shares: declared here, read here (into CallFlags)."""
+"""The options every command that joins a room shares: declared here, checked here (right after
+parsing, before anything starts) and read here (into CallFlags)."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import Any
 
-from sdparta.config import CallFlags
+from sdparta.config import CHECKS, CallFlags, check_ice_url, check_room_name, positive_seconds
 
 
 def add_call_options(p: argparse.ArgumentParser) -> None:
@@ -27,10 +30,13 @@ def add_call_options(p: argparse.ArgumentParser) -> None:
 
 def add_network_options(p: argparse.ArgumentParser, relay_only_help: str = "use only TURN relay candidates") -> None:
     """STUN/TURN servers and --relay-only (``join``, ``bot`` and ``doctor``)."""
-    p.add_argument("--stun", action="append", default=None, help="STUN server URL (repeatable)")
-    p.add_argument("--turn", action="append", default=None, help="TURN server URL (repeatable)")
-    p.add_argument("--turn-user", default=None, help="TURN username")
-    p.add_argument("--turn-password", default=None, help="TURN password")
+    p.add_argument("--stun", action="append", default=None, metavar="URL",
+                   help="STUN server, stun:HOST[:PORT] (repeatable)")
+    p.add_argument("--turn", action="append", default=None, metavar="URL",
+                   help="TURN server, turn:HOST[:PORT][?transport=udp|tcp] or turns:HOST[:PORT] for TLS "
+                        "(repeatable; needs --turn-user and --turn-password)")
+    p.add_argument("--turn-user", default=None, help="TURN username (for the --turn servers)")
+    p.add_argument("--turn-password", default=None, help="TURN password (for the --turn servers)")
     p.add_argument("--relay-only", action="store_true", help=relay_only_help)
 
 
@@ -50,3 +56,87 @@ def call_flags(args: argparse.Namespace, *, audio_out: str) -> CallFlags:
         push=not args.no_push, video=args.video, audio=args.audio, audio_out=audio_out,
         video_mode=getattr(args, "video_mode", None), fps=getattr(args, "fps", None),
     )
+
+
+# ------------------------------------------------------------------------------- checks
+# Each raises ValueError with one line naming the flag and the fix; cli.main prints it as
+# "sdparta COMMAND: …" and exits 2 before a command runs. The values are checked with the same
+# functions the config file's are (config.CHECKS) and the media specs with the parsers that open them.
+def _setting(flag: str, key: str, value: Any) -> None:
+    """A flag that is also a setting: the setting's own check, the flag's name in the message."""
+    if value is not None:
+        CHECKS[key](flag, value)
+
+
+def _spec(flag: str, value: str, parse: Any) -> Any:
+    try:
+        return parse(value)
+    except ValueError as exc:
+        raise ValueError(f"{flag} {value}: {exc}") from None
+
+
+def check_portal_args(args: argparse.Namespace) -> None:
+    """``--portal`` URLs (every command that has the flag)."""
+    _setting("--portal", "portals", args.portal)
+
+
+def check_network_args(args: argparse.Namespace) -> None:
+    """``--portal``, ``--stun``, ``--turn`` with its credentials (``join``, ``bot``, ``doctor``)."""
+    check_portal_args(args)
+    _setting("--stun", "stun", args.stun)
+    for url in args.turn or []:
+        try:
+            check_ice_url(url, "turn")
+        except ValueError as exc:
+            raise ValueError(f"--turn: {exc}") from None
+    if args.turn and not (args.turn_user and args.turn_password):
+        missing = " and ".join(flag for flag, value in (("--turn-user", args.turn_user),
+                                                       ("--turn-password", args.turn_password)) if not value)
+        raise ValueError(f"--turn needs the TURN server's credentials: add {missing}")
+    if not args.turn and (args.turn_user or args.turn_password):
+        raise ValueError("--turn-user/--turn-password apply to --turn URLs on the command line: add --turn URL "
+                         "(TURN servers from the config file carry their own username and password)")
+
+
+def check_call_args(args: argparse.Namespace) -> None:
+    """Everything ``join`` and ``bot`` share: the room, the network, codec and source flags."""
+    check_room_name(args.room)
+    check_network_args(args)
+    _setting("--name", "name", args.name)
+    _setting("--opus-bitrate", "opus_bitrate", args.opus_bitrate)
+    _setting("--connect-timeout", "connect_timeout", args.connect_timeout)
+    from sdparta.media import sources  # av and aiortc: imported only for the commands that use them
+
+    _spec("--video", args.video, sources.parse_video_source)
+    _spec("--audio", args.audio, sources.parse_audio_source)
+
+
+def check_app_args(args: argparse.Namespace) -> None:
+    """``--fps`` of the app's tiles (``join``, ``demo``); ``--video-mode`` is a choice already."""
+    _setting("--fps", "fps", args.fps)
+
+
+def check_join_args(args: argparse.Namespace) -> None:
+    check_call_args(args)
+    check_app_args(args)
+    from sdparta.media.audio_out import parse_audio_output
+
+    _spec("--audio-out", args.audio_out, parse_audio_output)
+
+
+def check_bot_args(args: argparse.Namespace) -> None:
+    check_call_args(args)
+    if args.duration is not None:
+        positive_seconds("--duration", args.duration)
+    if args.record_audio is not None:
+        from sdparta.media.audio_out import parse_audio_output
+
+        if _spec("--record-audio", args.record_audio, parse_audio_output).kind != "wav":
+            raise ValueError(f"--record-audio {args.record_audio}: give a FILE.wav to record what the bot hears")
+    if args.report is not None and not Path(args.report).expanduser().parent.is_dir():
+        raise ValueError(f"--report {args.report}: the directory {Path(args.report).parent} does not exist")
+
+
+def check_doctor_args(args: argparse.Namespace) -> None:
+    check_network_args(args)
+    positive_seconds("--timeout", args.timeout)

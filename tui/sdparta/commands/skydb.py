@@ -8,15 +8,33 @@ import json
 import sys
 from typing import Any
 
+from sdparta.config import ConfigError, config_path, load_settings
 from sdparta.store import Store, StoreError, open_store
 from sdparta.store.crypto import KeyPair
 from sdparta.store.skydb import get_json, set_json
 
 
 def run(args: argparse.Namespace) -> int:
+    """``--portal`` URLs, else the config file's ``portals``; 2 when neither names one."""
+    try:
+        portals = args.portal or configured_portals()
+    except ConfigError as exc:
+        print(f"sdparta skydb: config error: {exc}", file=sys.stderr)
+        return 2
+    if not portals:
+        print(f"sdparta skydb: no portal: give --portal URL, or set portals = [\"URL\"] in {config_path()}",
+              file=sys.stderr)
+        return 2
     if args.skydb_command == "get":
-        return run_get(args.portal, args.seed, args.key)
-    return run_set(args.portal, args.seed, args.key, args.json)
+        return run_get(portals, args.seed, args.key)
+    return run_set(portals, args.seed, args.key, args.json)
+
+
+def configured_portals() -> list[str]:
+    """The config file's portals; [] when the file names none (the built-in default portal is for
+    calls on this machine: skydb debugs a portal you name, so it is not guessed)."""
+    settings = load_settings()
+    return list(settings["portals"]) if settings.sources["portals"].startswith("config file") else []
 
 
 def _run(portals: list[str], action: str, work: Any) -> int:

@@ -27,9 +27,9 @@ from sdparta.engine.local_media import LocalMedia
 from sdparta.engine.membership import Membership
 from sdparta.engine.negotiation import Negotiation, NegotiationTiming, PeerContext
 from sdparta.engine.peer import MAX_CHAT_CHARS, PeerLink
-from sdparta.engine.state import NEGOTIATING, CallSnapshot, CallStatus, ChatMessage, Notice, PeerStatus
+from sdparta.engine.state import LIVE, NEGOTIATING, CallSnapshot, CallStatus, ChatMessage, Notice, PeerStatus
 from sdparta.room.events import SessionCounters
-from sdparta.room.keys import Identity, RoomKeys, fingerprint, new_session_id
+from sdparta.room.keys import Identity, RoomKeys, claim_identity, fingerprint, new_session_id
 from sdparta.room.session import RoomSession
 from sdparta.store import open_store
 from sdparta.store.base import Store, StoreError
@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 PUBLISH_INTERVAL = 0.1  # snapshots are published at most this often
 STATS_INTERVAL = 1.0
 HEARTBEAT_INTERVAL = 1.0
+PORTAL_PROBE_INTERVAL = 10.0  # while alone: one bounded registry read this often (is the portal there?)
+PORTAL_PROBE_TIMEOUT = 4.0
 
 
 class Call:
@@ -49,10 +51,11 @@ class Call:
 
     def __init__(self, config: CallConfig) -> None:
         self.config = config
-        if config.identity_path is not None:
-            self.identity = Identity.load_or_create(config.identity_path)
-        else:
-            self.identity = config.identity or Identity.generate()
+        # the identity file is locked while the call runs: a second session takes another profile
+        self.identity_claim = (claim_identity(config.identity_path, profiles=config.identity_profiles)
+                               if config.identity_path is not None else None)
+        self.identity = (self.identity_claim.identity if self.identity_claim is not None
+                         else config.identity or Identity.generate())
         self.session_id = new_session_id()
         self.started_at = time.time()
         self._mono_start = time.monotonic()
@@ -61,8 +64,13 @@ class Call:
         self._snapshot = CallSnapshot(
             room=config.room, name=config.name, fingerprint=self.identity.fingerprint,
             session_id=self.session_id, portals=tuple(config.portals), started_at=self.started_at,
-            audio_only=config.audio_only,
+            audio_only=config.audio_only, mic_source=config.audio, password_set=bool(config.password),
         )
+        # What the snapshot says about being alone and the portal (see _presence_fields)
+        self._alone_since: float | None = None
+        self._portal_ok: bool | None = None
+        self._portal_probed_at = 0.0
+        self._portal_probe: asyncio.Task[None] | None = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_event: asyncio.Event | None = None
@@ -164,12 +172,16 @@ class Call:
             with contextlib.suppress(Exception):
                 loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
+            if self.identity_claim is not None:
+                self.identity_claim.release()  # the session is over: its identity is free again
 
     async def _main(self) -> None:
         assert self._stop_event is not None
         cfg = self.config
         codecs = cfg.codecs
         codec_tuning.use(codecs)  # aiortc's encoders made on this thread: this call's settings
+        if self.identity_claim is not None and self.identity_claim.notice is not None:
+            self._notice(*self.identity_claim.notice)
         media = self._media = LocalMedia(cfg, codecs, self._notice)
         media.open()
         members = self._members = Membership(self.identity.public_key, self.session_id, self._mono_start, media,
@@ -360,6 +372,7 @@ class Call:
             chat=tuple(self._chat),
             notices=tuple(self._notices),
             **_counter_fields(session.counters if session is not None else None),
+            **self._presence_fields(peers),
         )
         with self._lock:
             self._snapshot = snapshot
@@ -369,6 +382,37 @@ class Call:
                 fn(snapshot)
             except Exception:
                 log.exception("snapshot listener failed")
+
+    def _presence_fields(self, peers: tuple[Any, ...]) -> dict[str, Any]:
+        """Since when we are alone after joining, and whether a portal answers: joining that fails
+        and is retried says no; while alone (when no pair would notice an outage) a bounded registry
+        read every PORTAL_PROBE_INTERVAL s asks again. A pair being there says yes."""
+        joined = self._status == CallStatus.JOINED
+        alone = joined and not any(p.status in LIVE for p in peers)
+        if not alone:
+            self._alone_since = None
+        elif self._alone_since is None:
+            self._alone_since = self._portal_probed_at = time.time()
+        if joined and (self._portal_ok is None or not alone):
+            self._portal_ok = True  # the join (or a peer) just proved it
+        elif self._status == CallStatus.ERROR and not (self._error or "").startswith("engine crashed"):
+            self._portal_ok = False  # joining failed: _join_with_retry says so and retries
+        if alone and self._portal_probe is None and time.time() - self._portal_probed_at >= PORTAL_PROBE_INTERVAL:
+            with contextlib.suppress(RuntimeError):  # no running loop: not publishing from the engine
+                self._portal_probe = asyncio.get_running_loop().create_task(self._probe_portal())
+        return {"alone_since": self._alone_since, "portal_reachable": self._portal_ok}
+
+    async def _probe_portal(self) -> None:
+        """One bounded read of the room's presence slot; the answer goes into the next snapshot."""
+        try:
+            session = self._session
+            self._portal_ok = session is not None and await session.room_reachable(PORTAL_PROBE_TIMEOUT)
+        except Exception:  # a store closed under us while leaving: nothing to report
+            self._portal_ok = False
+        finally:
+            self._portal_probed_at = time.time()
+            self._portal_probe = None
+        self._changed()
 
 
 def _counter_fields(counters: SessionCounters | None) -> dict[str, Any]:

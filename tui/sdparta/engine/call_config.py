@@ -23,7 +23,10 @@ class CallConfig:
     password: str = ""
     name: str = "anonymous"
     identity: Identity | None = None  # None: a fresh identity for this call
-    identity_path: Path | None = None  # load/create the identity here (takes precedence)
+    identity_path: Path | None = None  # load/create the identity here (takes precedence), locked while the call runs
+    # The user's default identity: when another running session holds identity_path, take the next
+    # free profile (identity-2.key, …) instead of showing the same fingerprint twice (room/keys.py).
+    identity_profiles: bool = False
     video: str = "pattern"  # pattern | camera | none
     audio: str = "tone:440"  # tone:HZ | mic | none
     audio_out: str = "none"  # device | none | path/to/file.wav

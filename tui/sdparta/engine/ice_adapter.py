@@ -48,7 +48,7 @@ def _candidate(c: Any) -> CandidateInfo:
     )
 
 
-def _pair(pair: Any, nominated_ids: set[int]) -> CandidatePairInfo:
+def _pair(pair: Any, nominated_ids: set[int], selected: Any | None) -> CandidatePairInfo:
     state = getattr(pair, "state", None)
     state_value = getattr(state, "value", state)
     return CandidatePairInfo(
@@ -56,20 +56,26 @@ def _pair(pair: Any, nominated_ids: set[int]) -> CandidatePairInfo:
         remote=_candidate(pair.remote_candidate),
         state=_PAIR_STATES.get(state_value, str(state_value)) if isinstance(state_value, int) else "unknown",
         nominated=id(pair) in nominated_ids or bool(getattr(pair, "nominated", False)),
+        selected=pair is selected,
     )
 
 
 def ice_details(pc: RTCPeerConnection) -> tuple[CandidatePairInfo | None, tuple[CandidatePairInfo, ...],
                                                 tuple[CandidateInfo, ...], tuple[CandidateInfo, ...]]:
-    """(selected pair, check list, local candidates, remote candidates) of a peer connection."""
+    """(selected pair, check list, local candidates, remote candidates) of a peer connection.
+
+    The selected pair is aioice's nominated pair of the first component (the one it sends on); in
+    the check list exactly that pair has ``selected`` set, while ``nominated`` may be true for
+    several (the controlled side takes every pair the remote nominates)."""
     try:
         connection = _connection(pc)
         if connection is None:
             return None, (), (), ()
         nominated = dict(getattr(connection, "_nominated", {}) or {})
         nominated_ids = {id(p) for p in nominated.values()}
-        check_list = tuple(_pair(p, nominated_ids) for p in list(getattr(connection, "_check_list", [])))
-        selected = _pair(nominated[min(nominated)], nominated_ids) if nominated else None
+        chosen = nominated[min(nominated)] if nominated else None
+        check_list = tuple(_pair(p, nominated_ids, chosen) for p in list(getattr(connection, "_check_list", [])))
+        selected = _pair(chosen, nominated_ids, chosen) if chosen is not None else None
         local = tuple(_candidate(c) for c in connection.local_candidates)
         remote = tuple(_candidate(c) for c in connection.remote_candidates)
         return selected, check_list, local, remote

@@ -46,10 +46,11 @@ class LocalMedia:
     def open(self) -> None:
         cfg = self.config
         audio: MediaStreamTrack | None = None
-        if cfg.audio.startswith("tone"):
-            audio = sources.ToneTrack(frequency_hz=float(cfg.audio.split(":", 1)[1]) if ":" in cfg.audio else 440.0)
+        audio_spec = sources.parse_audio_source(cfg.audio)  # the parser the command line checked with
+        if audio_spec.kind == "tone":
+            audio = sources.ToneTrack(frequency_hz=audio_spec.frequency_hz)
             self.mic = "on"
-        elif cfg.audio == "mic":
+        elif audio_spec.kind == "mic":
             audio, self.mic = self._device(devices.open_microphone(), "microphone", "Others will not hear you.")
         if audio is not None:
             self.audio_switch = sources.SwitchableTrack(audio)
@@ -59,12 +60,13 @@ class LocalMedia:
                                                   opus_frame_ms=cfg.opus_frame_ms or 20)
         video: MediaStreamTrack | None = None
         if not cfg.audio_only:
-            if cfg.video == "pattern":
+            video_spec = sources.parse_video_source(cfg.video)
+            if video_spec.kind == "pattern":
                 video = sources.TestPatternTrack(cfg.video_width, cfg.video_height, cfg.fps, label=cfg.name)
                 self.camera = "pattern"
-            elif cfg.video == "camera":
-                video, self.camera = self._device(devices.open_camera(None, cfg.video_width, cfg.video_height, cfg.fps),
-                                                  "camera", "Others see your identicon.")
+            elif video_spec.kind == "camera":
+                camera = devices.open_camera(video_spec.device, cfg.video_width, cfg.video_height, cfg.fps)
+                video, self.camera = self._device(camera, "camera", "Others see your identicon.")
         if video is not None:
             self.video_switch = sources.SwitchableTrack(video)
             if cfg.shared_encoding:
@@ -75,8 +77,7 @@ class LocalMedia:
                 self.local_view.consume(self._relay.subscribe(self.video_switch, buffered=False))))
         output, self.audio_out = sinks.open_audio_output(cfg.audio_out)
         if self.audio_out == "missing":
-            self._notice("warning", "no audio output device: you will not hear the others "
-                                    "(use --record-audio FILE.wav or fix ALSA/Pulse)")
+            self._notice("warning", _no_output_notice(cfg.audio_out, getattr(output, "reason", None)))
         self.mixer = sinks.AudioMixer(output)
         self.mixer.start()
 
@@ -179,3 +180,19 @@ class LocalMedia:
         level, seconds = self.mixer.input_stats(session_id) if self.mixer is not None else (0.0, 0.0)
         sink = self.video_sinks.get(session_id)
         return level, seconds, sink.frames if sink is not None else 0
+
+
+def _no_output_notice(spec: str, reason: str | None) -> str:
+    """Why nothing will be heard, and the fix. Only ``join`` (and the demo, which runs join) plays to
+    the sound card — a bot records to ``--record-audio`` or nowhere — so the flag to name is
+    ``--audio-out``. A file that cannot be written is refused by the command line before the call;
+    here it can only have become unwritable since, so its own error is the message."""
+    try:
+        device = sinks.parse_audio_output(spec).kind == "device"
+    except ValueError:  # a file (or an unknown output): the reason says what is wrong with it
+        device = False
+    if device:
+        cause = f" ({reason})" if reason else ""
+        return (f"no audio output device{cause}: you will not hear the others — use --audio-out FILE.wav to "
+                "record instead, --audio-out none to silence this, or fix ALSA/Pulse")
+    return f"{reason or f'cannot use audio output {spec!r}'}: you will not hear the others"

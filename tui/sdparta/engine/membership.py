@@ -1,11 +1,19 @@
 """The room's members as pairs: one :class:`Negotiation` per remote session, made, replaced and
-ended as the room session reports members (the ``RoomEvents`` a ``Call`` gives its session)."""
+ended as the room session reports members (the ``RoomEvents`` a ``Call`` gives its session).
+
+One rule for leavers: a pair that ended because its member left (bye, or taken out of the list) or
+is gone (stopped announcing: crashed, lost its network) stays in ``pairs`` — and so in snapshots,
+the UI's list and the bot's report — with that status for ``DEPARTED_LINGER_S``, then moves to
+``departed``, where it is still remembered (its generations, that it said bye) but no longer shown.
+A pair that failed keeps its diagnosis on screen until its member leaves or goes too.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -15,13 +23,22 @@ from aiortc.rtcconfiguration import RTCIceTransportPolicy
 from sdparta.engine.diagnosis import turn_servers_of
 from sdparta.engine.local_media import LocalMedia
 from sdparta.engine.negotiation import Negotiation, PeerContext, offers_first
-from sdparta.engine.peer import PeerLink
+from sdparta.engine.peer import BYE_REASON, PeerLink
 from sdparta.engine.state import PeerStatus
 from sdparta.room.events import RoomEvents
 from sdparta.room.keys import fingerprint
 from sdparta.room.wire import Member, RoomSettings
 
 log = logging.getLogger(__name__)
+
+#: A participant who left or is gone is shown so this long (seconds), then leaves the participant list.
+DEPARTED_LINGER_S = 12.0
+#: Ended pairs remembered after they leave the list (a bye'd session must not come back as a ghost).
+DEPARTED_KEPT = 256
+#: Why an old pair of a participant who is back with a new session disappears (almost) at once:
+#: its participant is still here. Listed this long, so that one snapshot shows how it ended.
+REJOINED_REASON = "rejoined with a new session"
+REJOINED_LINGER_S = 0.5
 
 
 class Membership(RoomEvents):
@@ -35,7 +52,9 @@ class Membership(RoomEvents):
         self.ice_servers = list(ice_servers)  # + the room's relay, if one is shared
         self.relay_only = relay_only
         self._notice, self._changed = notice, changed
-        self.pairs: dict[str, Negotiation] = {}
+        self.pairs: dict[str, Negotiation] = {}  # what snapshots show
+        self.departed: OrderedDict[str, Negotiation] = OrderedDict()  # ended and off the list
+        self._ended_at: dict[str, float] = {}  # session id → when it leaves the list (monotonic)
         self.context: PeerContext | None = None  # set once the room session exists
 
     def new_pc(self) -> RTCPeerConnection:
@@ -43,22 +62,51 @@ class Membership(RoomEvents):
         return RTCPeerConnection(RTCConfiguration(iceServers=list(self.ice_servers), iceTransportPolicy=policy))
 
     def finish(self, link: PeerLink, status: PeerStatus, reason: str | None) -> None:
-        """The pair is over: its status says why, its audio leaves the mix, its connections close."""
+        """The pair is over: its status says why, its audio leaves the mix, its connections close.
+        A pair that had failed and whose member now leaves or goes takes that status (no ghost)."""
+        sid = link.member.session_id
+        if status == PeerStatus.LEFT and reason is None:
+            reason = BYE_REASON  # the data channel's or the pair slot's bye
         if link.finished:
+            if link.status == PeerStatus.FAILED and status in (PeerStatus.LEFT, PeerStatus.GONE):
+                link.set_status(status, reason)
+                self._ended_at[sid] = time.monotonic() + DEPARTED_LINGER_S
+                self._changed()
             return
         link.set_status(status, reason)
-        self.media.forget(link.member.session_id)
+        if status != PeerStatus.FAILED:
+            self._ended_at[sid] = time.monotonic() + DEPARTED_LINGER_S
+        self.media.forget(sid)
         asyncio.get_running_loop().create_task(link.close())
         self._changed()
+
+    def prune(self, now: float) -> None:
+        """Take pairs that left or went more than DEPARTED_LINGER_S ago off the list (the engine
+        calls this every second); an old pair replaced by its member's new session goes within a
+        second (REJOINED_LINGER_S)."""
+        for sid, until in list(self._ended_at.items()):
+            negotiation = self.pairs.get(sid)
+            if negotiation is None:
+                del self._ended_at[sid]
+                continue
+            if now < until:
+                continue
+            del self._ended_at[sid], self.pairs[sid]
+            self.media.video_sinks.pop(sid, None)
+            self.departed[sid] = negotiation
+            self.departed.move_to_end(sid)
+            while len(self.departed) > DEPARTED_KEPT:
+                self.departed.popitem(last=False)
+            self._changed()
 
     # ------------------------------------------------------------------ room events
     def member_seen(self, member: Member) -> None:
         sid = member.session_id
         if sid == self.session_id:
             return
-        old = self.pairs.get(sid)
+        old = self.pairs.get(sid) or self.departed.get(sid)
         if old is not None and not old.link.may_come_back:
-            return
+            return  # it said bye (or failed and is still listed): no new pair
         assert self.context is not None
         link = PeerLink(member, offers_first(self.public_key, self.session_id, member), self.started, self._changed)
         negotiation = Negotiation(link, self.context)
@@ -66,6 +114,8 @@ class Membership(RoomEvents):
             # Declared gone (we or they were offline too long) and announcing again: a fresh pair.
             negotiation.follow(old)
         self._replace_stale_sessions(member)
+        self.departed.pop(sid, None)
+        self._ended_at.pop(sid, None)  # the fresh pair is not leaving
         self.pairs[sid] = negotiation
         negotiation.start()
         self._changed()
@@ -77,13 +127,12 @@ class Membership(RoomEvents):
             link = negotiation.link
             if (sid != member.session_id and link.member.public_key == member.public_key
                     and link.connected_after_s is not None and link.status != PeerStatus.CONNECTED):
-                self.finish(link, PeerStatus.LEFT, "rejoined with a new session")
-                del self.pairs[sid]
-                self.media.video_sinks.pop(sid, None)
+                self.finish(link, PeerStatus.LEFT, REJOINED_REASON)
+                self._ended_at[sid] = time.monotonic() + REJOINED_LINGER_S
 
     def member_gone(self, member: Member, status: str, reason: str) -> None:
         negotiation = self.pairs.get(member.session_id)
-        if negotiation is None or negotiation.link.finished:
+        if negotiation is None or (negotiation.link.finished and negotiation.link.status != PeerStatus.FAILED):
             return
         if negotiation.heard_recently(time.monotonic()):
             return  # the data channel says it is alive; trust it over the presence list

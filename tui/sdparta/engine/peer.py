@@ -27,6 +27,7 @@ MAX_DATA_MESSAGE = 16 * 1024
 MAX_CHAT_CHARS = 2000
 STATS_HISTORY = 120
 OUTBOX_LIMIT = 50  # chat lines kept for a peer whose data channel is not open yet
+BYE_REASON = "left the call (said bye)"  # a `left` that is final: that session will not come back
 
 
 class PeerLink:
@@ -89,7 +90,8 @@ class PeerLink:
     def may_come_back(self) -> bool:
         """Ended by what the presence list said (stale, or out of the list), not by a bye: if the
         same session is listed again it is alive, and gets a fresh pair."""
-        return self.status == PeerStatus.GONE or (self.status == PeerStatus.LEFT and self.failure_reason is not None)
+        return self.status == PeerStatus.GONE or (self.status == PeerStatus.LEFT
+                                                  and self.failure_reason not in (None, BYE_REASON))
 
     def attach(self, pc: RTCPeerConnection, on_connection_state: Callable[[RTCPeerConnection], None]) -> None:
         """Make ``pc`` the link's connection and follow its four state machines; changes of its

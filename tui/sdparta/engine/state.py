@@ -83,6 +83,9 @@ class CandidatePairInfo:
     remote: CandidateInfo
     state: str  # frozen | waiting | in-progress | succeeded | failed
     nominated: bool
+    # The one pair media flows on (aioice's nominated pair of the component): several pairs can be
+    # nominated (the remote side nominates IPv4 and IPv6 alike), only one is selected.
+    selected: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +170,7 @@ class CallSnapshot:
     status: CallStatus = CallStatus.STARTING
     error: str | None = None
     mic: str = "off"  # on | muted | missing | off
+    mic_source: str = "none"  # what the "mic" is: mic | tone:HZ | none (the --audio setting)
     camera: str = "off"  # on | off | missing | pattern
     audio_out: str = "none"  # device | wav | none | missing
     audio_only: bool = False
@@ -175,6 +179,13 @@ class CallSnapshot:
     invalid_messages: int = 0
     notices: tuple[Notice, ...] = ()
     started_at: float = 0.0  # unix time the call started
+    password_set: bool = False  # the room has a password (never the password itself: the invite line)
+    # Unix time since when nobody else is in the call (no live pair) after joining; None while
+    # someone is, or before the join: a wrong password or portal looks exactly like an empty room.
+    alone_since: float | None = None
+    # Does a portal answer? None = not known yet; False while joining fails (retrying) or a probe
+    # made while alone got no answer.
+    portal_reachable: bool | None = None
     # The room session's counters (what the bot's report shows), copied when the snapshot is made.
     requests_counted: bool = False  # False until the room session exists (the counters below are its)
     gets: int = 0

@@ -64,7 +64,10 @@ VIDEO_QUEUE = 2
 
 @dataclass(frozen=True)
 class DeviceResult:
-    """A device track, or None and the reason it is missing (never an exception)."""
+    """A device track, or None and the reason it is missing (never an exception).
+
+    ``error`` is the cause alone ("no /dev/video* devices", "alsa 'default': cannot find card…"),
+    without a "no camera:" prefix: the caller says what is missing, once."""
 
     track: MediaStreamTrack | None
     error: str | None = None
@@ -306,14 +309,14 @@ def open_camera(device: str | None = None, width: int = 160, height: int = 120, 
         if device is None:
             candidates = sorted(glob.glob("/dev/video*"))
             if not candidates:
-                return DeviceResult(None, "no camera found (no /dev/video* devices)")
+                return DeviceResult(None, "no /dev/video* devices")
         elif not os.path.exists(device):
-            return DeviceResult(None, f"no camera: {device} does not exist")
+            return DeviceResult(None, f"{device} does not exist")
         else:
             candidates = [device]
     else:
         if device is None:
-            return DeviceResult(None, f"no camera: a {input_format} input needs a device string")
+            return DeviceResult(None, f"a {input_format} input needs a device string")
         candidates = [device]
     errors: list[str] = []
     wanted = {"video_size": f"{width}x{height}", "framerate": str(max(1, fps))}
@@ -329,7 +332,7 @@ def open_camera(device: str | None = None, width: int = 160, height: int = 120, 
         track = CaptureTrack("video", container, stream, _video_converter(width, height),  # type: ignore[arg-type]
                              VIDEO_QUEUE, candidate)
         return DeviceResult(track, None)
-    return DeviceResult(None, "cannot open camera: " + "; ".join(errors))
+    return DeviceResult(None, "; ".join(errors))
 
 
 def open_microphone(device: str | None = None, *, channels: int = 1,
@@ -342,7 +345,7 @@ def open_microphone(device: str | None = None, *, channels: int = 1,
     ensure_alsa_config()
     formats = [input_format] if input_format else audio_backends()
     if not formats:
-        return DeviceResult(None, "no microphone: this PyAV build has neither Pulse nor ALSA input")
+        return DeviceResult(None, "this PyAV build has neither Pulse nor ALSA input")
     errors: list[str] = []
     wanted = {"sample_rate": str(CAPTURE_RATE), "channels": str(channels)}
     for fmt in formats:
@@ -358,7 +361,7 @@ def open_microphone(device: str | None = None, *, channels: int = 1,
         track = CaptureTrack("audio", container, container.streams.audio[0],
                              _audio_converter(channels), AUDIO_QUEUE, f"{fmt}:{target}")  # type: ignore[arg-type]
         return DeviceResult(track, None)
-    return DeviceResult(None, "no microphone: " + "; ".join(errors))
+    return DeviceResult(None, "; ".join(errors))
 
 
 @dataclass
@@ -394,7 +397,8 @@ def open_output_device(device: str | None = None, sample_rate: int = CAPTURE_RAT
     """Open the sound card for s16 output and prove it by writing 20 ms of silence.
 
     The proof matters: PyAV opens an ALSA device lazily, so a missing card only shows on the
-    first write.  Raises ``OSError`` whose message is the reason (callers turn it into a state)."""
+    first write.  Raises ``OSError`` whose message is the cause alone, e.g. "alsa 'default': cannot
+    find card…" (callers turn it into a state and say what is missing)."""
     ensure_alsa_config()
     errors: list[str] = []
     target = device or "default"
@@ -417,7 +421,7 @@ def open_output_device(device: str | None = None, sample_rate: int = CAPTURE_RAT
         errors.append(_reason(f"{fmt} {target!r}", failure, stderr))
     if not errors:
         errors.append("this PyAV build has neither Pulse nor ALSA output")
-    raise OSError("no audio output: " + "; ".join(errors))
+    raise OSError("; ".join(errors))
 
 
 def probe_audio_output(device: str | None = None) -> ProbeResult:

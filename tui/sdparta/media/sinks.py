@@ -1,5 +1,5 @@
-"""Media sinks: one audio mixer for all peers → sound card, WAV file or nothing, and a latest-frame
-video slot per remote track.
+"""Media sinks: one audio mixer for all peers → sound card, WAV file or nothing (the outputs are in
+:mod:`sdparta.media.audio_out`), and a latest-frame video slot per remote track.
 
 The mixer is paced by the monotonic clock in fixed blocks: ALSA's ``null``/``file`` devices and
 WAV files accept data faster than real time, so the output can never be the clock (DESIGN §7).
@@ -12,193 +12,45 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import queue
 import threading
 import time
-import wave
 from collections import deque
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Protocol
 
 import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from sdparta.media.devices import AudioDevice, open_output_device
+# the outputs live in audio_out; they are part of this module's interface (sinks.open_audio_output …)
+from sdparta.media.audio_out import (
+    AudioOutput,
+    AudioOutputSpec,
+    DeviceOutput,
+    NullOutput,
+    WavFileOutput,
+    open_audio_output,
+    parse_audio_output,
+)
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "AudioMixer",
     "AudioOutput",
+    "AudioOutputSpec",
     "DeviceOutput",
     "InputStats",
     "NullOutput",
     "VideoSink",
     "WavFileOutput",
     "open_audio_output",
+    "parse_audio_output",
 ]
 
 AUDIO_RATE = 48_000
 BLOCK_MS = 20
-#: Header rewrite + flush interval of a WAV recording: a killed process loses at most this much.
-WAV_SYNC_S = 0.5
 #: How far behind schedule the mixer may fall before it skips ahead instead of catching up.
 MAX_CATCH_UP_S = 0.2
-
-
-class AudioOutput(Protocol):
-    """Where the mixed audio goes: s16 blocks shaped (frames, channels), in real time."""
-
-    def write(self, block: np.ndarray) -> None: ...
-    def close(self) -> None: ...
-
-
-class NullOutput:
-    """Discards audio; ``reason`` says why there is no real output (shown to the user)."""
-
-    def __init__(self, reason: str | None = None) -> None:
-        self.reason = reason
-        self.blocks_written = 0
-
-    def write(self, block: np.ndarray) -> None:
-        self.blocks_written += 1
-
-    def close(self) -> None:
-        pass
-
-
-class WavFileOutput:
-    """A 16-bit PCM WAV recording that stays readable while being written.
-
-    The stdlib ``wave`` writer patches the RIFF/data sizes on demand; we do it (and flush) every
-    ``WAV_SYNC_S`` and on close, so another process can read the file meanwhile and a killed
-    process still leaves a valid file with everything but the last half second."""
-
-    def __init__(self, path: str | Path, sample_rate: int = AUDIO_RATE, channels: int = 1) -> None:
-        self.path = Path(path)
-        self.sample_rate, self.channels = sample_rate, channels
-        self.frames_written = 0
-        self._file = self.path.open("wb")
-        try:
-            # Both stay open for the recording's lifetime; close() ends them.
-            self._wav = wave.open(self._file, "wb")  # noqa: SIM115
-            self._wav.setnchannels(channels)
-            self._wav.setsampwidth(2)
-            self._wav.setframerate(sample_rate)
-            self._wav.writeframes(b"")  # header now, so even an empty recording is a valid file
-            self._file.flush()
-        except BaseException:
-            self._file.close()
-            raise
-        self._last_sync = time.monotonic()
-        self._closed = False
-
-    def write(self, block: np.ndarray) -> None:
-        if self._closed:
-            raise ValueError(f"{self.path}: recording is closed")
-        data = np.asarray(block, dtype="<i2")
-        if data.ndim != 2 or data.shape[1] != self.channels:
-            data = data.reshape(-1, self.channels)
-        self._wav.writeframesraw(data.tobytes())
-        self.frames_written += data.shape[0]
-        now = time.monotonic()
-        if now - self._last_sync >= WAV_SYNC_S:
-            self.sync()
-            self._last_sync = now
-
-    def sync(self) -> None:
-        """Rewrite the header for what has been written so far and push it to the OS."""
-        if not self._closed:
-            self._wav.writeframes(b"")  # patches the RIFF and data sizes
-            self._file.flush()
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            self._wav.close()  # final header patch; does not close a file object it was given
-        finally:
-            self._file.close()
-
-
-class DeviceOutput:
-    """The sound card through PyAV (Pulse or ALSA), written from its own thread.
-
-    A sound card write blocks while the card's buffer is full; that must never stall the event
-    loop that also runs ICE and RTP, so writes go through a short queue (oldest dropped when the
-    card falls behind) to a writer thread.  A device error surfaces on the next ``write``."""
-
-    def __init__(self, device: str | None = None, sample_rate: int = AUDIO_RATE, channels: int = 1,
-                 queue_blocks: int = 10) -> None:
-        self._device: AudioDevice = open_output_device(device, sample_rate, channels)  # OSError if missing
-        self.name = self._device.name
-        self.sample_rate, self.channels = sample_rate, channels
-        self.error: str | None = None
-        self.dropped = 0
-        self.blocks_written = 0
-        self._queue: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=queue_blocks)
-        self._thread = threading.Thread(target=self._run, name="audio-out", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            while (block := self._queue.get()) is not None:
-                self._device.write(block)
-                self.blocks_written += 1
-        except Exception as exc:
-            self.error = f"{self.name}: {exc}"
-            log.warning("audio output failed: %s", self.error)
-        finally:
-            self._device.close()
-
-    def _put(self, item: np.ndarray | None) -> None:
-        while True:
-            try:
-                self._queue.put_nowait(item)
-                return
-            except queue.Full:
-                with contextlib.suppress(queue.Empty):
-                    self._queue.get_nowait()
-                    self.dropped += 1
-
-    def write(self, block: np.ndarray) -> None:
-        if self.error is not None:
-            raise OSError(self.error)
-        if not self._thread.is_alive():
-            raise OSError(f"{self.name}: output is closed")
-        self._put(np.array(block, dtype=np.int16, copy=True))
-
-    def close(self) -> None:
-        if self._thread.is_alive():
-            self._put(None)
-            self._thread.join(timeout=2.0)
-
-
-def open_audio_output(spec: str, sample_rate: int = AUDIO_RATE, channels: int = 1) -> tuple[AudioOutput, str]:
-    """Turn a user's choice into an output and a state word; never raises for a missing device.
-
-    ``spec``: ``device`` (or ``device:NAME``, e.g. ``device:hw:1`` / ``device:null``), ``none``
-    (or empty), or a path ending in ``.wav``.  States: ``device`` | ``wav`` | ``none`` |
-    ``missing``; when ``missing`` the output is a :class:`NullOutput` whose ``reason`` says why."""
-    spec = spec.strip()
-    if spec in ("", "none"):
-        return NullOutput(), "none"
-    if spec == "device" or spec.startswith("device:"):
-        name = spec.partition(":")[2] or None
-        try:
-            return DeviceOutput(name, sample_rate, channels), "device"
-        except OSError as exc:
-            log.info("%s", exc)
-            return NullOutput(str(exc)), "missing"
-    if spec.lower().endswith(".wav"):
-        try:
-            return WavFileOutput(spec, sample_rate, channels), "wav"
-        except OSError as exc:
-            return NullOutput(f"cannot write {spec}: {exc.strerror or exc}"), "missing"
-    return NullOutput(f"unknown audio output {spec!r} (expected device, none or FILE.wav)"), "missing"
 
 
 @dataclass(frozen=True)

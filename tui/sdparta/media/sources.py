@@ -16,6 +16,7 @@ import fractions
 import math
 import time
 import zlib
+from dataclasses import dataclass
 
 import av
 import numpy as np
@@ -23,12 +24,17 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 __all__ = [
     "AUDIO_RATE",
+    "TONE_RANGE_HZ",
     "VIDEO_CLOCK",
+    "AudioSourceSpec",
     "Pacer",
     "SwitchableTrack",
     "TestPatternTrack",
     "ToneTrack",
+    "VideoSourceSpec",
     "black_frame",
+    "parse_audio_source",
+    "parse_video_source",
     "silent_frame",
 ]
 
@@ -37,6 +43,63 @@ AUDIO_RATE = 48_000
 #: Behind schedule by more than this (process suspended, loop starved): restart the schedule
 #: instead of emitting a burst of frames to catch up.
 MAX_LAG_S = 1.0
+
+#: Frequencies a ``tone:HZ`` source may have: audible, and well below the Nyquist frequency.
+TONE_RANGE_HZ = (20.0, 20_000.0)
+DEFAULT_TONE_HZ = 440.0
+
+
+# ---------------------------------------------------------------------------- source specs
+# One parser per kind of source, used both by the command line (to refuse a bad --audio/--video
+# before anything starts) and by the engine when it opens the source: they can never disagree.
+@dataclass(frozen=True)
+class AudioSourceSpec:
+    """What ``--audio`` asked for: ``mic``, ``tone`` (with its frequency) or ``none``."""
+
+    kind: str  # mic | tone | none
+    frequency_hz: float = DEFAULT_TONE_HZ
+
+
+@dataclass(frozen=True)
+class VideoSourceSpec:
+    """What ``--video`` asked for: ``camera`` (any, or one ``/dev/videoN``), ``pattern`` or ``none``."""
+
+    kind: str  # camera | pattern | none
+    device: str | None = None
+
+
+def parse_audio_source(spec: str) -> AudioSourceSpec:
+    """``mic`` | ``tone`` | ``tone:HZ`` | ``none``; ValueError says what is wrong and what would do."""
+    text = spec.strip()
+    if text in ("mic", "none"):
+        return AudioSourceSpec(text)
+    if text == "tone":
+        return AudioSourceSpec("tone")
+    if text.startswith("tone:"):
+        value = text.partition(":")[2]
+        try:
+            hz = float(value)
+        except ValueError:
+            raise ValueError(f"the tone frequency {value!r} is not a number (e.g. tone:440)") from None
+        low, high = TONE_RANGE_HZ
+        if not low <= hz <= high:  # also refuses nan and inf
+            raise ValueError(f"a tone of {value} Hz is outside {low:g}–{high:g} Hz (e.g. tone:440)")
+        return AudioSourceSpec("tone", hz)
+    raise ValueError("not an audio source (expected mic, tone:HZ such as tone:440, or none)")
+
+
+def parse_video_source(spec: str) -> VideoSourceSpec:
+    """``camera`` | ``camera:/dev/videoN`` | ``pattern`` | ``none``; ValueError says what would do."""
+    text = spec.strip()
+    if text in ("camera", "pattern", "none"):
+        return VideoSourceSpec(text)
+    if text.startswith("camera:"):
+        device = text.partition(":")[2]
+        if not device.startswith("/dev/"):
+            raise ValueError(f"camera device {device!r} is not a device path (e.g. camera:/dev/video0)")
+        return VideoSourceSpec("camera", device)
+    raise ValueError("not a video source (expected camera, camera:/dev/videoN, pattern or none)")
+
 
 # BT.601 limited-range Y, U, V of 75 % colour bars: white, yellow, cyan, green, magenta, red, blue, black.
 _BARS_YUV = np.array(

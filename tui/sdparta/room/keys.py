@@ -6,6 +6,7 @@ HMAC-SHA256, AES-256-GCM, Ed25519), so a web page can implement the same protoco
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import hmac
 import os
@@ -13,6 +14,11 @@ import secrets
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: identity files are not locked
+    fcntl = None  # type: ignore[assignment]
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -112,6 +118,102 @@ class Identity:
 
     def sign(self, message: bytes) -> bytes:
         return self._private.sign(message)
+
+
+#: A second (third, …) concurrent session of one account takes the next free identity file:
+#: identity.key, identity-2.key, …, identity-16.key — the same one each run while the others run.
+MAX_IDENTITY_PROFILES = 16
+
+
+class IdentityLock:
+    """An exclusive ``flock`` on ``<identity file>.lock``, held while one session uses that identity.
+
+    Two sessions of one identity show one fingerprint, which defeats comparing fingerprints out of
+    band; the lock tells a second session to take another identity. The OS drops the lock when the
+    process ends however it ends (a crash or SIGKILL never leaves a stale lock behind)."""
+
+    def __init__(self, fd: int, path: Path) -> None:
+        self._fd: int | None = fd
+        self.path = path
+
+    @classmethod
+    def try_acquire(cls, key_path: Path) -> IdentityLock | None:
+        """The lock for ``key_path``, or None when another running session holds it. Where the file
+        system cannot lock (no fcntl, ENOLCK), a lock that guards nothing is returned."""
+        lock_path = key_path.with_name(key_path.name + ".lock")
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)  # not inherited by child processes
+        if fcntl is None:
+            return cls(fd, lock_path)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                os.close(fd)
+                return None
+            # locking unsupported here (e.g. some network file systems): behave as before locks existed
+        return cls(fd, lock_path)
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
+
+
+def profile_path(path: Path, n: int) -> Path:
+    """Profile ``n`` of the identity file ``path``: 1 is ``path`` itself, 2 is ``identity-2.key``…"""
+    return path if n == 1 else path.with_name(f"{path.stem}-{n}{path.suffix}")
+
+
+@dataclass
+class ClaimedIdentity:
+    """The identity a session runs with, the file it came from and the lock held on it."""
+
+    identity: Identity
+    path: Path | None  # None: a fresh identity for this session only (every profile was in use)
+    lock: IdentityLock | None  # None: not locked (shared with another session, or no file)
+    notice: tuple[str, str] | None = None  # (severity, text) to tell the user, if anything is unusual
+
+    def release(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+
+
+def claim_identity(path: Path, *, profiles: bool) -> ClaimedIdentity:
+    """Load (or create) the identity at ``path`` and lock it for this session.
+
+    With ``profiles`` (the user's default identity), a session that finds ``path`` in use by another
+    running session takes the first free of ``identity-2.key``, ``identity-3.key``…, so a second
+    terminal has a distinct fingerprint, the same one every time it is the second. Without (a file
+    the user named), the file is used even when it is in use: the user asked for that identity."""
+    candidates = [profile_path(path, n) for n in range(1, MAX_IDENTITY_PROFILES + 1)] if profiles else [path]
+    for candidate in candidates:
+        lock = IdentityLock.try_acquire(candidate)
+        if lock is None:
+            continue
+        try:
+            identity = Identity.load_or_create(candidate)
+        except BaseException:
+            lock.release()
+            raise
+        notice = None
+        if candidate != path:
+            notice = ("warning", f"another sdparta session is using {path.name}, so this one uses "
+                                 f"{candidate.name}: your fingerprint here is {identity.fingerprint}")
+        return ClaimedIdentity(identity, candidate, lock, notice)
+    if not profiles:
+        identity = Identity.load_or_create(path)
+        return ClaimedIdentity(identity, path, None, (
+            "warning", f"{path} is also in use by another running session: both show the fingerprint "
+                       f"{identity.fingerprint}"))
+    identity = Identity.generate()
+    return ClaimedIdentity(identity, None, None, (
+        "warning", f"{path.name} and its {MAX_IDENTITY_PROFILES - 1} profiles are all in use: this session "
+                   f"uses a fresh identity for this call only, fingerprint {identity.fingerprint}"))
 
 
 def verify_signature(public_key: bytes, signature: bytes, message: bytes) -> bool:
