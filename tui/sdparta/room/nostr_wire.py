@@ -101,7 +101,7 @@ class PresenceRecord:
 
 
 def encode_presence_record(keys: RoomKeys, identity: Identity, session_id: str, nostr_key: bytes, name: str,
-                           ts_ms: int, *, leaving: bool = False) -> bytes:
+                           ts_ms: int, *, leaving: bool = False, nonce: bytes | None = None) -> bytes:
     """Seal our presence (or leaving) record for the event published under ``nostr_key`` (32 bytes)."""
     name = clean_name(name)
     signature = identity.sign(_presence_signing_bytes(keys, identity.public_key, session_id, nostr_key, name,
@@ -109,7 +109,7 @@ def encode_presence_record(keys: RoomKeys, identity: Identity, session_id: str, 
     body = {"v": 1, "pk": identity.public_key.hex(), "sid": session_id, "name": name, "ts": ts_ms,
             "sig": signature.hex(), "left": leaving}
     raw = json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
-    return seal(keys, b"nostr-presence", nostr_key, RoomTags(keys).presence_key(session_id), raw)
+    return seal(keys, b"nostr-presence", nostr_key, RoomTags(keys).presence_key(session_id), raw, nonce)
 
 
 def decode_presence_record(keys: RoomKeys, nostr_key: bytes, d_tag: str, blob: bytes) -> PresenceRecord:
