@@ -1,4 +1,5 @@
-"""End to end in a real terminal: `sdparta demo` in tmux at 120×40, chat, quit with ctrl+q."""
+"""End to end in a real terminal: `sdparta demo` in tmux at 120×40, chat, then at 80×24 (hints kept,
+the ICE panel on the whole screen), quit with ctrl+q."""
 
 from __future__ import annotations
 
@@ -45,7 +46,22 @@ def test_demo_in_tmux(tmp_path: Path) -> None:
         subprocess.run(["tmux", "send-keys", "-t", session, "hello from tmux", "Enter"], check=True)
         screen = wait_screen(session, lambda s: "you: hello from tmux" in s, 15, "own chat line in the log")
         (tmp_path / "screen.txt").write_text(screen)
-        subprocess.run(["tmux", "send-keys", "-t", session, "Escape"], check=True)
+        # Enter gave the keys back to the call: this c opens the chat again instead of being typed
+        wait_screen(session, lambda s: "press c to chat" in s, 15, "the idle placeholder after sending")
+        subprocess.run(["tmux", "send-keys", "-t", session, "c"], check=True)
+        wait_screen(session, lambda s: "Enter sends" in s, 15, "the typing placeholder")
+        subprocess.run(["tmux", "send-keys", "-t", session, "second", "Enter"], check=True)
+        wait_screen(session, lambda s: "you: second" in s, 15, "the second line, no stray c")
+
+        subprocess.run(["tmux", "resize-window", "-t", session, "-x", "80", "-y", "24"], check=True)
+        screen = wait_screen(session, lambda s: s.splitlines()[-1].rstrip().endswith("? help · ^q quit")
+                             and len(s.splitlines()[0]) <= 80, 30, "the hints kept at 80×24")
+        assert screen.count("connected") >= 2
+        subprocess.run(["tmux", "send-keys", "-t", session, "i"], check=True)
+        screen = wait_screen(session, lambda s: "now: rtt" in s and "PgDn" in s, 30, "the ICE panel at 80×24")
+        assert "┏ ┏┓" not in screen and "participants" not in screen, "tiles hidden, not squeezed"
+        subprocess.run(["tmux", "send-keys", "-t", session, "i"], check=True)
+        (tmp_path / "screen-80x24.txt").write_text(screen)
         subprocess.run(["tmux", "send-keys", "-t", session, "C-q"], check=True)
         deadline = time.monotonic() + 30
         while not done.exists() and time.monotonic() < deadline:

@@ -1,4 +1,4 @@
-"""Snapshot tests of the main screen, the ICE panel and the help screen: a frozen call (fixed
+"""Snapshot tests of the main screen (at 120×40 and 80×24), the ICE panel and the help screen: a frozen call (fixed
 snapshot, fixed test-pattern frames) and a frozen clock (chat times rendered in UTC)."""
 
 from __future__ import annotations
@@ -31,6 +31,16 @@ def test_main_screen(snap_compare) -> None:  # type: ignore[no-untyped-def]
 
 def test_ice_panel(snap_compare) -> None:  # type: ignore[no-untyped-def]
     assert snap_compare(make_app(), terminal_size=(160, 45), press=["i"], run_before=_settle)
+
+
+def test_small_terminal(snap_compare) -> None:  # type: ignore[no-untyped-def]
+    """80×24: no self view (our key on the "you" line), remote tiles get the room, hints kept."""
+    assert snap_compare(make_app(), terminal_size=(80, 24), run_before=_settle)
+
+
+def test_ice_panel_on_a_small_terminal(snap_compare) -> None:  # type: ignore[no-untyped-def]
+    """80×24 with ``i``: the panel takes the whole screen, live figures first, a footer to scroll."""
+    assert snap_compare(make_app(), terminal_size=(80, 24), press=["i"], run_before=_settle)
 
 
 def test_help_screen(snap_compare) -> None:  # type: ignore[no-untyped-def]

@@ -391,11 +391,12 @@ class Call:
         alone = joined and not any(p.status in LIVE for p in peers)
         if not alone:
             self._alone_since = None
-        elif self._alone_since is None:
+            if joined:
+                self._portal_ok = True  # someone is here: the room works
+        elif self._alone_since is None:  # just joined, or the last one left: the portal answered lately
             self._alone_since = self._portal_probed_at = time.time()
-        if joined and (self._portal_ok is None or not alone):
-            self._portal_ok = True  # the join (or a peer) just proved it
-        elif self._status == CallStatus.ERROR and not (self._error or "").startswith("engine crashed"):
+            self._portal_ok = True
+        if self._status == CallStatus.ERROR and not (self._error or "").startswith("engine crashed"):
             self._portal_ok = False  # joining failed: _join_with_retry says so and retries
         if alone and self._portal_probe is None and time.time() - self._portal_probed_at >= PORTAL_PROBE_INTERVAL:
             with contextlib.suppress(RuntimeError):  # no running loop: not publishing from the engine

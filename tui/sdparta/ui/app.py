@@ -6,23 +6,20 @@ in messages: a timer reads each peer's latest-frame slot at the tile frame rate.
 engine in a worker thread (bye sent, thread joined) so the event loop never blocks.
 
 What is drawn lives beside this module: the participant list (``participants``), the ICE panel
-(``ice_panel``), the status bar (``status_bar``), tiles and labels (``widgets``, ``video``,
-``identicon``) and the help screen (``screens``).
+(``ice_panel``), the status bar (``status_bar``), the chat box (``chat``), what the empty grid says
+(``lobby``), how the screen is split per terminal size (``layout``), tiles and labels (``widgets``,
+``video``, ``identicon``), timeline dumps (``dump``) and the help screen (``screens``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
-import json
 import math
-import re
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 from rich.text import Text
 from textual import events, on
@@ -30,17 +27,22 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal, Vertical
 from textual.message import Message
+from textual.screen import Screen
 from textual.timer import Timer
-from textual.widgets import Input, RichLog, Static
+from textual.widgets import Input, Static
 
 from sdparta.config import over_ssh
-from sdparta.engine.state import CallSnapshot, ChatMessage, Notice, PeerSnapshot, PeerStatus
+from sdparta.engine.state import CallSnapshot, Notice, PeerSnapshot, PeerStatus
 from sdparta.ui.call_source import CallSource
+from sdparta.ui.chat import ChatBox, new_items, toast_text
+from sdparta.ui.dump import default_dump_dir, shown_path, write_dump
 from sdparta.ui.ice_panel import IcePanel
-from sdparta.ui.participants import TILE_STATUSES, participants_text, roster, tile_label
+from sdparta.ui.layout import Layout, choose_layout
+from sdparta.ui.lobby import lobby_text, roster_hint
+from sdparta.ui.participants import TILE_STATUSES, participants_text, roster, self_label, tile_label, you_title
 from sdparta.ui.sanitize import safe
 from sdparta.ui.screens import HelpScreen
-from sdparta.ui.status_bar import status_text
+from sdparta.ui.status_bar import status_text, tone_label
 from sdparta.ui.video import FpsGovernor
 from sdparta.ui.widgets import PeerTile, TextLine
 
@@ -48,18 +50,6 @@ COMMAND_SETTLE_S = 1.0  # after a mute/camera key, trust the key over snapshots 
 SSH_TILE_CELLS = (48, 18)  # largest picture per tile over SSH: ~35 KiB per truecolor frame at most
 NOTICE_SEVERITIES = ("information", "warning", "error")  # what Textual's notify accepts
 RESTARTABLE = (PeerStatus.CONNECTED, PeerStatus.RECONNECTING)  # pairs `r` may restart ICE on
-T = TypeVar("T")
-
-
-def new_items(items: Sequence[T], last_seen: T | None) -> list[T]:
-    """Items appended after ``last_seen`` in an append-only list that the engine trims at the front
-    (so neither indices nor counts are stable)."""
-    if last_seen is None:
-        return list(items)
-    for index in range(len(items) - 1, -1, -1):
-        if items[index] == last_seen:
-            return list(items[index + 1:])
-    return list(items)  # everything we saw was trimmed away: all of it is new
 
 
 class SnapshotArrived(Message):
@@ -85,6 +75,13 @@ class SdpartaApp(App[int]):
         Binding("d", "dump", "dump"),
         Binding("r", "restart_ice", "restart ICE", show=False),
         Binding("question_mark", "help", "help"),
+        # the ICE panel never has the focus (the call has): its scroll keys are the app's
+        Binding("up", "ice_scroll('up')", show=False),
+        Binding("down", "ice_scroll('down')", show=False),
+        Binding("pageup", "ice_scroll('page_up')", show=False),
+        Binding("pagedown", "ice_scroll('page_down')", show=False),
+        Binding("home", "ice_scroll('home')", show=False),
+        Binding("end", "ice_scroll('end')", show=False),
     ]
 
     def __init__(self, call: CallSource, *, video_mode: str = "truecolor", fps: int = 15,
@@ -96,7 +93,7 @@ class SdpartaApp(App[int]):
         self.video_mode = video_mode
         self.governor = FpsGovernor(fps)
         self.fps = self.governor.fps
-        self.dump_dir = dump_dir or Path.cwd()
+        self.dump_dir = dump_dir or default_dump_dir()
         self.start_call = start_call
         self.local_time = local_time
         small = over_ssh() if small_tiles is None else small_tiles
@@ -111,11 +108,13 @@ class SdpartaApp(App[int]):
         self._roster: list[PeerSnapshot] = []
         self._tiles: dict[str, PeerTile] = {}
         self._last_notice: Notice | None = None
-        self._last_chat: ChatMessage | None = None
         self._last_error: str | None = None
         self._frame_timer: Timer | None = None
         self._snapshot_lock = threading.Lock()
         self._pending: CallSnapshot | None = None
+        self._ice_open = False
+        self._layout: Layout = choose_layout(120, 40)  # until the first resize says otherwise
+        self._main_screen: Screen[object] | None = None
 
     # ------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
@@ -123,24 +122,24 @@ class SdpartaApp(App[int]):
             with Vertical(id="side"):
                 yield Static("participants", classes="title")
                 yield TextLine(id="participants")
-                yield Static("you", classes="title")
+                yield TextLine(Text("you"), classes="title", id="you")
                 self.self_tile = PeerTile("self", self.snapshot_state.fingerprint, self.video_mode,
                                           max_cells=self.tile_cells, tile_id="self-tile")
                 yield self.self_tile
             yield Grid(id="grid")
+            yield TextLine(id="lobby")
             yield IcePanel(id="ice")
-        with Vertical(id="chat"):
-            yield RichLog(id="chat-log", wrap=True, markup=False, max_lines=1000)
-            yield Input(placeholder="chat: press c, type, enter sends (escape leaves)", id="chat-input",
-                        max_length=2000)
+        yield ChatBox(self.local_time, id="chat")
         yield TextLine(id="status")
 
     def on_mount(self) -> None:
-        self.query_one("#ice").display = False
+        self._main_screen = self.screen
+        self._apply_layout()
         self.call.add_listener(self._on_engine_snapshot)
         if self.start_call:
             self.call.start()
         self._frame_timer = self.set_interval(1 / self.fps, self._pull_frames)
+        self.set_interval(1.0, self._tick)  # the lobby's "alone for N s" advances without snapshots
         # after the first refresh, so notices about the start (no microphone…) find the toast rack
         self.call_after_refresh(lambda: self._render_snapshot(self.call.snapshot()))
 
@@ -176,15 +175,29 @@ class SdpartaApp(App[int]):
         self._roster = roster(snap.peers)
         if self.focused_peer() is None:
             self.focused_sid = self._roster[0].session_id if self._roster else None
-        self.query_one("#participants", TextLine).show(participants_text(self._roster, self.focused_sid),
-                                                       fixed_height=False)
         self._sync_tiles()
-        ice = self.query_one("#ice", IcePanel)
-        if ice.display:
-            ice.show(self.focused_peer())
+        self._render_lobby()
+        if self._ice_open:
+            self.query_one("#ice", IcePanel).show(self.focused_peer())
         self._render_chat(snap)
         self._render_status()
         self._notify_news(snap)
+
+    def _render_lobby(self) -> None:
+        """The participant list (or what its emptiness means) and, while there are no tiles, the
+        lobby where they would be: joining, portal not answering, alone — and the invite line."""
+        snap, now = self.snapshot_state, time.time()
+        self.query_one("#participants", TextLine).show(
+            participants_text(self._roster, self.focused_sid, roster_hint(snap, now)), fixed_height=False)
+        if not self._tiles:
+            lobby = self.query_one("#lobby", TextLine)
+            lobby.show(lobby_text(snap, now, lobby.content_size.width or 40), fixed_height=False)
+
+    def _tick(self) -> None:
+        """Once a second: time-based text (alone for N s) and unread chat that came into sight."""
+        if self.is_running and not self.stopped:
+            self._render_lobby()
+            self._chat_maybe_seen()
 
     def _notify_news(self, snap: CallSnapshot) -> None:
         """Engine notices and errors, each shown once (errors already told as a notice are not
@@ -218,32 +231,55 @@ class SdpartaApp(App[int]):
             tile.set_class(peer.speaking, "-speaking")
             tile.set_class(peer.session_id == self.focused_sid, "-focused")
             tile.show_video(peer.video_frames > 0 and not peer.remote_camera_off and not peer.remote_audio_only)
+        if (not self._tiles) != self._main_screen_has("-empty"):
+            self._apply_layout()
         columns = 1 if len(shown) <= 1 else 2 if len(shown) <= 4 else 3
         grid.styles.grid_size_columns = columns
         grid.styles.grid_size_rows = max(1, math.ceil(len(shown) / columns))
         snap = self.snapshot_state
-        me = Text(no_wrap=True, overflow="ellipsis")
-        me.append(f"{safe(snap.name)} ", style="bold")
-        me.append(f"{safe(snap.fingerprint)} ", style="grey62")  # what the others see next to our name
-        me.append("muted" if snap.mic == "muted" else "", style="magenta")
-        self.self_tile.label.show(me)
+        self.self_tile.label.show(self_label(snap))
+        self.query_one("#you", TextLine).show(you_title(snap, self._layout.self_view))
         self.self_tile.icon.set_fingerprint(snap.fingerprint)
         self.self_tile.show_video(snap.camera in ("on", "pattern") and not snap.audio_only)
 
     def _render_chat(self, snap: CallSnapshot) -> None:
-        log = self.query_one("#chat-log", RichLog)
-        for message in new_items(snap.chat, self._last_chat):
-            line = Text(time.strftime("%H:%M ", self.local_time(message.t)), style="grey50")
-            line.append(safe(message.from_name), style="bold cyan" if message.own else "bold")
-            line.append(f": {safe(message.text)}")
-            log.write(line)
-        if snap.chat:
-            self._last_chat = snap.chat[-1]
+        """New lines into the log; those from others that the user cannot see now are also a toast
+        and counted as unread in the status bar."""
+        unseen = self.query_one("#chat", ChatBox).show(snap.chat, self.chat_visible())
+        if unseen:
+            self.notify(toast_text(unseen), title="chat (c to read and answer)", timeout=8, markup=False)
+
+    def chat_visible(self) -> bool:
+        """Can the user see the chat log now (not under the help screen or a full-screen ICE panel)?"""
+        return self.screen is self._main_screen and not (self._ice_open and self._layout.ice_full)
+
+    def _chat_maybe_seen(self) -> None:
+        if self.chat_visible() and self.query_one("#chat", ChatBox).unread.seen():
+            self._render_status()
 
     def _render_status(self) -> None:
-        self.query_one("#status", TextLine).show(status_text(self.snapshot_state, self.size.width))
+        self.query_one("#status", TextLine).show(status_text(self.snapshot_state, self.size.width,
+                                                             self.query_one("#chat", ChatBox).unread.count))
+
+    # ------------------------------------------------------------------ layout
+    def _main_screen_has(self, cls: str) -> bool:
+        return self._main_screen is not None and self._main_screen.has_class(cls)
+
+    def _apply_layout(self) -> None:
+        """Split the screen for the terminal's size (see layout.py and app.tcss)."""
+        if self._main_screen is None:
+            return
+        self._layout = choose_layout(self.size.width, self.size.height)
+        for cls, wanted in self._layout.classes(ice_open=self._ice_open, empty=not self._tiles).items():
+            self._main_screen.set_class(wanted, cls)
 
     def on_resize(self, event: events.Resize) -> None:
+        was_self_view = self._layout.self_view
+        self._apply_layout()
+        if self._layout.self_view != was_self_view:
+            self._sync_tiles()
+        self.call_after_refresh(self._render_lobby)  # the invite line is laid out for the new width
+        self._chat_maybe_seen()
         self._render_status()
 
     # ------------------------------------------------------------------ video
@@ -251,13 +287,14 @@ class SdpartaApp(App[int]):
         """Read the latest-frame slots (frames never travel in messages) and adapt the frame rate
         to what the terminal can take."""
         busy = 0.0
+        grid_shown = not (self._ice_open and self._layout.ice_full)  # hidden tiles are not drawn
         for sid, tile in self._tiles.items():
-            if tile.video.display:
+            if grid_shown and tile.video.display:
                 latest = self.call.latest_frame(sid)
                 if latest is not None:
                     tile.video.show_frame(*latest)
             busy += tile.video.take_busy()
-        if self.self_tile.video.display:
+        if grid_shown and self._layout.self_view and self.self_tile.video.display:
             local = self.call.latest_local_frame()
             if local is not None:
                 self.self_tile.video.show_frame(*local)
@@ -271,13 +308,17 @@ class SdpartaApp(App[int]):
 
     # ------------------------------------------------------------------ actions
     def action_mute(self) -> None:
-        if self.snapshot_state.mic == "missing":
-            self.notify("no microphone: there is nothing to mute", severity="warning", timeout=4)
+        snap = self.snapshot_state
+        if snap.mic in ("missing", "off"):
+            what = "no microphone" if snap.mic == "missing" else "no audio source (--audio none)"
+            self.notify(f"{what}: there is nothing to mute", severity="warning", timeout=4)
             return
         self.muted = not self.muted
         self._commanded_at = time.monotonic()
         self.call.set_mic_muted(self.muted)
-        self.notify("microphone muted" if self.muted else "microphone on", timeout=2)
+        tone = tone_label(snap.mic_source)
+        source = f" (source: {tone})" if tone else ""
+        self.notify(f"microphone muted{source}" if self.muted else f"microphone on{source}", timeout=2)
 
     def action_camera(self) -> None:
         snap = self.snapshot_state
@@ -301,17 +342,33 @@ class SdpartaApp(App[int]):
         self._render_snapshot(self.snapshot_state)
 
     def action_toggle_ice(self) -> None:
-        panel = self.query_one("#ice", IcePanel)
-        panel.display = not panel.display
-        if panel.display:
+        """Show or hide the ICE panel: beside the tiles on a big terminal, else on the whole screen."""
+        self._ice_open = not self._ice_open
+        self._apply_layout()
+        if self._ice_open:
+            panel = self.query_one("#ice", IcePanel)
             panel.show(self.focused_peer())
+            panel.scroll_home(animate=False)
+        self._chat_maybe_seen()
+
+    def action_ice_scroll(self, how: str) -> None:
+        if self._ice_open:
+            self.query_one("#ice", IcePanel).scroll_by_key(how)
 
     def action_chat(self) -> None:
+        """Into the chat input; a full-screen ICE panel closes first (the chat must be in sight)."""
+        if self._ice_open and self._layout.ice_full:
+            self.action_toggle_ice()
         self.query_one("#chat-input", Input).focus()
+        self._chat_maybe_seen()
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
-            self.push_screen(HelpScreen())
+            self.push_screen(HelpScreen(), lambda _: self._chat_maybe_seen())
+
+    def action_help_quit(self) -> None:
+        """ctrl+c (when no text is selected to copy): it does not leave a call — say what does."""
+        self.notify("ctrl+c does not leave the call: press ctrl+q to leave", title="leave?", timeout=6)
 
     def action_restart_ice(self) -> None:
         peer = self.focused_peer()
@@ -326,26 +383,23 @@ class SdpartaApp(App[int]):
         if peer is None:
             self.notify("no participant to dump", severity="warning")
             return
-        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", peer.name)[:32] or "peer"
-        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime())
-        path = self.dump_dir / f"sdparta-{name}-{peer.session_id[:8]}-{stamp}.json"
-        snap = self.snapshot_state
-        document = {"dumped_at": time.time(), "room": snap.room, "call_started_at": snap.started_at,
-                    "me": {"name": snap.name, "fingerprint": snap.fingerprint, "session_id": snap.session_id},
-                    "peer": asdict(peer)}
         try:
-            path.write_text(json.dumps(document, indent=2))
+            path = write_dump(self.dump_dir, self.snapshot_state, peer)
         except OSError as exc:
-            self.notify(f"could not write {path}: {exc}", severity="error", markup=False)
+            self.notify(f"could not write a dump into {shown_path(self.dump_dir)}: {exc}", severity="error",
+                        markup=False)
             return
-        self.notify(f"timeline written to {path}", timeout=8, markup=False)
+        # the path on a line of its own: the toast is as wide as it (app.tcss), so it is never broken
+        self.notify(shown_path(path), title=f"timeline of {safe(peer.name)} written to", timeout=10, markup=False)
 
     @on(Input.Submitted, "#chat-input")
     def _send_chat(self, event: Input.Submitted) -> None:
+        """Send, and hand the keys back to the call: the next ``c`` opens the chat, not types a c."""
         text = event.value.strip()
         if text:
             self.call.send_chat(text)
         event.input.value = ""
+        self.set_focus(None)
 
     def on_key(self, event: events.Key) -> None:
         if event.key == "escape" and isinstance(self.focused, Input):

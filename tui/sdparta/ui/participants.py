@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from rich.text import Text
 
-from sdparta.engine.state import PeerSnapshot, PeerStatus
+from sdparta.engine.state import CallSnapshot, PeerSnapshot, PeerStatus
 from sdparta.ui.sanitize import safe
 
 STATE_COLOURS: dict[str, str] = {
@@ -78,14 +78,15 @@ def peer_line(peer: PeerSnapshot, focused: bool) -> Text:
     return text
 
 
-def participants_text(peers: Sequence[PeerSnapshot], focused_sid: str | None) -> Text:
-    """The whole participant list, the focused one marked (or a hint while nobody is there)."""
+def participants_text(peers: Sequence[PeerSnapshot], focused_sid: str | None,
+                      empty_hint: str = "waiting for others to join…") -> Text:
+    """The whole participant list, the focused one marked (or ``empty_hint`` while nobody is there)."""
     text = Text()
     for peer in peers:
         text.append_text(peer_line(peer, peer.session_id == focused_sid))
         text.append("\n")
     if not peers:
-        text.append("waiting for others to join…", style="grey50")
+        text.append(empty_hint, style="grey50")
     return text
 
 
@@ -98,3 +99,22 @@ def tile_label(peer: PeerSnapshot) -> Text:
     for flag in peer_flags(peer):
         label.append(f" {flag}", style="magenta")
     return label
+
+
+def self_label(snap: CallSnapshot) -> Text:
+    """The line above our own tile: name and key (what the others see next to our name)."""
+    me = Text(no_wrap=True, overflow="ellipsis")
+    me.append(f"{safe(snap.name)} ", style="bold")
+    me.append(f"{safe(snap.fingerprint)} ", style="grey62")
+    me.append("muted" if snap.mic == "muted" else "", style="magenta")
+    return me
+
+
+def you_title(snap: CallSnapshot, self_view: bool) -> Text:
+    """The "you" heading; without a self view (small terminals) it carries our name and key, which
+    the others compare out of band."""
+    you = Text("you", no_wrap=True, overflow="ellipsis")
+    if not self_view:
+        you.append(f": {safe(snap.name)} ", style="bold")
+        you.append(safe(snap.fingerprint), style="grey62")
+    return you

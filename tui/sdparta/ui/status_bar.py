@@ -1,4 +1,8 @@
-"""The bottom line: room, portals, transport, own fingerprint, device states and key hints."""
+"""The bottom line: room, portals, transport, own fingerprint, device states, unread chat and key hints.
+
+The key hints are the only on-screen help, so they always stay: on a narrow terminal the other
+parts go first, then the room name is shortened, then whatever is left is cut with an ellipsis.
+"""
 
 from __future__ import annotations
 
@@ -9,46 +13,91 @@ from rich.text import Text
 from sdparta.engine.state import CallSnapshot, CallStatus
 from sdparta.ui.sanitize import safe
 
-#: Key hints, longest first: the longest that fits is shown.
+#: Key hints, longest first: the longest that fits is shown; the last one is always shown.
 STATUS_HINTS = ("m mute · v cam · tab focus · i ICE · c chat · d dump · ? help · ^q quit",
                 "m mute · v cam · i ICE · ? help · ^q quit", "? help · ^q quit")
 AUDIO_OUT_LABELS = {"missing": "no output device", "none": "no audio out", "device": "speaker on",
                     "wav": "audio → file"}
+ROOM_CELLS = 24  # a room name longer than this is shortened with an ellipsis (it is in the title too)
+ROOM_MIN_CELLS = 6  # ... and down to this when the terminal is narrow
+DROP_LEVELS = (5, 4, 3, 2, 1)  # parts with these levels go first, in this order (0 = always kept)
 
 
-def status_text(snap: CallSnapshot, width: int) -> Text:
-    """Room, portals and transport, own fingerprint, device states and key hints; on a narrow
-    terminal the least useful parts go first (own fingerprint — also shown on the self view —,
-    then the portal, then longer hints)."""
+def tone_label(source: str) -> str | None:
+    """``tone:440`` → ``tone 440 Hz`` (None for anything that is not a tone)."""
+    if not source.startswith("tone"):
+        return None
+    _, _, hz = source.partition(":")
+    try:
+        frequency = float(hz) if hz else 440.0
+    except ValueError:
+        return "tone"
+    return f"tone {frequency:g} Hz"
+
+
+def mic_label(snap: CallSnapshot) -> tuple[str, str]:
+    """(text, style) of what others hear from us: ``mic on``, ``tone 440 Hz muted``, ``no mic``."""
+    if snap.mic not in ("on", "muted"):
+        return "no mic", "red"
+    source = tone_label(snap.mic_source) or "mic"
+    return (f"{source} on", "green") if snap.mic == "on" else (f"{source} muted", "red")
+
+
+def shorten(text: str, cells: int) -> str:
+    """``text`` in at most ``cells`` cells, an ellipsis marking the cut."""
+    shortened = Text(text)
+    shortened.truncate(max(1, cells), overflow="ellipsis")
+    return shortened.plain
+
+
+def status_text(snap: CallSnapshot, width: int, unread: int = 0) -> Text:
+    """The status bar for a terminal ``width`` cells wide; ``unread`` chat messages arrived while
+    the chat was out of sight. Drop order when space runs out: own fingerprint (also on the self
+    view), portal, audio output, push/polling, camera; then the room name shrinks."""
     portals = re.sub(r"^https?://", "", snap.portals[0]) if snap.portals else "no portal"
     if len(snap.portals) > 1:
         portals += f" +{len(snap.portals) - 1}"
     audio_out = AUDIO_OUT_LABELS.get(snap.audio_out, f"out {snap.audio_out}")
-    # (text, style, drop order: higher goes first when space runs out; 0 = always kept)
+    mic, mic_style = mic_label(snap)
+    room = safe(snap.room)
+    # (text, style, drop level: higher goes first when space runs out; 0 = always kept)
     parts: list[tuple[str, str, int]] = [
-        (f" {safe(snap.room)} ", "bold reverse", 0),
-        (f" {portals}", "", 2),
-        (f" {'push' if snap.push else 'polling'} ", "", 0),
-        (f" me {snap.fingerprint} ", "grey70", 3),
-        (f" mic {snap.mic} ", "green" if snap.mic == "on" else "red", 0),
-        (f" cam {snap.camera} ", "green" if snap.camera in ("on", "pattern") else "yellow", 0),
-        (f" {audio_out} ", "yellow" if snap.audio_out in ("missing", "none") else "green", 0),
+        ("ROOM", "bold reverse", 0),
+        (f" {safe(portals)}", "", 4),
+        (f" {'push' if snap.push else 'polling'} ", "", 2),
+        (f" me {snap.fingerprint} ", "grey70", 5),
+        (f" {mic} ", mic_style, 0),
+        (f" cam {snap.camera} ", "green" if snap.camera in ("on", "pattern") else "yellow", 1),
+        (f" {audio_out} ", "yellow" if snap.audio_out in ("missing", "none") else "green", 3),
     ]
+    if unread:
+        parts.append((f" ✉ {unread} unread ", "bold yellow", 0))
     if snap.status != CallStatus.JOINED:
         parts.append((f" {snap.status} ", "bold red" if snap.status == CallStatus.ERROR else "yellow", 0))
+    hint_min = len(STATUS_HINTS[-1]) + 1  # one cell between the parts and the hint, at least
+
+    def used(room_cells: int, dropped: set[int]) -> int:
+        return sum(room_cells + 2 if text == "ROOM" else Text(text).cell_len
+                   for text, _, level in parts if level not in dropped)
+
+    room_cells = min(Text(room).cell_len, ROOM_CELLS)
     dropped: set[int] = set()
-    for level in (3, 2):  # keep everything while at least the shortest hint fits
-        used = sum(len(text) for text, _, drop in parts if drop not in dropped)
-        if used + 2 + len(STATUS_HINTS[-1]) <= width:
+    for level in DROP_LEVELS:
+        if used(room_cells, dropped) + hint_min <= width:
             break
         dropped.add(level)
-    used = sum(len(text) for text, _, drop in parts if drop not in dropped)
-    hints = next((h for h in STATUS_HINTS if used + 2 + len(h) <= width), "")
+    overflow = used(room_cells, dropped) + hint_min - width
+    if overflow > 0:
+        room_cells = max(ROOM_MIN_CELLS, room_cells - overflow)
+    hints = next((h for h in STATUS_HINTS if used(room_cells, dropped) + 1 + len(h) <= width), STATUS_HINTS[-1])
     status = Text(no_wrap=True, overflow="ellipsis")
-    for text, style, drop in parts:
-        if drop not in dropped:
-            status.append(text, style=style)
-    if hints:
-        status.append(" " * (width - status.cell_len - len(hints)))
-        status.append(hints, style="grey50")
+    for text, style, level in parts:
+        if level not in dropped:
+            status.append(f" {shorten(room, room_cells)} " if text == "ROOM" else text, style=style)
+    room_left = max(0, width - len(hints) - 1)
+    if status.cell_len > room_left:
+        status.truncate(room_left, overflow="ellipsis")
+    status.append(" " * max(1, width - status.cell_len - len(hints)))
+    status.append(hints, style="grey50")
+    status.truncate(max(width, 0))
     return status
