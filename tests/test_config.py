@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sdparta.config import ConfigError, config_path, format_settings, load_settings
+from sdparta.config import CallFlags, ConfigError, call_config, config_path, format_settings, load_settings
 
 
 @pytest.fixture(autouse=True)
@@ -20,9 +20,9 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
-def test_defaults_contact_no_public_server(isolated: Path) -> None:
+def test_defaults_name_no_server(isolated: Path) -> None:
     settings = load_settings({})
-    assert settings["portals"] == ["http://127.0.0.1:8787"]
+    assert settings["portals"] == [] and settings["relays"] == []
     assert settings["stun"] == [] and settings["turn"] == []
     assert (settings["video_mode"], settings["fps"]) == ("truecolor", 15)
     assert (settings["opus_bitrate"], settings["opus_channels"], settings["audio_only"]) == (32000, 1, False)
@@ -68,7 +68,7 @@ def test_ssh_lowers_the_default_fps_only(isolated: Path, monkeypatch: pytest.Mon
     ("fps = true\n", "fps must be a whole number"),
     ('video_mode = "sixel"\n', "video_mode must be one of truecolor, 256, mono"),
     ('portals = ["ftp://x"]\n', "portals: 'ftp://x' is not a URL"),
-    ("portals = []\n", "portals must be a non-empty list"),
+        ('relays = ["https://relay.example"]\n', "relays: not a relay URL (ws://… or wss://…)"),
     ('portals = ["http://"]\n', "portals: not a portal URL: 'http://'"),
     ('stun = ["stun.example.org"]\n', "stun: 'stun.example.org' is not a STUN URL; expected e.g. stun:"),
     ('stun = ["stuns:s.example:5349"]\n', "stuns: is not supported: use stun:"),
@@ -149,3 +149,33 @@ def test_the_readme_example_is_a_valid_config(isolated: Path) -> None:
     settings = load_settings({})
     assert all(source.startswith("config file") for key, source in settings.sources.items()
                if key in ("name", "portals", "stun", "turn", "video_mode", "fps", "opus_bitrate"))
+
+
+def test_with_nothing_named_a_call_uses_the_public_relays_and_stun(isolated: Path) -> None:
+    """Two people in different homes with no server of their own: the built-in public relays and a
+    public STUN server. Naming a portal or a relay replaces both (no STUN unless named)."""
+    from sdparta.engine import defaults
+
+    config, _ = call_config("room", CallFlags())
+    assert config.public_relays and config.portals == [] and config.relays == []
+    assert [s.urls for s in config.ice_servers] == list(defaults.PUBLIC_STUN)
+    for flags in (CallFlags(portals=["http://127.0.0.1:9"]), CallFlags(relays=["ws://127.0.0.1:9"])):
+        config, _ = call_config("room", flags)
+        assert not config.public_relays and config.ice_servers == []
+    config, _ = call_config("room", CallFlags(relays=["WS://127.0.0.1:9", "ws://127.0.0.1:9/"]))
+    assert config.relays == ["ws://127.0.0.1:9/"]  # normalised, duplicates merged
+
+
+def test_every_member_of_a_room_picks_the_same_public_relays() -> None:
+    from sdparta.engine import defaults
+    from sdparta.room.keys import RoomKeys
+    from sdparta.room.networks import public_relays
+
+    a = RoomKeys.derive("room-a", "pw", iterations=1000)
+    b = RoomKeys.derive("room-b", "pw", iterations=1000)
+    picks = public_relays(a, defaults.PUBLIC_RELAYS, 3)
+    assert len(set(picks)) == 3 and set(picks) <= set(defaults.PUBLIC_RELAYS)
+    assert picks == public_relays(RoomKeys.derive("room-a", "pw", iterations=1000), defaults.PUBLIC_RELAYS, 3)
+    rooms = [public_relays(RoomKeys.derive(f"room-{i}", "", iterations=1000), defaults.PUBLIC_RELAYS, 3)
+             for i in range(12)]
+    assert len({tuple(r) for r in [*rooms, public_relays(b, defaults.PUBLIC_RELAYS, 3)]}) > 1  # rooms spread

@@ -3,7 +3,10 @@
 Precedence, lowest first: built-in defaults (fps lowered when ``SSH_CONNECTION`` says we run over
 SSH; that value's source reads "environment …"), the TOML config file, command-line flags.
 The file lives at ``platformdirs.user_config_dir("sdparta")/config.toml``; ``SDPARTA_CONFIG``
-points elsewhere. No public server is contacted by default: no STUN, no TURN, a local portal.
+points elsewhere. With no portal and no relay configured, a call uses 3 of the built-in public Nostr
+relays (chosen per room, so everyone in it picks the same) and a public STUN server — the defaults
+for two people in different homes with no server of their own; naming a portal or relay replaces
+them (and then no STUN server is used unless one is named).
 
 ``join``, ``demo`` and ``bot`` all build their call with :func:`call_config` (a bot reads no config
 file: it is configured by its flags alone). ``UserSettings`` holds each default (the engine's from
@@ -44,7 +47,6 @@ if TYPE_CHECKING:
 
 VIDEO_MODES = ("truecolor", "256", "mono")
 SSH_FPS = 8
-DEFAULT_PORTAL = "http://127.0.0.1:8787"
 #: Longest room name accepted: everyone types it, and the status bar shows it.
 ROOM_NAME_MAX = 200
 
@@ -141,7 +143,7 @@ def _portals(key: str, value: Any) -> list[str]:
     """http(s) portal URLs, checked by the portal client's own check (the one every open uses)."""
     from sdparta.store.portal_client import check_portal_url  # httpx: imported only when checking
 
-    urls = _url_list(key, value, allow_empty=False)
+    urls = _url_list(key, value, allow_empty=True)
     for url in urls:
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise ValueError(f"{key}: {url!r} is not a URL starting with http:// or https://")
@@ -150,6 +152,17 @@ def _portals(key: str, value: Any) -> list[str]:
         except ValueError as exc:
             raise ValueError(f"{key}: {exc}") from None
     return urls
+
+
+def _relays(key: str, value: Any) -> list[str]:
+    """Nostr relay URLs (ws:// or wss://), normalised as the relay client does."""
+    from sdparta.nostr.info import relay_url
+
+    urls = _url_list(key, value, allow_empty=True)
+    try:
+        return list(dict.fromkeys(relay_url(url) for url in urls))
+    except ValueError as exc:
+        raise ValueError(f"{key}: {exc}") from None
 
 
 def _stun(key: str, value: Any) -> list[str]:
@@ -230,10 +243,14 @@ class UserSettings:
 
     name: str = field(default_factory=_default_name)
     """Display name the other participants see (default: ``$USER``)."""
-    portals: list[str] = field(default_factory=lambda: [DEFAULT_PORTAL])
+    portals: list[str] = field(default_factory=list)
     """Skynet-API portals the room is signalled through: written to all, read from all."""
+    relays: list[str] = field(default_factory=list)
+    """Nostr relays the room is signalled through (with the portals, if any). With neither configured,
+    3 of the built-in public relays (engine/defaults.py PUBLIC_RELAYS, chosen per room) and a public
+    STUN server are used."""
     stun: list[str] = field(default_factory=list)
-    """STUN server URLs; none by default, so no public server is contacted unless configured."""
+    """STUN server URLs; none unless named (or the public one, with the public relays)."""
     turn: list[TurnSetting] = field(default_factory=list)
     """TURN relays, one entry per URL with its credentials."""
     relay_only: bool = False
@@ -256,6 +273,7 @@ class UserSettings:
 CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "name": _str,
     "portals": _portals,
+    "relays": _relays,
     "stun": _stun,
     "turn": _turn,
     "relay_only": _bool,
@@ -352,6 +370,8 @@ class CallFlags:
 
     portals: list[str] | None = None
     """``--portal`` URLs."""
+    relays: list[str] | None = None
+    """``--relay`` URLs (Nostr)."""
     password: str = ""
     """``--password``: the room password (part of the room's key)."""
     name: str | None = None
@@ -395,7 +415,7 @@ class CallFlags:
 
     def network_overrides(self) -> dict[str, Any]:
         """Portals, STUN/TURN and --relay-only as settings overrides (None: keep the config's)."""
-        overrides: dict[str, Any] = {"portals": self.portals, "stun": self.stun,
+        overrides: dict[str, Any] = {"portals": self.portals, "relays": self.relays, "stun": self.stun,
                                      "relay_only": True if self.relay_only else None}
         if self.turn:
             overrides["turn"] = [{"url": url, "username": self.turn_user or "", "password": self.turn_password or ""}
@@ -422,14 +442,17 @@ def call_config(room: str, flags: CallFlags, *, config_file: bool = True,
 
     settings = load_settings(flags.overrides(), config_file=config_file)
     values = settings.typed
-    ice = [RTCIceServer(urls=url) for url in values.stun]
+    public = not values.portals and not values.relays  # nothing named: the public defaults
+    stun = values.stun or (list(defaults.PUBLIC_STUN) if public else [])
+    ice = [RTCIceServer(urls=url) for url in stun]
     ice += [RTCIceServer(urls=t.url, username=t.username, credential=t.password) for t in values.turn]
     if flags.identity:
         identity: Path | None = Path(flags.identity)
     else:
         identity = identity_path() if persistent_identity else None
     config = CallConfig(
-        room=room, portals=list(values.portals), password=flags.password, name=values.name,
+        room=room, portals=list(values.portals), relays=list(values.relays), public_relays=public,
+        password=flags.password, name=values.name,
         identity_path=identity, video="none" if values.audio_only else flags.video, audio=flags.audio,
         audio_out=flags.audio_out, audio_only=values.audio_only, opus_bitrate=values.opus_bitrate,
         opus_channels=values.opus_channels, ice_servers=ice, relay_only=values.relay_only,

@@ -163,6 +163,10 @@ def build_report(snapshot: CallSnapshot, departed: tuple[PeerSnapshot, ...] = ()
         "notices": [{"severity": n.severity, "text": n.text} for n in snapshot.notices],
         "peers": [_peer(p) for p in snapshot.peers],
         "departed": [_peer(p) for p in departed],
+        # every portal and relay: its state and what went through it (relays: events sent, received,
+        # rejected with the reason)
+        "networks": [{"kind": n.kind, "url": n.url, "state": n.state, "sent": n.sent, "received": n.received,
+                      "rejected": n.rejected, "reasons": dict(n.reasons)} for n in snapshot.networks],
     }
 
 
@@ -190,10 +194,11 @@ def _nobody_cause(config: CallConfig, snapshot: CallSnapshot, joined: bool) -> s
         return snapshot.error  # the last join attempt's failure, e.g. "portal X is not answering (…)"
     if not joined:
         # stopped while the first join attempt was still waiting on the portal(s)
-        who = (f"portal {config.portals[0]} is not answering" if len(config.portals) == 1
-               else f"portals {', '.join(config.portals)} are not answering")
-        return f"never joined: {who} (the join had not finished when the bot stopped); check the portal"
-    return "same room name, password and portal?"
+        servers = [*config.portals, *config.relays] or ["the public relays"]
+        who = (f"{servers[0]} is not answering" if len(servers) == 1
+               else f"{', '.join(servers)} are not answering")
+        return f"never joined: {who} (the join had not finished when the bot stopped); check the portal or relay"
+    return "same room name, password and portal or relay?"
 
 
 def run(args: argparse.Namespace) -> int:

@@ -13,6 +13,9 @@ from sdparta.config import CHECKS, CallFlags, check_ice_url, check_room_name, po
 def add_call_options(p: argparse.ArgumentParser) -> None:
     """Options shared by every command that joins a room."""
     p.add_argument("--portal", action="append", default=None, help="portal URL (repeatable)")
+    p.add_argument("--relay", action="append", default=None, metavar="URL",
+                   help="Nostr relay, wss://HOST[/PATH] (repeatable; with --portal too: both carry the room). "
+                        "With neither, 3 built-in public relays are used")
     p.add_argument("--password", default="", help="room password (part of the room's key)")
     p.add_argument("--name", default=None, help="display name")
     p.add_argument("--identity", default=None, help="identity key file")
@@ -42,14 +45,15 @@ def add_network_options(p: argparse.ArgumentParser, relay_only_help: str = "use 
 
 def network_flags(args: argparse.Namespace) -> CallFlags:
     """``--portal``, STUN/TURN and ``--relay-only`` as CallFlags (``doctor``)."""
-    return CallFlags(portals=args.portal, stun=args.stun, turn=args.turn, turn_user=args.turn_user,
-                     turn_password=args.turn_password, relay_only=args.relay_only)
+    return CallFlags(portals=args.portal, relays=getattr(args, "relay", None), stun=args.stun, turn=args.turn,
+                     turn_user=args.turn_user, turn_password=args.turn_password, relay_only=args.relay_only)
 
 
 def call_flags(args: argparse.Namespace, *, audio_out: str) -> CallFlags:
     """The shared call options plus ``--video``/``--audio`` of a ``join`` or ``bot`` command line."""
     return CallFlags(
-        portals=args.portal, password=args.password, name=args.name, identity=args.identity, stun=args.stun,
+        portals=args.portal, relays=args.relay, password=args.password, name=args.name, identity=args.identity,
+        stun=args.stun,
         turn=args.turn, turn_user=args.turn_user, turn_password=args.turn_password, relay_only=args.relay_only,
         share_turn=args.share_turn, opus_bitrate=args.opus_bitrate, opus_channels=args.opus_channels,
         opus_frame_ms=args.opus_frame_ms, audio_only=args.audio_only, connect_timeout=args.connect_timeout,
@@ -76,8 +80,9 @@ def _spec(flag: str, value: str, parse: Any) -> Any:
 
 
 def check_portal_args(args: argparse.Namespace) -> None:
-    """``--portal`` URLs (every command that has the flag)."""
+    """``--portal`` and ``--relay`` URLs (every command that has the flags)."""
     _setting("--portal", "portals", args.portal)
+    _setting("--relay", "relays", getattr(args, "relay", None))
 
 
 def check_network_args(args: argparse.Namespace) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from sdparta.engine import codec_tuning
+from sdparta.engine import codec_tuning, defaults
 from sdparta.engine.call_config import CallConfig
 from sdparta.engine.diagnosis import Diagnosis, turn_servers_of
 from sdparta.engine.local_media import LocalMedia
@@ -28,9 +28,11 @@ from sdparta.engine.membership import Membership
 from sdparta.engine.negotiation import Negotiation, NegotiationTiming, PeerContext
 from sdparta.engine.peer import MAX_CHAT_CHARS, PeerLink
 from sdparta.engine.state import LIVE, NEGOTIATING, CallSnapshot, CallStatus, ChatMessage, Notice, PeerStatus
+from sdparta.nostr.pool import RelayPool
 from sdparta.room.events import SessionCounters
 from sdparta.room.keys import Identity, RoomKeys, claim_identity, fingerprint, new_session_id
-from sdparta.room.session import RoomSession
+from sdparta.room.networks import open_room, public_relays
+from sdparta.room.rendezvous import Rendezvous
 from sdparta.store import open_store
 from sdparta.store.base import Store, StoreError
 from sdparta.supervise import supervised
@@ -80,9 +82,9 @@ class Call:
         self._chat: list[ChatMessage] = []
         self._notices: list[Notice] = []
         self._dirty = True
-        self._session: RoomSession | None = None
+        self._session: Rendezvous | None = None
         # Built here, not on join: making the HTTP client (its TLS context) costs ~50 ms.
-        self._store: Store | None = config.store or open_store(config.portals)
+        self._store: Store | None = config.store or (open_store(config.portals) if config.portals else None)
         self._media: LocalMedia | None = None  # opened on the engine loop
         self._status = CallStatus.STARTING
         self._error: str | None = None
@@ -195,8 +197,14 @@ class Call:
             share = turn_servers_of(cfg.ice_servers) if cfg.share_turn else None
             if cfg.share_turn and not share:
                 self._notice("warning", "--share-turn: no TURN server configured to share (add --turn …)")
-            self._session = RoomSession(self._store, keys, self.identity, cfg.name, self.session_id,
-                                        members, push=cfg.push, timing=cfg.timing, share_turn=share)
+            relay_urls = list(cfg.relays)
+            if not relay_urls and cfg.public_relays:
+                relay_urls = public_relays(keys, defaults.PUBLIC_RELAYS, defaults.PUBLIC_RELAYS_PER_ROOM)
+            pool = RelayPool(relay_urls, on_crash=members.loop_failed) if relay_urls else None
+            self._snapshot = replace(self._snapshot, relays=tuple(relay_urls), public_relays=cfg.public_relays)
+            self._session = open_room(keys, self.identity, cfg.name, self.session_id, members, store=self._store,
+                                      relays=pool, push=cfg.push, timing=cfg.timing, relay_timing=cfg.relay_timing,
+                                      share_turn=share)
             diagnosis = Diagnosis(lambda: members.ice_servers, relay_only=cfg.relay_only, notice=self._notice)
             members.context = PeerContext(
                 room=self._session, media=media, diagnosis=diagnosis, new_pc=members.new_pc, finish=members.finish,
@@ -373,6 +381,7 @@ class Call:
             peers=peers,
             chat=tuple(self._chat),
             notices=tuple(self._notices),
+            networks=tuple(session.networks()) if session is not None else (),
             **_counter_fields(session.counters if session is not None else None),
             **self._presence_fields(peers),
         )

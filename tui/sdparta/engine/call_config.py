@@ -20,6 +20,9 @@ class CallConfig:
 
     room: str
     portals: list[str]
+    relays: list[str] = field(default_factory=list)  # Nostr relays (with the portals, if any)
+    # neither portals nor relays named: 3 of defaults.PUBLIC_RELAYS, chosen by the room's keys
+    public_relays: bool = False
     password: str = ""
     name: str = "anonymous"
     identity: Identity | None = None  # None: a fresh identity for this call
@@ -45,6 +48,7 @@ class CallConfig:
     connect_timeout: float = defaults.CONNECT_TIMEOUT
     push: bool = True
     timing: SessionTiming | None = None
+    relay_timing: SessionTiming | None = None  # the Nostr room's timers (room/nostr_room.py NOSTR_TIMING)
     store: Store | None = None  # inject a store (unit tests); default: open_store(portals)
     room_keys: RoomKeys | None = None  # pre-derived keys (benchmarks; skips the slow KDF)
 

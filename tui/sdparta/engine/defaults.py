@@ -10,3 +10,21 @@ CONNECT_TIMEOUT = 20.0  # s: a pair not connected by then has failed (aiortc alo
 VIDEO_WIDTH = 160
 VIDEO_HEIGHT = 120
 FPS = 15
+
+#: Used only when neither a portal nor a relay is configured (real use with no server of one's own;
+#: tests and the demo always name their own). Each room picks 3 of these by its keys
+#: (room/networks.py public_relays), so all its members meet on the same ones; dead entries are
+#: skipped fast and the rest carry the room. The public list churns (damus.io announced its shutdown
+#: for July 2026 and is left out): keep it short and update it here.
+PUBLIC_RELAYS = (
+    "wss://nos.lol/",
+    "wss://relay.primal.net/",
+    "wss://relay.nostr.band/",
+    "wss://nostr.mom/",
+    "wss://relay.snort.social/",
+    "wss://offchain.pub/",
+    "wss://nostr.oxtr.dev/",
+    "wss://relay.nostr.bg/",
+)
+PUBLIC_RELAYS_PER_ROOM = 3
+PUBLIC_STUN = ("stun:stun.l.google.com:19302",)

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from sdparta.room.rendezvous import NetworkState
+
 
 class PeerStatus(StrEnum):
     """A pair's lifecycle as sdparta sees it (independent of the RTCPeerConnection state machine).
@@ -166,6 +168,9 @@ class CallSnapshot:
     fingerprint: str
     session_id: str
     portals: tuple[str, ...] = ()
+    relays: tuple[str, ...] = ()  # the Nostr relays the room uses (public_relays: the built-in ones, chosen per room)
+    public_relays: bool = False
+    networks: tuple[NetworkState, ...] = ()  # every portal and relay now, with its state and counters
     push: bool = False  # True when the portal's subscription socket is in use, False = polling
     status: CallStatus = CallStatus.STARTING
     error: str | None = None

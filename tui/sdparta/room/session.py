@@ -18,6 +18,8 @@ from typing import Any
 from sdparta.room.events import RoomEvents, SessionCounters, SessionTiming
 from sdparta.room.keys import Identity, RoomKeys
 from sdparta.room.presence import fair_list
+from sdparta.room.rendezvous import NetworkState, message_body
+from sdparta.room.roster import Roster
 from sdparta.room.settings import read_settings, write_settings
 from sdparta.room.slots import (
     EPOCH_REVISION_LIMIT,
@@ -43,8 +45,6 @@ from sdparta.supervise import supervised
 
 log = logging.getLogger(__name__)
 
-CLOCK_SKEW_S = 10.0  # members' clocks may disagree this much (protocol.md: NTP, a few seconds)
-STALE_REASON = "stopped announcing (crashed or lost its network)"
 #: A member that reads unusable presence content (or an abandoned epoch) rewrites the list after a
 #: random delay in this range (seconds) instead of waiting for its next re-announce.
 HEAL_DELAY_S = (0.1, 1.5)
@@ -74,8 +74,10 @@ class RoomSession:
         self._pairs = PairSlots(self._transfers, keys, identity, session_id, self._invalid)
         self._room_keypair = self._shared.keypair
         self._presence = SlotState()
-        self._members: dict[tuple[bytes, str], Member] = {}
         self._watch_slot: set[tuple[bytes, str]] = set()  # members whose slot we poll
+        self._roster = Roster((identity.public_key, session_id), events, self.timing, clock,
+                              on_new=self._member_arrived, on_gone=lambda m: self._watch_slot.discard(m.key))
+        self._members = self._roster.members  # the roster's table (read here, changed only by the roster)
         self._subscription: Subscription | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
@@ -258,8 +260,18 @@ class RoomSession:
 
     async def send(self, member: Member, body: dict[str, Any]) -> None:
         """Seal, sign and publish ``body`` in our pair slot to ``member`` (newest wins)."""
-        await self._pairs.send(member, {"v": 1, "from": self.session_id, "to": member.session_id,
-                                        "name": self.name, "ts": int(self.clock() * 1000), **body})
+        await self.publish(member, message_body(self.session_id, self.name, member, int(self.clock() * 1000), body))
+
+    async def publish(self, member: Member, message: dict[str, Any]) -> None:
+        """Publish a full message (rendezvous.message_body) in our pair slot to ``member``."""
+        await self._pairs.send(member, message)
+
+    def networks(self) -> list[NetworkState]:
+        """The portals this session writes to and reads from."""
+        state = "push" if self.push_active else "polling"
+        stores = getattr(self.store, "stores", [self.store])
+        return [NetworkState("portal", str(getattr(store, "url", store)), state, self.counters.sets,
+                             self.counters.gets) for store in stores]
 
     # ------------------------------------------------------------------ internals
     def _invalid(self, reason: str) -> None:
@@ -267,8 +279,7 @@ class RoomSession:
         self.events.invalid(reason)
 
     def _is_fresh(self, member: Member, margin: float = 0.0) -> bool:
-        """Refreshed within the TTL (less ``margin`` seconds)."""
-        return self.clock() * 1000 - member.ts_ms <= (self.timing.ttl - margin) * 1000
+        return self._roster.fresh(member, margin)
 
     async def _fetch_presence(self, entry: RegistryEntry | None = None) -> list[Member] | None:
         """Read the presence slot (or use a pushed entry); None when unchanged (or not newer)."""
@@ -318,38 +329,16 @@ class RoomSession:
         return True
 
     def _apply_presence(self, members: list[Member]) -> None:
-        """Emit member_seen / member_gone for the difference to what we knew."""
-        listed: dict[tuple[bytes, str], Member] = {}
-        for member in members:
-            if member.session_id == self.session_id and member.public_key == self.identity.public_key:
-                continue
-            if self._is_fresh(member):
-                listed[member.key] = member
-        for key, member in list(self._members.items()):
-            if key not in listed and self._presence_full and self._is_fresh(member):
-                continue  # a full list may have cut it (a flood): only a bye or staleness says it is gone
-            if key not in listed:
-                del self._members[key]
-                self._watch_slot.discard(key)
-                if self._is_fresh(member, margin=CLOCK_SKEW_S):
-                    self.events.member_gone(member, "left", "left the room")
-                else:  # a writer whose clock runs a little ahead dropped it as stale before we did
-                    self.events.member_gone(member, "gone", STALE_REASON)
-        for key, member in listed.items():
-            known = self._members.get(key)
-            self._members[key] = member
-            if known is None:
-                self.mark_pending()
-                self._reread_settings_soon()
-                self.events.member_seen(member)
+        """The list is the portal's whole view: whoever is missing left (roster.py)."""
+        self._roster.apply_list(members, may_be_cut=self._presence_full)
+
+    def _member_arrived(self, member: Member) -> None:
+        self.mark_pending()
+        self._reread_settings_soon()
 
     def expire_stale(self) -> None:
         """Report members whose record went stale (cheap, local: the engine calls it every second)."""
-        for key, member in list(self._members.items()):
-            if not self._is_fresh(member):
-                del self._members[key]
-                self._watch_slot.discard(key)
-                self.events.member_gone(member, "gone", STALE_REASON)
+        self._roster.expire_stale()
 
     async def _update_presence(self, leaving: bool) -> None:
         """Read-modify-write of the presence list with compare-and-set; retries on conflict."""

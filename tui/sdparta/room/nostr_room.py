@@ -1,0 +1,327 @@
+"""One participant's presence in a room over Nostr relays (docs/protocol.md §8).
+
+The same room protocol as the portal session (room/session.py) — identity-signed member records,
+the same sealed and signed pair messages and settings, the same member table (room/roster.py) —
+mapped onto NIP-01 events: each member publishes its own addressable record (no compare-and-set
+needed), one subscription per relay brings the room's records and the messages addressed to us,
+and everything is ordered by the sealed content's own timestamps, never by arrival (relays replay
+old versions of addressable events, and ephemeral or expired ones too).
+
+Load is bounded (Trystero's endless 5 s announces got it blocked): our record is refreshed every
+``reannounce`` seconds (60: about one event per minute per relay in a steady room), faster only
+while a pair negotiates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from sdparta.nostr.event import Event, NostrKey
+from sdparta.nostr.pool import PoolSubscription, RelayPool
+from sdparta.nostr.state import EventTooLarge, RelayState
+from sdparta.room.events import RoomEvents, SessionCounters, SessionTiming
+from sdparta.room.keys import Identity, RoomKeys
+from sdparta.room.nostr_wire import (
+    APP_KIND,
+    MAX_PRESENCE_RECORD_BYTES,
+    RoomTags,
+    b64,
+    decode_presence_record,
+    encode_presence_record,
+    unb64,
+)
+from sdparta.room.rendezvous import NetworkState, message_body
+from sdparta.room.roster import Roster
+from sdparta.room.wire import (
+    MAX_MESSAGE_BYTES,
+    MAX_SETTINGS_BYTES,
+    Member,
+    RoomSettings,
+    TurnServer,
+    WireError,
+    decode_message,
+    decode_settings,
+    encode_message,
+    encode_settings,
+)
+from sdparta.store.base import StoreError, StoreUnavailable
+from sdparta.supervise import supervised
+
+log = logging.getLogger(__name__)
+
+#: Relay timing: a record lives 150 s (a crashed member is gone 90–150 s after the crash, unless its
+#: connection says so first), refreshed every 60 s, every 5 s while a pair negotiates.
+NOSTR_TIMING = SessionTiming(reannounce=60.0, reannounce_retry=5.0, ttl=150.0)
+#: Messages from authors whose presence record has not arrived yet (one subscription brings both,
+#: in any order): kept this many, then the oldest is dropped.
+MAX_UNMATCHED = 64
+#: Records older than this many seconds are not asked for (relays keep old events for ever).
+SINCE_MARGIN_S = 30
+#: Joining waits this long for a relay to open, and then for the relays' stored events (EOSE).
+CONNECT_WAIT_S = 6.0
+STORED_WAIT_S = 3.0
+
+
+class NostrRoom:
+    """Announce ourselves on relays, follow the room's records, exchange sealed messages."""
+
+    def __init__(self, relays: RelayPool, keys: RoomKeys, identity: Identity, name: str, session_id: str,
+                 events: RoomEvents, *, timing: SessionTiming | None = None, clock: Callable[[], float] = time.time,
+                 share_turn: list[TurnServer] | None = None, nostr_key: NostrKey | None = None) -> None:
+        self.relays = relays
+        self.keys = keys
+        self.identity = identity
+        self.name = name
+        self.session_id = session_id
+        self.events = events
+        self.timing = timing or NOSTR_TIMING
+        self.clock = clock
+        self.share_turn = share_turn
+        self.nostr_key = nostr_key or NostrKey.generate()
+        self.counters = SessionCounters()
+        self.settings: RoomSettings | None = None
+        self.tags = RoomTags(keys)
+        self.roster = Roster((identity.public_key, session_id), events, self.timing, clock,
+                             on_new=self._member_arrived)
+        self._authors: dict[str, tuple[bytes, str]] = {}  # Nostr pubkey → member key (from its record)
+        self._unmatched: deque[Event] = deque(maxlen=MAX_UNMATCHED)
+        self._last_message_ts: dict[tuple[bytes, str], int] = {}
+        self._pending_until = 0.0
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._sub: PoolSubscription | None = None
+        self._started = False
+        self._closing = False
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def push_active(self) -> bool:
+        return any(status.state == RelayState.OPEN for status in self.relays.status())
+
+    async def start(self) -> None:
+        """Connect, subscribe and take in what the relays hold (so the room's settings and members are
+        known before we announce), share or read the settings, announce ourselves, re-announce."""
+        await self.relays.start()
+        if not await self.relays.wait_any_open(CONNECT_WAIT_S):
+            raise StoreUnavailable(f"no Nostr relay can be used ({self._relay_summary()})")
+        if self._sub is None:
+            since = int(self.clock()) - int(self.timing.ttl) - SINCE_MARGIN_S
+            self._sub = self.relays.subscribe(f"sdparta-{self.session_id}", [
+                {"kinds": [APP_KIND], "#x": [self.tags.room, self.tags.to(self.session_id)], "since": since},
+                {"kinds": [APP_KIND], "#x": [self.tags.settings], "limit": 16},
+            ])
+            self._tasks.append(asyncio.create_task(self._supervised("events", self._read_loop)))
+            await self._sub.wait_stored(STORED_WAIT_S)
+        if self.share_turn:
+            await self.share_settings(self.share_turn)
+        await self._announce()
+        if not self._started:
+            self._started = True
+            self._tasks.append(asyncio.create_task(self._supervised("re-announce", self._announce_loop)))
+
+    def _relay_summary(self) -> str:
+        return "; ".join(f"{s.url}: {s.state}{f' ({s.reason})' if s.reason else ''}" for s in self.relays.status())
+
+    async def _read_loop(self) -> None:
+        assert self._sub is not None
+        async for item in self._sub.events():
+            try:
+                self._on_event(item.event, item.relay)
+            except Exception:  # a bug with one event must not end delivery (counted, logged)
+                log.exception("relay event handling crashed")
+                self.counters.invalid("relay: an event could not be handled (a bug)")
+
+    async def _supervised(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
+        def crashed(loop_name: str, error: str) -> None:
+            self.counters.loop_restarts += 1
+            self.events.loop_failed(f"relay {loop_name}", error)
+        await supervised(name, loop, crashed, stopping=lambda: self._closing)
+
+    async def leave(self) -> None:
+        """Bye to every member, then replace our record with a leaving one (replays of older records
+        cannot bring us back: they are older than the goodbye)."""
+        self._closing = True
+        if not self._started:
+            return
+        await asyncio.gather(*(self.send(m, {"type": "bye"}) for m in self.roster.list()), return_exceptions=True)
+        with contextlib.suppress(StoreError):
+            await self._announce(leaving=True)
+
+    async def close(self) -> None:
+        self._closing = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        with contextlib.suppress(Exception):
+            await self.relays.close()
+
+    # ------------------------------------------------------------------ commands
+    def members(self) -> list[Member]:
+        return self.roster.list()
+
+    async def send(self, member: Member, body: dict[str, Any]) -> None:
+        await self.publish(member, message_body(self.session_id, self.name, member, int(self.clock() * 1000), body))
+
+    async def publish(self, member: Member, message: dict[str, Any]) -> None:
+        """Our newest message to ``member``: one addressable event per pair (newest replaces it)."""
+        data_key = self.tags.pair_key(self.session_id, member.session_id)
+        blob = encode_message(self.keys, self.identity, data_key, message)
+        await self._publish(data_key.hex(), self.tags.to(member.session_id), b64(blob))
+
+    async def watch(self, member: Member, active: bool) -> None:
+        """Nothing to do: the subscription already brings every message addressed to us."""
+
+    def mark_pending(self, seconds: float = 10.0, *, urgent: bool = False) -> None:
+        """Re-announce fast for a while: a member that missed our record gets another soon."""
+        self._pending_until = max(self._pending_until, time.monotonic() + seconds)
+        if urgent:
+            self.kick()
+
+    def clear_pending(self) -> None:
+        self._pending_until = 0.0
+
+    def kick(self) -> None:
+        """The network may have changed: reconnect every relay that is not open now."""
+        for relay in self.relays.relays.values():
+            if not relay.is_open:
+                relay.reconnect()
+
+    async def room_reachable(self, timeout: float = 1.0) -> bool:
+        return self.push_active
+
+    def expire_stale(self) -> None:
+        self.roster.expire_stale()
+
+    def networks(self) -> list[NetworkState]:
+        states = []
+        for status in self.relays.status():
+            c = status.counters
+            reasons = {**c["rejected"], **c["invalid_reasons"]}
+            state = f"{status.state}: {status.reason}" if status.reason else str(status.state)
+            states.append(NetworkState("relay", status.url, state, c["events_sent"], c["events_received"],
+                                       sum(c["rejected"].values()) + c["invalid_dropped"],
+                                       tuple(sorted(reasons.items()))))
+        return states
+
+    async def share_settings(self, turn: list[TurnServer]) -> None:
+        settings_key = self.keys.data_key("nostr", "settings")
+        ts_ms = int(self.clock() * 1000)
+        blob = encode_settings(self.keys, self.identity, bytes.fromhex(self.nostr_key.pubkey), settings_key,
+                               turn, ts_ms)
+        await self._publish(self.tags.settings, self.tags.settings, b64(blob))
+        self.settings = RoomSettings(self.identity.public_key, ts_ms, tuple(turn))
+        self.events.settings(self.settings)
+
+    # ------------------------------------------------------------------ publishing
+    async def _announce(self, *, leaving: bool = False) -> None:
+        blob = encode_presence_record(self.keys, self.identity, self.session_id,
+                                      bytes.fromhex(self.nostr_key.pubkey), self.name,
+                                      int(self.clock() * 1000), leaving=leaving)
+        await self._publish(self.tags.presence_d(self.session_id), self.tags.room, b64(blob))
+
+    async def _publish(self, d_tag: str, x_tag: str, content: str) -> None:
+        """Sign and send the next version of one of our addressable records (its ``created_at`` grows
+        per ``d`` tag: NostrKey.addressable)."""
+        event = self.nostr_key.addressable(d_tag, content, [("x", x_tag)], created_at=int(self.clock()))
+        self.counters.sets += 1
+        try:
+            result = await self.relays.publish(event)
+        except EventTooLarge as exc:
+            raise StoreError(f"a signalling message is too large for every relay: {exc}") from exc
+        if not result.ok:
+            reasons = "; ".join(f"{r.url}: {r.status}{f' {r.message}' if r.message else ''}"
+                                for r in result.results.values())
+            raise StoreUnavailable(f"no relay stored the event ({reasons or 'no relay usable'})")
+
+    async def _announce_loop(self) -> None:
+        failed = False
+        while not self._closing:
+            fast = failed or time.monotonic() < self._pending_until
+            period = self.timing.reannounce_retry if fast else self.timing.reannounce
+            await asyncio.sleep(period * random.uniform(0.8, 1.0))
+            if self._closing:
+                return
+            try:
+                await self._announce()
+                failed = False
+            except StoreError as exc:
+                log.info("relay re-announce failed: %s", exc)
+                failed = True
+            self.roster.expire_stale()
+
+    # ------------------------------------------------------------------ receiving
+    def _member_arrived(self, member: Member) -> None:
+        self.mark_pending()
+
+    def _invalid(self, reason: str) -> None:
+        self.counters.invalid(reason)
+        self.events.invalid(reason)
+
+    def _on_event(self, event: Event, relay: str) -> None:
+        """One verified event from one relay (the pool checked its id and signature)."""
+        self.counters.gets += 1
+        if event.pubkey == self.nostr_key.pubkey or event.kind != APP_KIND:
+            return
+        d_tag, x_tag = event.tag("d"), event.tag("x")
+        if d_tag is None or x_tag is None:
+            self._invalid("relay: an event without our tags")
+            return
+        try:
+            if x_tag == self.tags.room:
+                self._on_presence(event, d_tag)
+            elif x_tag == self.tags.to(self.session_id):
+                self._on_message(event, d_tag)
+            elif x_tag == self.tags.settings:
+                self._on_settings(event)
+        except WireError as exc:
+            self._invalid(f"relay: {exc}")
+
+    def _on_presence(self, event: Event, d_tag: str) -> None:
+        record = decode_presence_record(self.keys, bytes.fromhex(event.pubkey), d_tag,
+                                        unb64(event.content, MAX_PRESENCE_RECORD_BYTES))
+        if record.member is None:
+            self.roster.depart(record.key, record.ts_ms)
+            return
+        self._authors[event.pubkey] = record.key
+        self.roster.record(record.member)
+        for waiting in [e for e in self._unmatched if e.pubkey == event.pubkey]:
+            self._unmatched.remove(waiting)
+            d = waiting.tag("d")
+            if d is not None:
+                self._on_message(waiting, d)
+
+    def _on_message(self, event: Event, d_tag: str) -> None:
+        author = self._authors.get(event.pubkey)
+        member = self.roster.members.get(author) if author is not None else None
+        if member is None:  # its presence record is on its way (or it is a stranger): wait a little
+            if event not in self._unmatched:
+                self._unmatched.append(event)
+            return
+        data_key = self.tags.pair_key(member.session_id, self.session_id)
+        if d_tag != data_key.hex():
+            raise WireError("message d tag is not this pair's")
+        body = decode_message(self.keys, member.public_key, data_key, unb64(event.content, MAX_MESSAGE_BYTES))
+        if body["from"] != member.session_id or body["to"] != self.session_id:
+            raise WireError("message addressed to another session (replayed?)")
+        ts = body.get("ts")
+        if not isinstance(ts, int) or ts <= self._last_message_ts.get(member.key, -1):
+            return  # a relay replaying an older (or the same) message: newest wins
+        self._last_message_ts[member.key] = ts
+        self.events.message(member, body)
+
+    def _on_settings(self, event: Event) -> None:
+        settings = decode_settings(self.keys, bytes.fromhex(event.pubkey), self.keys.data_key("nostr", "settings"),
+                                   unb64(event.content, MAX_SETTINGS_BYTES))
+        if self.settings is None or settings.ts_ms > self.settings.ts_ms:
+            first = self.settings is None
+            self.settings = settings
+            if first:
+                self.events.settings(settings)
