@@ -1,9 +1,11 @@
 """`sdparta doctor`: will calls from this machine connect, and if not, what is the fix?
 
-Checks each portal (latency, Skynet API, push), each STUN server (answer, mapped address), the NAT
+Checks each portal (latency, Skynet API, push), each Nostr relay (NIP-11 limits, a probe event
+published and read back, round trip, refusals), each STUN server (answer, mapped address), the NAT
 mapping behaviour they reveal, each TURN server (an allocation with the given credentials), and
-gathers ICE candidates like a call does; then prints one verdict with the fix. Exit code 0 = pass,
-1 = fail (2 = bad options, from the CLI).
+gathers ICE candidates like a call does; then prints one verdict with the fix. A room needs one
+signalling network that works: portals or relays, either is enough. Exit code 0 = pass, 1 = fail
+(2 = bad options).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import sys
 from dataclasses import dataclass, field
 from typing import Any, TextIO
@@ -19,6 +22,8 @@ from sdparta import netchecks
 from sdparta.commands.options import network_flags
 from sdparta.config import ConfigError, load_settings
 from sdparta.netchecks import Check
+from sdparta.netchecks.relay import REFUSAL_PROBLEMS, relay_fix
+from sdparta.nostr import relay_url
 
 TURN_FLAGS = "--turn URL --turn-user U --turn-password P"
 
@@ -42,8 +47,8 @@ class TurnCredential:
     password: str | None
 
 
-async def examine(portals: list[str], stun: list[str], turn: list[TurnCredential], *, relay_only: bool = False,
-                  timeout: float = 5.0, progress: TextIO | None = None) -> DoctorReport:
+async def examine(portals: list[str], stun: list[str], turn: list[TurnCredential], *, relays: list[str] | None = None,
+                  relay_only: bool = False, timeout: float = 5.0, progress: TextIO | None = None) -> DoctorReport:
     """Run every check (servers side by side, then candidate gathering) and judge them."""
     def say(check: Check) -> Check:
         if progress is not None:
@@ -53,10 +58,12 @@ async def examine(portals: list[str], stun: list[str], turn: list[TurnCredential
     async def shown(coro: Any) -> Check:
         return say(await coro)
 
+    relays = relays or []
     if progress is not None:
-        print(f"checking {len(portals)} portal(s), {len(stun)} STUN and {len(turn)} TURN server(s)…",
-              file=progress, flush=True)
+        print(f"checking {len(portals)} portal(s), {len(relays)} relay(s), {len(stun)} STUN and {len(turn)} TURN "
+              "server(s)…", file=progress, flush=True)
     jobs = [shown(netchecks.check_portal(url, timeout=timeout)) for url in portals]
+    jobs += [shown(netchecks.check_relay(url, timeout=timeout)) for url in relays]
     jobs += [shown(netchecks.check_stun(url, timeout=timeout)) for url in stun]
     jobs += [shown(netchecks.check_turn(t.url, t.username, t.password, timeout=timeout)) for t in turn]
     if stun and not relay_only:
@@ -78,15 +85,15 @@ def judge(report: DoctorReport, *, relay_only: bool) -> None:
     def fail(summary: str, fix: str) -> None:
         report.verdict, report.summary, report.fix = "fail", summary, fix
 
-    portals, stuns, turns = of("portal"), of("stun"), of("turn")
+    portals, relays, stuns, turns = of("portal"), of("relay"), of("stun"), of("turn")
     nat = next(iter(of("nat")), None)
     gathering = next(iter(of("gathering")), None)
     working_turn = [c for c in turns if c.ok]
-    if not portals:
-        return fail("no portal configured: nobody can find you", "add --portal URL (or `portals` in the config)")
-    if not any(c.ok for c in portals):
-        return fail("no portal answers: rooms cannot be joined",
-                    "check the --portal URL, or run your own with `sdparta portal --host 0.0.0.0`")
+    if not portals and not relays:
+        return fail("no portal and no relay configured: nobody can find you",
+                    "add --relay wss://… or --portal URL (or `relays = [...]` / `portals = [...]` in the config)")
+    if not any(c.ok for c in portals + relays):
+        return fail(*_no_signalling(portals, relays))
     for check in turns:
         if check.problem == "auth-failed":
             return fail(f"TURN authentication failed ({check.url})",
@@ -111,6 +118,7 @@ def judge(report: DoctorReport, *, relay_only: bool) -> None:
     failed_turn = [c for c in turns if not c.ok]
     notes = [f"TURN {c.url}: {c.detail}" for c in failed_turn]
     notes += [f"portal {c.url}: {c.detail}" for c in portals if not c.ok]
+    notes += [f"relay {c.url}: {_finding(c)}" for c in relays if not c.ok]
     if working_turn:
         report.summary = f"calls can connect, through the TURN relay {working_turn[0].url} when direct paths fail"
     elif nat is not None and nat.facts.get("behaviour") in ("endpoint-independent", "none"):
@@ -124,20 +132,52 @@ def judge(report: DoctorReport, *, relay_only: bool) -> None:
         report.fix = f"add a second --stun server to learn the NAT behaviour, or a TURN relay ({TURN_FLAGS})"
     if notes:
         report.summary += " — but " + "; ".join(notes)
+    failed_relays = [c for c in relays if not c.ok]
+    if failed_relays:  # the call works without them; say how to stop asking them
+        fix = failed_relays[0].facts.get("fix") or relay_fix(failed_relays[0].url)
+        report.fix = f"{report.fix}; {fix}" if report.fix else fix
+
+
+def _finding(check: Check) -> str:
+    """A relay's finding without its description (name, limits), for the verdict line."""
+    return str(check.facts.get("finding") or check.detail)
+
+
+def _no_signalling(portals: list[Check], relays: list[Check]) -> tuple[str, str]:
+    """(summary, fix) when no portal and no relay can carry the room: name the likeliest cause."""
+    portal_fix = "check the --portal URL, or run your own with `sdparta portal --host 0.0.0.0`"
+    if not relays:
+        return "no portal answers: rooms cannot be joined", portal_fix
+    reasons = "; ".join(f"{c.url}: {_finding(c)}" for c in relays)
+    if all(c.problem in REFUSAL_PROBLEMS for c in relays):
+        what = f"every relay refuses us ({reasons})"
+        fix = "use other relays (`--relay wss://…`), or remove these from `relays = [...]` in the config"
+    elif all(c.problem == "too-small" for c in relays):
+        what = f"no relay can carry a call's offer ({reasons})"
+        fix = "use relays with larger limits (`--relay wss://…`), or remove these from `relays = [...]` in the config"
+    else:
+        what, fix = f"no relay works ({reasons})", relays[0].facts.get("fix") or relay_fix(relays[0].url)
+    if not portals:
+        return f"{what}: rooms cannot be joined", fix
+    return f"no portal and no relay answers: rooms cannot be joined; {what}", f"{portal_fix}; or {fix}"
 
 
 def format_check(check: Check) -> str:
     mark = "ok  " if check.ok else ("??  " if check.problem == "unknown" else "FAIL")
     where = f"{check.url}  " if check.url else ""
     line = f"{mark} {check.kind:<9} {where}{check.detail}"
+    if check.kind == "relay" and not check.ok and check.facts.get("fix"):
+        line += f"\n            fix: {check.facts['fix']}"
     if check.kind == "gathering" and check.facts.get("candidates"):
         line += "".join(f"\n            {candidate}" for candidate in check.facts["candidates"])
     return line
 
 
-def run_doctor(portals: list[str], stun: list[str], turn: list[TurnCredential], *, relay_only: bool = False,
-               as_json: bool = False, timeout: float = 5.0) -> int:
-    report = asyncio.run(examine(portals, stun, turn, relay_only=relay_only, timeout=timeout,
+def run_doctor(portals: list[str], stun: list[str], turn: list[TurnCredential], *, relays: list[str] | None = None,
+               relay_only: bool = False, as_json: bool = False, timeout: float = 5.0) -> int:
+    # the relay client logs refusals as warnings: here they are findings, printed once as such
+    logging.getLogger("sdparta.nostr").setLevel(logging.ERROR)
+    report = asyncio.run(examine(portals, stun, turn, relays=relays, relay_only=relay_only, timeout=timeout,
                                  progress=None if as_json else sys.stdout))
     if as_json:
         print(json.dumps(report.as_json(), indent=2))
@@ -148,13 +188,36 @@ def run_doctor(portals: list[str], stun: list[str], turn: list[TurnCredential], 
     return 0 if report.verdict == "pass" else 1
 
 
+def doctor_relays(args: argparse.Namespace, settings: Any) -> list[str]:
+    """``--relay`` flags, else the config file's ``relays`` (when the settings have them). ValueError
+    names a bad --relay URL."""
+    flags = list(getattr(args, "relay", None) or [])
+    for url in flags:
+        try:
+            relay_url(url)
+        except ValueError as exc:
+            raise ValueError(f"--relay: {exc}") from None
+    return flags or list(settings.values.get("relays") or [])
+
+
 def run(args: argparse.Namespace) -> int:
-    """``sdparta doctor``: portals and STUN/TURN from the settings (config file < flags)."""
+    """``sdparta doctor``: portals, relays and STUN/TURN from the settings (config file < flags).
+
+    Given relays but no portal (neither flag nor config: only the built-in default), no portal is
+    checked: such a room runs on relays only, as a bot given only relays does."""
     try:
         settings = load_settings(network_flags(args).network_overrides())
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
+    try:
+        relays = doctor_relays(args, settings)
+    except ValueError as exc:
+        print(f"sdparta doctor: {exc}", file=sys.stderr)
+        return 2
+    portals = list(settings["portals"])
+    if relays and settings.sources.get("portals") == "default":
+        portals = []
     turn = [TurnCredential(t.url, t.username or None, t.password or None) for t in settings.typed.turn]
-    return run_doctor(list(settings["portals"]), list(settings["stun"]), turn, relay_only=settings["relay_only"],
+    return run_doctor(portals, list(settings["stun"]), turn, relays=relays, relay_only=settings["relay_only"],
                       as_json=args.json, timeout=args.timeout)
