@@ -32,6 +32,7 @@ class Recorder(RoomEvents):
         self.gone: list[tuple[str, str]] = []
         self.messages: list[dict[str, Any]] = []
         self.settings_seen: list[RoomSettings] = []
+        self.via: list[str] = []
 
     def member_seen(self, member: Member) -> None:
         self.seen.append(member.name)
@@ -39,8 +40,9 @@ class Recorder(RoomEvents):
     def member_gone(self, member: Member, status: str, reason: str) -> None:
         self.gone.append((member.name, status))
 
-    def message(self, member: Member, body: dict[str, Any]) -> None:
+    def message(self, member: Member, body: dict[str, Any], via: str = "") -> None:
         self.messages.append(body)
+        self.via.append(via)
 
     def settings(self, settings: RoomSettings) -> None:
         self.settings_seen.append(settings)
@@ -81,6 +83,7 @@ async def test_members_meet_talk_and_leave_over_a_relay(relay: RelayProcess, key
             await alice.send(bob_member, {"type": "offer", "sdp": f"v=0 gen {gen}", "gen": gen})
         await wait_until(lambda: bob_events.messages and bob_events.messages[-1]["gen"] == 3, "the newest offer", 30)
         assert [m["gen"] for m in bob_events.messages] == sorted(m["gen"] for m in bob_events.messages)
+        assert set(bob_events.via) == {relay.url}  # the relay that delivered each message is named
 
         await bob.leave()
         await wait_until(lambda: alice_events.gone == [("bob", "left")], "bob's departure", 30)

@@ -38,7 +38,7 @@ class Recorder(RoomEvents):
     def member_gone(self, member: Member, status: str, reason: str) -> None:
         self.gone.append((member.name, status))
 
-    def message(self, member: Member, body: dict[str, Any]) -> None:
+    def message(self, member: Member, body: dict[str, Any], via: str = "") -> None:
         self.messages.append(body)
 
 

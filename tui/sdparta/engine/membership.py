@@ -138,7 +138,7 @@ class Membership(RoomEvents):
             return  # the data channel says it is alive; trust it over the presence list
         self.finish(negotiation.link, PeerStatus(status), reason)
 
-    def message(self, member: Member, body: dict[str, Any]) -> None:
+    def message(self, member: Member, body: dict[str, Any], via: str = "") -> None:
         negotiation = self.pairs.get(member.session_id)
         if negotiation is None:
             self.member_seen(member)
@@ -146,6 +146,8 @@ class Membership(RoomEvents):
             if negotiation is None:
                 return
         link = negotiation.link
+        if via:  # which network carried it: the timeline shows it (ICE panel, bot report)
+            link.record("peer", f"{body['type']} gen {body.get('gen', 0)} received via {via}")
         if body.get("name"):
             link.remote_name = str(body["name"])[:48]
         if body["type"] == "bye":

@@ -45,8 +45,8 @@ class _NetworkEvents(RoomEvents):
     def member_gone(self, member: Member, status: str, reason: str) -> None:
         self.room._gone(self.index, member, status, reason)
 
-    def message(self, member: Member, body: dict[str, Any]) -> None:
-        self.room._message(self.index, member, body)
+    def message(self, member: Member, body: dict[str, Any], via: str = "") -> None:
+        self.room._message(self.index, member, body, via)
 
     def invalid(self, reason: str) -> None:
         self.room.events.invalid(reason)
@@ -213,7 +213,7 @@ class CombinedRoom:
         self._last_ts.pop(member.key, None)
         self.events.member_gone(newest, status, reason)
 
-    def _message(self, index: int, member: Member, body: dict[str, Any]) -> None:
+    def _message(self, index: int, member: Member, body: dict[str, Any], via: str = "") -> None:
         """Deliver each message once, and never one older than a message already delivered."""
         ts = body.get("ts")
         if isinstance(ts, int) and ts < self._last_ts.get(member.key, -1):
@@ -225,7 +225,7 @@ class CombinedRoom:
         seen.append(digest)
         if isinstance(ts, int):
             self._last_ts[member.key] = ts
-        self.events.message(self._newest.get(member.key, member), body)
+        self.events.message(self._newest.get(member.key, member), body, via)
 
     def _settings(self, settings: RoomSettings) -> None:
         if self.settings is None or settings.ts_ms > self.settings.ts_ms:

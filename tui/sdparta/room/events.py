@@ -14,7 +14,9 @@ class RoomEvents:
     def member_seen(self, member: Member) -> None: ...
     def member_gone(self, member: Member, status: str, reason: str) -> None:
         """``status`` is "left" (taken out of the list) or "gone" (stopped announcing)."""
-    def message(self, member: Member, body: dict[str, Any]) -> None: ...
+    def message(self, member: Member, body: dict[str, Any], via: str = "") -> None:
+        """A pair message from ``member``; ``via`` names the network that delivered it (a portal's or
+        relay's URL) for the user to see."""
     def invalid(self, reason: str) -> None: ...
     def settings(self, settings: RoomSettings) -> None:
         """The room's shared settings (TURN relays), read on joining, before any member is seen."""

@@ -91,7 +91,7 @@ class NostrRoom:
         self.roster = Roster((identity.public_key, session_id), events, self.timing, clock,
                              on_new=self._member_arrived)
         self._authors: dict[str, tuple[bytes, str]] = {}  # Nostr pubkey → member key (from its record)
-        self._unmatched: deque[Event] = deque(maxlen=MAX_UNMATCHED)
+        self._unmatched: deque[tuple[Event, str]] = deque(maxlen=MAX_UNMATCHED)  # (event, relay)
         self._last_message_ts: dict[tuple[bytes, str], int] = {}
         self._pending_until = 0.0
         self._wake = asyncio.Event()
@@ -278,7 +278,7 @@ class NostrRoom:
             if x_tag == self.tags.room:
                 self._on_presence(event, d_tag)
             elif x_tag == self.tags.to(self.session_id):
-                self._on_message(event, d_tag)
+                self._on_message(event, d_tag, relay)
             elif x_tag == self.tags.settings:
                 self._on_settings(event)
         except WireError as exc:
@@ -292,18 +292,18 @@ class NostrRoom:
             return
         self._authors[event.pubkey] = record.key
         self.roster.record(record.member)
-        for waiting in [e for e in self._unmatched if e.pubkey == event.pubkey]:
+        for waiting in [w for w in self._unmatched if w[0].pubkey == event.pubkey]:
             self._unmatched.remove(waiting)
-            d = waiting.tag("d")
+            d = waiting[0].tag("d")
             if d is not None:
-                self._on_message(waiting, d)
+                self._on_message(waiting[0], d, waiting[1])
 
-    def _on_message(self, event: Event, d_tag: str) -> None:
+    def _on_message(self, event: Event, d_tag: str, via: str) -> None:
         author = self._authors.get(event.pubkey)
         member = self.roster.members.get(author) if author is not None else None
         if member is None:  # its presence record is on its way (or it is a stranger): wait a little
-            if event not in self._unmatched:
-                self._unmatched.append(event)
+            if all(e.id != event.id for e, _ in self._unmatched):
+                self._unmatched.append((event, via))
             return
         data_key = self.tags.pair_key(member.session_id, self.session_id)
         if d_tag != data_key.hex():
@@ -315,7 +315,7 @@ class NostrRoom:
         if not isinstance(ts, int) or ts <= self._last_message_ts.get(member.key, -1):
             return  # a relay replaying an older (or the same) message: newest wins
         self._last_message_ts[member.key] = ts
-        self.events.message(member, body)
+        self.events.message(member, body, via)
 
     def _on_settings(self, event: Event) -> None:
         settings = decode_settings(self.keys, bytes.fromhex(event.pubkey), self.keys.data_key("nostr", "settings"),

@@ -266,6 +266,11 @@ class RoomSession:
         """Publish a full message (rendezvous.message_body) in our pair slot to ``member``."""
         await self._pairs.send(member, message)
 
+    @property
+    def _via(self) -> str:
+        stores = getattr(self.store, "stores", [self.store])
+        return " / ".join(str(getattr(store, "url", store)) for store in stores)
+
     def networks(self) -> list[NetworkState]:
         """The portals this session writes to and reads from."""
         state = "push" if self.push_active else "polling"
@@ -376,7 +381,7 @@ class RoomSession:
         """Read one member's slot to us and deliver a new message, if any."""
         body = await self._pairs.read(member, entry)
         if body is not None:
-            self.events.message(member, body)
+            self.events.message(member, body, self._via)
 
     async def _push_loop(self, subscription: Subscription) -> None:
         async for entry in subscription.updates():
