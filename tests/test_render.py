@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
@@ -139,49 +137,6 @@ def test_cheaper_modes_write_fewer_bytes() -> None:
 def test_cells_are_plain_arrays() -> None:
     cells = render_halfblock(np.zeros((4, 4, 3), np.uint8), 2, 2)
     assert isinstance(cells, Cells) and all(isinstance(a, np.ndarray) for a in (cells.glyphs, cells.fg, cells.bg))
-
-
-def test_renderer_is_at_least_10x_faster_than_rich_pixels() -> None:
-    """DESIGN §7: rich-pixels ~20 ms per small frame; numpy straight to cells must stay ≥ 10× cheaper
-    (renderer + building the changed rows' strips with cached styles, as the tile does)."""
-    from PIL import Image
-    from rich.console import Console
-    from rich_pixels import Pixels
-
-    from sdparta.ui.video import StripPainter
-
-    painter = StripPainter()  # what a tile owns: its caches last from frame to frame
-    rng = np.random.default_rng(7)
-    base = np.repeat(np.arange(160, dtype=np.int16)[None, :] * 3 // 2, 120, axis=0)
-    frames = [np.clip(np.stack([base, base[::-1], 255 - base], axis=-1) + rng.integers(-6, 7, (120, 160, 3)),
-                      0, 255).astype(np.uint8) for _ in range(30)]
-    console = Console(width=80, file=open("/dev/null", "w"), color_system="truecolor")  # noqa: SIM115
-
-    def baseline(rgb: np.ndarray) -> None:
-        list(console.render(Pixels.from_image(Image.fromarray(rgb).resize((80, 48)))))
-
-    def ours(rgb: np.ndarray, prev: Cells | None) -> Cells:
-        cells = render_halfblock(rgb, 80, 24)
-        for y in changed_rows(prev, cells):
-            painter.row_strip(cells, y)
-        return cells
-
-    def best_of(fn: object, runs: int = 3) -> float:
-        results = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            fn()  # type: ignore[operator]
-            results.append(time.perf_counter() - start)
-        return min(results)
-
-    def run_ours() -> None:
-        prev = None
-        for rgb in frames:
-            prev = ours(rgb, prev)
-
-    slow = best_of(lambda: [baseline(f) for f in frames[:10]]) / 10
-    fast = best_of(run_ours) / len(frames)
-    assert slow / fast >= 10, f"renderer {fast * 1000:.2f} ms vs rich-pixels {slow * 1000:.2f} ms per frame"
 
 
 def test_strips_carry_exactly_the_cells_colours() -> None:

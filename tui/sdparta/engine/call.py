@@ -244,16 +244,8 @@ class Call:
                 continue
             self._status, self._error = CallStatus.JOINED, None
             self._changed()
-            self._tasks.append(asyncio.create_task(self._alone_hint()))
             return True
         return False
-
-    async def _alone_hint(self, after: float = 15.0) -> None:
-        """Nobody here after a while: a wrong password or room name looks exactly like an empty room."""
-        await asyncio.sleep(after)
-        if not self._pairs:
-            self._notice("information", "nobody else is in this room yet. If you expected someone, check the "
-                                        "room name, the password and that you use the same portal.")
 
     async def _shutdown(self) -> None:
         try:
