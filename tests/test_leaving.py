@@ -23,7 +23,8 @@ from sdparta.engine.call import Call, CallConfig
 from sdparta.engine.peer import BYE_REASON
 from sdparta.engine.state import PeerSnapshot
 from sdparta.room.keys import Identity, IdentityLock, RoomKeys
-from sdparta.room.session import STALE_REASON, RoomEvents, RoomSession, SessionTiming
+from sdparta.room.roster import STALE_REASON
+from sdparta.room.session import RoomEvents, RoomSession, SessionTiming
 from sdparta.store import open_store
 from support.procs import BotProcess, peers_by_name, start_bot, wait_for
 from support.tmux import open_terminal
