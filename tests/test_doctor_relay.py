@@ -215,3 +215,26 @@ def test_a_bad_relay_url_is_refused_before_anything_runs(tmp_path: Path) -> None
     result = doctor(tmp_path, "--relay", "http://127.0.0.1:1/")
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.startswith("sdparta doctor: --relay: not a relay URL"), result.stderr
+
+
+def test_nothing_configured_checks_the_public_defaults_a_call_would_use(
+        relay: RelayProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """No portal and no relay: a call would use the built-in public relays and STUN, so doctor checks
+    those (patched here to servers on this machine: tests never reach public hosts)."""
+    from sdparta import cli
+    from sdparta.commands.doctor import PUBLIC_RELAY_FIX
+    from sdparta.engine import defaults
+
+    dead_relay, dead_stun = f"ws://127.0.0.1:{free_port()}/", f"stun:127.0.0.1:{free_port()}"
+    monkeypatch.setenv("SDPARTA_CONFIG", str(tmp_path / "no-config.toml"))
+    monkeypatch.setattr(defaults, "PUBLIC_RELAYS", (relay.url, dead_relay))
+    monkeypatch.setattr(defaults, "PUBLIC_STUN", (dead_stun,))
+    code = cli.main(["doctor", "--json", "--timeout", "3"])
+    report = json.loads(capsys.readouterr().out)
+    assert report["public_defaults"] is True
+    checks = {(c["kind"], c["url"]): c for c in report["checks"]}
+    assert checks["relay", relay.url]["ok"] and checks["relay", dead_relay]["problem"] == "unreachable"
+    assert checks["relay", dead_relay]["fix"] == PUBLIC_RELAY_FIX  # nothing of the user's to remove
+    assert ("stun", dead_stun) in checks and not [c for c in report["checks"] if c["kind"] == "portal"]
+    assert code == 1 and "no STUN server answers" in report["summary"], report  # the dead public STUN

@@ -4,8 +4,9 @@ Checks each portal (latency, Skynet API, push), each Nostr relay (NIP-11 limits,
 published and read back, round trip, refusals), each STUN server (answer, mapped address), the NAT
 mapping behaviour they reveal, each TURN server (an allocation with the given credentials), and
 gathers ICE candidates like a call does; then prints one verdict with the fix. A room needs one
-signalling network that works: portals or relays, either is enough. Exit code 0 = pass, 1 = fail
-(2 = bad options).
+signalling network that works: portals or relays, either is enough. With no portal and no relay
+configured it checks what a call would then use: the built-in public relays (a room takes 3 of them)
+and the public STUN server. Exit code 0 = pass, 1 = fail (2 = bad options).
 """
 
 from __future__ import annotations
@@ -15,17 +16,20 @@ import asyncio
 import json
 import logging
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TextIO
 
 from sdparta import netchecks
 from sdparta.commands.options import network_flags
 from sdparta.config import ConfigError, load_settings
+from sdparta.engine import defaults
 from sdparta.netchecks import Check
 from sdparta.netchecks.relay import REFUSAL_PROBLEMS, relay_fix
-from sdparta.nostr import relay_url
 
 TURN_FLAGS = "--turn URL --turn-user U --turn-password P"
+#: The fix for a built-in public relay that fails: it is not in the user's config to remove.
+PUBLIC_RELAY_FIX = ("a built-in public relay (a room uses 3 of them, chosen by its keys): name relays that work "
+                    "from here in `relays = [...]` in the config, or give --relay wss://…")
 
 
 @dataclass
@@ -34,10 +38,11 @@ class DoctorReport:
     verdict: str = "pass"  # pass | fail
     summary: str = ""
     fix: str = ""
+    public_defaults: bool = False  # nothing configured: the built-in public relays and STUN were checked
 
     def as_json(self) -> dict[str, Any]:
         return {"verdict": self.verdict, "summary": self.summary, "fix": self.fix,
-                "checks": [check.as_json() for check in self.checks]}
+                "public_defaults": self.public_defaults, "checks": [check.as_json() for check in self.checks]}
 
 
 @dataclass(frozen=True)
@@ -48,7 +53,8 @@ class TurnCredential:
 
 
 async def examine(portals: list[str], stun: list[str], turn: list[TurnCredential], *, relays: list[str] | None = None,
-                  relay_only: bool = False, timeout: float = 5.0, progress: TextIO | None = None) -> DoctorReport:
+                  public_defaults: bool = False, relay_only: bool = False, timeout: float = 5.0,
+                  progress: TextIO | None = None) -> DoctorReport:
     """Run every check (servers side by side, then candidate gathering) and judge them."""
     def say(check: Check) -> Check:
         if progress is not None:
@@ -58,12 +64,21 @@ async def examine(portals: list[str], stun: list[str], turn: list[TurnCredential
     async def shown(coro: Any) -> Check:
         return say(await coro)
 
+    async def relay(url: str) -> Check:
+        check = await netchecks.check_relay(url, timeout=timeout)
+        if public_defaults and not check.ok:
+            check = replace(check, facts={**check.facts, "fix": PUBLIC_RELAY_FIX})
+        return say(check)
+
     relays = relays or []
+    if progress is not None and public_defaults:
+        print("no portal and no relay configured: checking what a call would use, the built-in public relays "
+              "and STUN server", file=progress, flush=True)
     if progress is not None:
         print(f"checking {len(portals)} portal(s), {len(relays)} relay(s), {len(stun)} STUN and {len(turn)} TURN "
               "server(s)…", file=progress, flush=True)
     jobs = [shown(netchecks.check_portal(url, timeout=timeout)) for url in portals]
-    jobs += [shown(netchecks.check_relay(url, timeout=timeout)) for url in relays]
+    jobs += [relay(url) for url in relays]
     jobs += [shown(netchecks.check_stun(url, timeout=timeout)) for url in stun]
     jobs += [shown(netchecks.check_turn(t.url, t.username, t.password, timeout=timeout)) for t in turn]
     if stun and not relay_only:
@@ -72,7 +87,7 @@ async def examine(portals: list[str], stun: list[str], turn: list[TurnCredential
     first_turn = (turn[0].url, turn[0].username, turn[0].password) if turn else None
     checks.append(say(await netchecks.gather_candidates(stun[0] if stun else None, first_turn,
                                                        relay_only=relay_only, timeout=timeout + 3)))
-    report = DoctorReport(checks)
+    report = DoctorReport(checks, public_defaults=public_defaults)
     judge(report, relay_only=relay_only)
     return report
 
@@ -93,7 +108,8 @@ def judge(report: DoctorReport, *, relay_only: bool) -> None:
         return fail("no portal and no relay configured: nobody can find you",
                     "add --relay wss://… or --portal URL (or `relays = [...]` / `portals = [...]` in the config)")
     if not any(c.ok for c in portals + relays):
-        return fail(*_no_signalling(portals, relays))
+        summary, fix = _no_signalling(portals, relays)
+        return fail(summary, PUBLIC_RELAY_FIX if report.public_defaults else fix)
     for check in turns:
         if check.problem == "auth-failed":
             return fail(f"TURN authentication failed ({check.url})",
@@ -174,11 +190,12 @@ def format_check(check: Check) -> str:
 
 
 def run_doctor(portals: list[str], stun: list[str], turn: list[TurnCredential], *, relays: list[str] | None = None,
-               relay_only: bool = False, as_json: bool = False, timeout: float = 5.0) -> int:
+               public_defaults: bool = False, relay_only: bool = False, as_json: bool = False,
+               timeout: float = 5.0) -> int:
     # the relay client logs refusals as warnings: here they are findings, printed once as such
     logging.getLogger("sdparta.nostr").setLevel(logging.ERROR)
-    report = asyncio.run(examine(portals, stun, turn, relays=relays, relay_only=relay_only, timeout=timeout,
-                                 progress=None if as_json else sys.stdout))
+    report = asyncio.run(examine(portals, stun, turn, relays=relays, public_defaults=public_defaults,
+                                 relay_only=relay_only, timeout=timeout, progress=None if as_json else sys.stdout))
     if as_json:
         print(json.dumps(report.as_json(), indent=2))
     else:
@@ -188,36 +205,18 @@ def run_doctor(portals: list[str], stun: list[str], turn: list[TurnCredential], 
     return 0 if report.verdict == "pass" else 1
 
 
-def doctor_relays(args: argparse.Namespace, settings: Any) -> list[str]:
-    """``--relay`` flags, else the config file's ``relays`` (when the settings have them). ValueError
-    names a bad --relay URL."""
-    flags = list(getattr(args, "relay", None) or [])
-    for url in flags:
-        try:
-            relay_url(url)
-        except ValueError as exc:
-            raise ValueError(f"--relay: {exc}") from None
-    return flags or list(settings.values.get("relays") or [])
-
-
 def run(args: argparse.Namespace) -> int:
-    """``sdparta doctor``: portals, relays and STUN/TURN from the settings (config file < flags).
-
-    Given relays but no portal (neither flag nor config: only the built-in default), no portal is
-    checked: such a room runs on relays only, as a bot given only relays does."""
+    """``sdparta doctor``: portals, relays and STUN/TURN from the settings (config file < flags); with
+    neither a portal nor a relay, the public defaults a call would use (config.call_config's rule)."""
     try:
         settings = load_settings(network_flags(args).network_overrides())
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
-    try:
-        relays = doctor_relays(args, settings)
-    except ValueError as exc:
-        print(f"sdparta doctor: {exc}", file=sys.stderr)
-        return 2
-    portals = list(settings["portals"])
-    if relays and settings.sources.get("portals") == "default":
-        portals = []
+    portals, relays, stun = list(settings["portals"]), list(settings["relays"]), list(settings["stun"])
+    public = not portals and not relays
+    if public:
+        relays, stun = list(defaults.PUBLIC_RELAYS), stun or list(defaults.PUBLIC_STUN)
     turn = [TurnCredential(t.url, t.username or None, t.password or None) for t in settings.typed.turn]
-    return run_doctor(portals, list(settings["stun"]), turn, relays=relays, relay_only=settings["relay_only"],
+    return run_doctor(portals, stun, turn, relays=relays, public_defaults=public, relay_only=settings["relay_only"],
                       as_json=args.json, timeout=args.timeout)
