@@ -77,7 +77,7 @@ def _add_bot_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--duration", type=float, default=None, help="leave after S seconds (> 0)")
     p.add_argument("--report", default=None, help="write the JSON report here (also updated live)")
     p.add_argument("--chat", default=None, help="send TEXT to each participant once it connects")
-    p.add_argument("--echo-chat", action="store_true", help="answer chat with 'NAME heard: TEXT' (rate-limited)")
+    p.add_argument("--echo-chat", action="store_true", help="answer chat with 'heard: TEXT' (rate-limited)")
 
 
 def _add_join_parser(sub: argparse._SubParsersAction) -> None:
@@ -104,8 +104,9 @@ def _add_demo_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_doctor_parser(sub: argparse._SubParsersAction) -> None:
-    p = _command(sub, "doctor", "check portals, STUN/TURN and the NAT: will calls connect, and the fix")
+    p = _command(sub, "doctor", "check portals, relays, STUN/TURN and the NAT: will calls connect, and the fix")
     p.add_argument("--portal", action="append", default=None, help="portal URL (repeatable)")
+    p.add_argument("--relay", action="append", default=None, metavar="URL", help="Nostr relay wss://… (repeatable)")
     add_network_options(p, relay_only_help="check as a call with --relay-only would connect")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for each server (> 0)")
     p.add_argument("--json", action="store_true", help="print the findings as JSON")
