@@ -15,7 +15,7 @@ class Check:
     """One finding. ``problem`` is None when all is well, else a short code (``unreachable``,
     ``auth-failed``, ``tls-failed``, ``refused``, ``not-a-portal``, ``no-candidates``…)."""
 
-    kind: str  # portal | stun | turn | nat | gathering
+    kind: str  # portal | relay | stun | turn | nat | gathering
     url: str
     problem: str | None
     detail: str
