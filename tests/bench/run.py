@@ -2,7 +2,10 @@
 
 Usage: python tests/bench/run.py [--runs 5] [--write docs/benchmarks.md] [--only NAME ...]
 Everything runs on 127.0.0.1 (a real portal process, real aiortc peers, real bot processes), except
-the `lab` figures: real bots behind real NATs in network namespaces (root only; skipped with the reason).
+the `lab` figures: real bots behind real NATs in network namespaces (root only; skipped with the reason),
+and the `relay` figures (issue 12: sdparta and Trystero over a local Nostr relay, in a loopback-only
+namespace; root, Chromium and playwright, see relay_bench.py), which `--write` puts into a section of
+their own.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from portal_bench import portal_rates
+from relay_bench import bench_relay, write_section
 from resilience_bench import bench_recovery
 
 from support.procs import peers_by_name, start_bot, start_portal, wait_for
@@ -456,7 +460,11 @@ BENCHES: dict[str, Callable[..., None]] = {
     "lab": lambda runs, rows: bench_lab(runs, rows),
     "recovery": lambda runs, rows: bench_recovery(rows, runs=min(runs, 3)),
     "portal": lambda runs, rows: bench_portal(runs, rows),
+    "relay": lambda runs, rows: bench_relay(runs, rows, notes=SECTION_NOTES["relay"]),
 }
+#: benches whose rows `--write` puts into a section of their own (replaced in place), not the main table
+SECTIONS: dict[str, Callable[[Path, list[Row], list[str]], None]] = {"relay": write_section}
+SECTION_NOTES: dict[str, list[str]] = {"relay": []}
 
 
 NOTES_HEADING = "## Reading the table"
@@ -475,15 +483,20 @@ def main() -> int:
     parser.add_argument("--only", nargs="*", default=None, choices=sorted(BENCHES))
     args = parser.parse_args()
     rows: list[Row] = []
+    section_rows: dict[str, list[Row]] = {}
     for name, fn in BENCHES.items():
         if args.only and name not in args.only:
             continue
         print(f"== {name}", flush=True)
-        fn(args.runs, rows)
-        print(format_table(rows[-3:]), flush=True)
+        into = section_rows.setdefault(name, []) if name in SECTIONS else rows
+        fn(args.runs, into)
+        print(format_table(into[-3:]), flush=True)
     table = format_table(rows)
-    print(table)
-    if args.write:
+    print(format_table(rows + [row for own in section_rows.values() for row in own]))
+    for name, own in section_rows.items():
+        if args.write:
+            SECTIONS[name](Path(args.write), own, SECTION_NOTES[name])
+    if args.write and rows:
         header = (f"# Benchmarks\n\nLatest `just bench` on this machine ({os.cpu_count()} cores), "
                   f"{time.strftime('%Y-%m-%d')}. Medians of {args.runs} runs where repeated.\n\n")
         target = Path(args.write)

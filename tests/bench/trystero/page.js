@@ -41,25 +41,23 @@ window.addEventListener('unhandledrejection', e => bench.errors.push(String(e.re
 let room = null
 const waiters = []
 
-// Join `roomId` at wall-clock time `atMs` (now when omitted or past).
-window.benchJoin = (appId, roomId, atMs) =>
-  new Promise(resolve => {
-    const go = () => {
-      bench.joinAt = now()
-      room = joinRoom(
-        {appId, relayConfig: {urls: [relay]}, rtcConfig: {iceServers: []}},
-        roomId
-      )
-      room.onPeerJoin = id => {
-        bench.peerJoins.push({id, t: now()})
-        waiters.splice(0).forEach(w => w())
-      }
-      resolve(bench.joinAt)
+// Join `roomId` now (returns the join time) or at wall-clock time `atMs` (returns null at once, so
+// that two pages can be told one after the other to join at the same instant; read bench.joinAt).
+window.benchJoin = (appId, roomId, atMs) => {
+  const go = () => {
+    bench.joinAt = now()
+    room = joinRoom({appId, relayConfig: {urls: [relay]}, rtcConfig: {iceServers: []}}, roomId)
+    room.onPeerJoin = id => {
+      bench.peerJoins.push({id, t: now()})
+      waiters.splice(0).forEach(w => w())
     }
-    const wait = (atMs ?? 0) - now()
-    if (wait > 0) setTimeout(go, wait)
-    else go()
-  })
+    return bench.joinAt
+  }
+  const wait = (atMs ?? 0) - now()
+  if (wait <= 0) return go()
+  setTimeout(go, wait)
+  return null
+}
 
 // Resolves with the first onPeerJoin time, or null after `timeoutMs` (no polling).
 window.benchWaitPeer = timeoutMs =>

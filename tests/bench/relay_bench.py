@@ -1,0 +1,974 @@
+"""Issue 12's relay figures: sdparta over a local Nostr relay side by side with Trystero 0.25.4, in one run.
+
+Usage: python tests/bench/run.py --only relay [--write docs/benchmarks.md]
+   or: python tests/bench/relay_bench.py [--rounds 50] [--dead-rounds 10] [--write docs/benchmarks.md]
+``--write`` replaces (or appends) the section "Relays and Trystero (DATE)" of that file, nothing else.
+
+Setup (CI does not run this bench, so it installs nothing there):
+- root, for a network namespace (``ip`` from iproute2);
+- Debian's Chromium: ``apt-get install -y chromium`` (``/usr/bin/chromium``);
+- the PyPI ``playwright`` package in the venv: ``.venv/bin/pip install playwright==1.65.2``. Never
+  ``playwright install``: Debian's browser is driven through ``executable_path``;
+- node and npm: the harness in ``tests/bench/trystero`` (trystero 0.25.4 and esbuild, exact pins, lock
+  file committed) is installed with ``npm ci`` on first use and bundled with esbuild on every run;
+- the test relay's own venv (PyPI ``nostr-relay`` 1.14, ``tests/support/nostr_relay.py``), made on first use.
+Installs happen before the namespace exists; nothing inside it can reach a registry, or anything else.
+
+Isolation. Chromium contacts update.googleapis.com and sends UDP probes to 8.8.8.8 even with
+``--disable-component-update``, and Trystero falls back to 5 of its 28 built-in public relays when the relay
+list is not where 0.25.4 reads it (``relayConfig.urls``). So everything measured (the relays, the page
+server, Chromium, every sdparta process) runs in a network namespace of its own that has only ``lo``
+(127.0.0.1, plus 127.0.0.2 because aioice never offers 127.0.0.1) and no route: ``ip route get`` to any
+outside address fails in it, which the bench checks before it starts. The bench re-runs itself inside the
+namespace (``ip netns exec``) and removes the namespace afterwards. Chromium runs with
+``--allow-loopback-in-peer-connection`` and the pages' contexts hold camera/microphone permission, as a
+call page does after ``getUserMedia``: without it Chromium gathers candidates only on the default route,
+which a loopback-only namespace does not have, and no pair ever connects. The bundle is checked before
+the run (relays come only from ``relayConfig.urls``; ``rtcConfig`` replaces the default STUN servers) and
+every page records each WebSocket URL and each ``iceServers`` it used; any other than the local relay
+and ``[]`` fails the bench.
+
+Figures (medians; the baselines are measured in the same run):
+- join time, "wait" mode: one peer joins, the other 3 s later; from the joiner's join (Trystero:
+  ``joinRoom``; sdparta: ``Call.start()``) to both sides' ``onPeerJoin`` (Trystero) or both sides' data
+  channel open (sdparta). "Together" mode: both join at the same instant, timed from the later join.
+  Times are wall clock on both sides (``performance.timeOrigin + performance.now()``, ``time.time()``).
+  Rounds interleave Trystero and sdparta (and both modes) so machine load hits all alike: a round
+  measures each both-at-once pair while the waiting pairs' first peers sit in their rooms, then each
+  joiner 3 s after its peer, one measurement at a time. A join is lost when nothing arrives within 10 s.
+- sdparta peers are processes of their own (this file run with ``--peer``), each running one
+  ``sdparta.engine.call.Call`` per round with a fresh identity in a fresh room; room keys are derived
+  beforehand (``CallConfig.room_keys``, the KDF with one iteration: the KDF is not on the measured path).
+  Media as ``sdparta bot`` defaults (test pattern + 440 Hz tone), so the offer is a real ~6 KB one.
+- time to connected with one of two relays dead (killed: connection refused; silent: accepts TCP and never
+  answers), listed first, against two live relays and against the portal transport, in the same rounds;
+- events per peer per minute in a steady room of 4 ``sdparta bot`` processes over two relays, counted by a
+  WebSocket proxy in front of each relay (EVENT messages the bots send), and registry writes per peer per
+  minute for a room of 4 over the portal (push), from the bots' own request counters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import functools
+import http.server
+import importlib.util
+import json
+import os
+import queue
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+Row = tuple[str, str, str]
+
+BENCH = Path(__file__).resolve().parent
+TRYSTERO = BENCH / "trystero"
+TRYSTERO_VERSION = "0.25.4"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ("--allow-loopback-in-peer-connection", "--disable-component-update")
+APP_ID = "sdparta-relay-bench"
+SECTION = "## Relays and Trystero"
+
+JOIN_ROUNDS = 50  # each round: one wait-mode and one together-mode join per system → 100 joins each
+DEAD_ROUNDS = 10
+WAIT_GAP = 3.0  # the joiner joins this long after the waiting peer
+LOST_AFTER = 10.0  # a join with nothing on either side within this is lost
+STAGGER = 0.3  # between the waiting peers' joins in one round
+SETTLE = 0.2  # idle time before each measured join
+BATCH = 10  # rounds per batch median
+STEADY_SETTLE, STEADY_WINDOW = 30.0, 60.0
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+# ============================================================================ setup checks
+def relay_bench_unavailable() -> str | None:
+    """Why this bench cannot run here (None when it can)."""
+    if os.geteuid() != 0:
+        return "needs root (everything runs in a network namespace with only loopback)"
+    if shutil.which("ip") is None:
+        return "ip is not installed: apt-get install iproute2"
+    if not CHROMIUM.exists():
+        return "Debian's chromium is not installed: apt-get install -y chromium"
+    if importlib.util.find_spec("playwright") is None:
+        return "PyPI playwright is missing: .venv/bin/pip install playwright==1.65.2 (never `playwright install`)"
+    if shutil.which("npm") is None or shutil.which("node") is None:
+        return "node and npm are needed for the Trystero harness: apt-get install -y nodejs npm"
+    return None
+
+
+def prepare_trystero() -> list[str]:
+    """``npm ci`` when the pinned packages are not installed, bundle the page, check the bundle."""
+    def version(package: str) -> str | None:
+        manifest = TRYSTERO / "node_modules" / package / "package.json"
+        with contextlib.suppress(OSError, ValueError):
+            return str(json.loads(manifest.read_text()).get("version"))
+        return None
+
+    packages = ("trystero", "@trystero-p2p/nostr", "@trystero-p2p/core")
+    if any(version(p) != TRYSTERO_VERSION for p in packages) or not (TRYSTERO / "node_modules/.bin/esbuild").exists():
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=TRYSTERO, check=True, timeout=900,
+                       capture_output=True)
+    subprocess.run(["npm", "run", "-s", "build", "--", "--log-level=warning"], cwd=TRYSTERO, check=True,
+                   timeout=120)
+    wrong = {p: version(p) for p in packages if version(p) != TRYSTERO_VERSION}
+    if wrong:
+        raise RuntimeError(f"the harness needs {TRYSTERO_VERSION} of {', '.join(packages)}; installed: {wrong}")
+    return verify_bundle((TRYSTERO / "dist" / "page.js").read_text())
+
+
+def verify_bundle(bundle: str) -> list[str]:
+    """Check, in the bundled code itself, that the page can use no relay but the local one and no STUN
+    server; returns what was verified (RuntimeError when anything is off)."""
+    problems = []
+    relay_source = re.search(r"getRelays = \(config, defaults, defaultN[^\n]*", bundle)
+    if relay_source is None or not relay_source.group(0).split("=>", 1)[1].strip().startswith(
+            "config.relayConfig?.urls ||"):
+        problems.append("getRelays does not take config.relayConfig.urls first")
+    uses = [m.start() for m in re.finditer(r"\bdefaultRelayUrls\b", bundle)]
+    fallback = re.findall(r"getRelays\(config, defaultRelayUrls,", bundle)
+    listed = re.search(r"var defaultRelayUrls = \[(.*?)\]\.map", bundle, re.S)
+    public = re.findall(r'"([^"]+)"', listed.group(1)) if listed else []
+    # the definition, the one fallback use, and the module's export list
+    if len(fallback) != 1 or len(uses) > 3 or not public:
+        problems.append(f"defaultRelayUrls is used outside getRelays' fallback ({len(uses)} references)")
+    if not re.search(r"iceServers: defaultIceServers\.concat\(turnConfig \?\? \[\]\),\s*\.\.\.rtcConfig", bundle):
+        problems.append("rtcConfig is not spread after the default iceServers (STUN servers would be added)")
+    if "relayConfig: { urls: [relay] }" not in bundle or "rtcConfig: { iceServers: [] }" not in bundle:
+        problems.append("the page does not pass relayConfig.urls and rtcConfig.iceServers")
+    if "relayUrls" in bundle:
+        problems.append("the bundle mentions relayUrls (ignored by 0.25.4)")
+    if problems:
+        raise RuntimeError("Trystero bundle check failed: " + "; ".join(problems))
+    return [f"bundle check: Trystero {TRYSTERO_VERSION} reads relays only as `config.relayConfig?.urls || "
+            f"<{len(public)} public defaults>` (getRelays, its one use of the defaults); the page passes "
+            "`relayConfig.urls` = [the local relay] and `rtcConfig.iceServers` = [], which is spread after "
+            "Trystero's 4 default STUN servers and so replaces them"]
+
+
+# ============================================================================ the namespace
+def _run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    from netlab.lab import run
+
+    return run(*args, check=check)
+
+
+class LoopbackNamespace:
+    """A network namespace with only ``lo`` (127.0.0.1 and 127.0.0.2) and no route; removed on exit."""
+
+    def __init__(self) -> None:
+        self.name = f"sdprelay-{uuid.uuid4().hex[:6]}"
+
+    def prefix(self) -> list[str]:
+        return ["ip", "netns", "exec", self.name]
+
+    def __enter__(self) -> LoopbackNamespace:
+        _run("ip", "netns", "add", self.name)
+        try:
+            _run(*self.prefix(), "ip", "link", "set", "lo", "up")
+            _run(*self.prefix(), "ip", "addr", "add", "127.0.0.2/8", "dev", "lo")
+            links = _run(*self.prefix(), "ip", "-o", "link", "show").stdout.strip().splitlines()
+            if len(links) != 1 or ": lo:" not in links[0]:
+                raise RuntimeError(f"namespace {self.name} has more than lo: {links}")
+            for outside in ("8.8.8.8", "142.250.0.1", "2001:4860:4860::8888"):
+                if _run(*self.prefix(), "ip", "route", "get", outside, check=False).returncode == 0:
+                    raise RuntimeError(f"namespace {self.name} has a route to {outside}")
+        except Exception:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _run("ip", "netns", "del", self.name, check=False)
+
+
+# ============================================================================ page server
+class PageServer:
+    """Serves the harness directory on 127.0.0.1 (inside the namespace), quietly, from a thread."""
+
+    def __init__(self, directory: Path) -> None:
+        class Quiet(http.server.SimpleHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                                     functools.partial(Quiet, directory=str(directory)))
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, name="page-server", daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+# ============================================================================ pairs
+Times = tuple[float, float, float, float]  # join A, join B, arrival at A, arrival at B (unix seconds)
+
+
+class TrysteroPair:
+    """Two Trystero pages in contexts of their own (a fresh pair of pages per run)."""
+
+    def __init__(self, browser: Any, url: str) -> None:
+        self.browser, self.url = browser, url
+        self.contexts: list[Any] = []
+        self.pages: list[Any] = []
+        self.room = ""
+        self.at: float | None = None
+        self.sockets: set[str] = set()
+        self.ice_servers: set[str] = set()
+        self.page_count = 0
+        self.errors: list[str] = []
+
+    def prepare(self, room: str) -> None:
+        self.teardown()
+        self.room = room
+        for _ in range(2):
+            context = self.browser.new_context(permissions=["camera", "microphone"])
+            page = context.new_page()
+            page.goto(self.url)
+            page.wait_for_function("window.benchJoin !== undefined", timeout=10000)
+            self.contexts.append(context)
+            self.pages.append(page)
+            self.page_count += 1
+
+    def ready(self) -> None:
+        pass
+
+    def join(self, side: int, at: float | None = None) -> None:
+        self.at = at
+        self.pages[side].evaluate("([a, r, t]) => benchJoin(a, r, t)",
+                                  [APP_ID, self.room, at * 1000 if at is not None else None])
+
+    def result(self) -> Times | None:
+        if self.at is not None:
+            _sleep_until(self.at + 0.005)  # a scheduled join has happened by then (no polling meanwhile)
+        joins = [p.evaluate("bench.joinAt") for p in self.pages]
+        if any(j is None for j in joins):
+            return None
+        arrivals = []
+        for page in self.pages:
+            left_ms = max(0.0, max(joins) + LOST_AFTER * 1000 - time.time() * 1000)
+            arrivals.append(page.evaluate("t => benchWaitPeer(t)", left_ms))
+        if any(a is None for a in arrivals):
+            return None
+        return joins[0] / 1000, joins[1] / 1000, arrivals[0] / 1000, arrivals[1] / 1000
+
+    def diagnose(self) -> str:
+        return json.dumps([p.evaluate("({joinAt: bench.joinAt, peers: bench.peerJoins.length, "
+                                      "errors: bench.errors})") for p in self.pages])
+
+    def teardown(self) -> None:
+        for page in self.pages:
+            with contextlib.suppress(Exception):
+                seen = page.evaluate("({s: bench.sockets, i: bench.iceServers, e: bench.errors})")
+                self.sockets.update(seen["s"])
+                self.ice_servers.update(seen["i"])
+                self.errors += seen["e"]
+                page.evaluate("benchLeave()")
+        for context in self.contexts:
+            with contextlib.suppress(Exception):
+                context.close()
+        self.contexts, self.pages = [], []
+
+
+class SdpartaPeer:
+    """One sdparta peer process (this file with ``--peer``), running one Call per round."""
+
+    def __init__(self, name: str, log: Path) -> None:
+        self.name = name
+        self.messages: queue.Queue[list[str]] = queue.Queue()
+        self.seen: dict[tuple[str, str], list[str]] = {}
+        with log.open("w") as log_file:
+            self.proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--peer", name],
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log_file,
+                                         text=True, bufsize=1)
+        threading.Thread(target=self._read, name=f"peer-{name}", daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.messages.put(line.split())
+        self.messages.put(["exited"])
+
+    def send(self, *words: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(" ".join(words) + "\n")
+        self.proc.stdin.flush()
+
+    def wait(self, kind: str, gen: str, timeout: float) -> list[str] | None:
+        """The message ``kind`` for call ``gen`` (its remaining words), None after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while (kind, gen) not in self.seen:
+            try:
+                words = self.messages.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                return None
+            if words[0] == "exited":
+                raise RuntimeError(f"sdparta peer {self.name} exited ({self.proc.poll()})")
+            if words[0] == "error":
+                raise RuntimeError(f"sdparta peer {self.name}: {' '.join(words[1:])}")
+            if len(words) >= 2:
+                self.seen[(words[0], words[1])] = words[2:]
+        return self.seen[(kind, gen)]
+
+    def close(self) -> None:
+        from support.procs import stop_process
+
+        with contextlib.suppress(Exception):
+            self.send("quit")
+        with contextlib.suppress(Exception):
+            self.proc.wait(20)
+        stop_process(self.proc)
+
+
+class SdpartaPair:
+    """Two sdparta peer processes; ``config`` holds the CallConfig fields of this pair's calls."""
+
+    def __init__(self, peers: tuple[SdpartaPeer, SdpartaPeer], config: dict[str, Any]) -> None:
+        self.peers, self.config = peers, config
+        self.gen = 0
+        self.active = False
+
+    @property
+    def tag(self) -> str:
+        return str(self.gen)
+
+    def prepare(self, room: str) -> None:
+        self.teardown()
+        self.gen += 1
+        for i, peer in enumerate(self.peers):
+            config = {"room": room, "name": f"{'ab'[i]}{self.gen}", "video": "pattern", "audio": "tone:440",
+                      "connect_timeout": 30.0, **self.config}
+            peer.send("call", self.tag, json.dumps(config, separators=(",", ":")))
+        self.active = True
+
+    def ready(self) -> None:
+        for peer in self.peers:
+            if peer.wait("prepared", self.tag, 60) is None:
+                raise RuntimeError(f"sdparta peer {peer.name} did not prepare its call")
+
+    def join(self, side: int, at: float | None = None) -> None:
+        self.peers[side].send("join", self.tag, repr(at or 0.0))
+
+    def result(self) -> Times | None:
+        joins = []
+        for peer in self.peers:
+            joined = peer.wait("joined", self.tag, 15)
+            if joined is None:
+                return None
+            joins.append(float(joined[0]))
+        arrivals = []
+        for peer in self.peers:
+            opened = peer.wait("open", self.tag, max(0.0, max(joins) + LOST_AFTER - time.time()))
+            if opened is None:
+                return None
+            arrivals.append(float(opened[0]))
+        return joins[0], joins[1], arrivals[0], arrivals[1]
+
+    def diagnose(self) -> str:
+        states = []
+        for peer in self.peers:
+            peer.send("diag", self.tag)
+            states.append((peer.wait("diag", self.tag, 5) or ["?"])[0])
+        return " | ".join(states)
+
+    def teardown(self) -> None:
+        if not self.active:
+            return
+        for peer in self.peers:
+            peer.send("leave", self.tag)
+        for peer in self.peers:
+            peer.wait("left", self.tag, 30)
+        self.active = False
+
+
+@dataclasses.dataclass
+class Series:
+    """The join times of one pair and mode."""
+
+    label: str
+    times: list[float] = dataclasses.field(default_factory=list)
+    lost: int = 0
+    skews: list[float] = dataclasses.field(default_factory=list)
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+    def add(self, times: Times | None, together: bool, diagnose: Callable[[], str]) -> None:
+        if times is None:
+            self.lost += 1
+            self.times.append(float("nan"))
+            with contextlib.suppress(Exception):
+                self.notes.append(diagnose())
+            return
+        join_a, join_b, at_a, at_b = times
+        start = max(join_a, join_b) if together else join_b
+        self.times.append(max(at_a, at_b) - start)
+        self.skews.append(abs(join_a - join_b))
+
+    @property
+    def good(self) -> list[float]:
+        return [t for t in self.times if t == t]
+
+    @property
+    def joins(self) -> int:
+        return len(self.times)
+
+    def batch_medians(self, per: int = BATCH) -> list[float]:
+        return [median([t for t in self.times[i:i + per] if t == t]) for i in range(0, len(self.times), per)
+                if any(t == t for t in self.times[i:i + per])]
+
+    def summary(self) -> str:
+        good = self.good
+        if not good:
+            return "no join arrived"
+        return f"{median(good) * 1000:.0f} ms ({min(good) * 1000:.0f}–{max(good) * 1000:.0f})"
+
+    def detail(self) -> str:
+        batches = self.batch_medians()
+        text = f"median of {len(self.good)}"
+        if len(batches) > 1:
+            text += f", batch medians {min(batches) * 1000:.0f}–{max(batches) * 1000:.0f} ms"
+        if self.lost:
+            text += f", {self.lost} lost"
+        return text
+
+
+def _sleep_until(t: float) -> None:
+    delay = t - time.time()
+    if delay > 0:
+        time.sleep(delay)
+
+
+def run_rounds(rounds: int, waiting: list[tuple[Any, Series]], together: list[tuple[Any, Series]],
+               tag: str, progress: Callable[[str], None]) -> None:
+    """Interleaved rounds (see the module doc): each round one join per series."""
+    def room(label: str, r: int) -> str:
+        return f"{tag}-{label}-{r}-{uuid.uuid4().hex[:8]}"
+
+    pairs = waiting + together
+    for i, (pair, _) in enumerate(pairs):
+        pair.prepare(room(str(i), 0))
+    for pair, _ in pairs:
+        pair.ready()
+    for r in range(rounds):
+        time.sleep(SETTLE)
+        a_joined = []
+        for pair, _ in waiting:
+            a_joined.append(time.time())
+            pair.join(0)
+            time.sleep(STAGGER)
+        for pair, series in together:
+            time.sleep(SETTLE)
+            at = time.time() + 0.05
+            pair.join(0, at)
+            pair.join(1, at)
+            series.add(pair.result(), True, pair.diagnose)
+        last = r == rounds - 1
+        for i, (pair, _) in enumerate(together, start=len(waiting)):
+            if last:
+                pair.teardown()
+            else:
+                pair.prepare(room(str(i), r + 1))
+        for pair, _ in together:
+            if not last:
+                pair.ready()
+        done = time.time()
+        for (pair, series), a_at in zip(waiting, a_joined, strict=True):
+            _sleep_until(max(a_at + WAIT_GAP, done + SETTLE))
+            pair.join(1)
+            series.add(pair.result(), False, pair.diagnose)
+            done = time.time()
+        for i, (pair, _) in enumerate(waiting):
+            if last:
+                pair.teardown()
+            else:
+                pair.prepare(room(str(i), r + 1))
+        for pair, _ in waiting:
+            if not last:
+                pair.ready()
+        if (r + 1) % BATCH == 0 or last:
+            progress(f"  round {r + 1}/{rounds}: " + "; ".join(
+                f"{s.label} {median(s.good[-BATCH:]) * 1000:.0f} ms" for _, s in pairs))
+
+
+# ============================================================================ counting proxy
+class CountingProxy:
+    """A WebSocket proxy in front of a relay counting the messages clients send (EVENT, REQ, CLOSE…);
+    other requests (NIP-11) are passed through. Runs its own loop in a thread."""
+
+    def __init__(self, upstream_http: str) -> None:
+        self.upstream = upstream_http.rstrip("/") + "/"
+        self.counts: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self.url = ""
+        self._thread = threading.Thread(target=self._main, name="counting-proxy", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("counting proxy did not start")
+
+    def snapshot(self) -> Counter[str]:
+        with self._lock:
+            return Counter(self.counts)
+
+    def _count(self, text: str) -> None:
+        with contextlib.suppress(ValueError, IndexError, TypeError):
+            kind = str(json.loads(text)[0])
+            with self._lock:
+                self.counts[kind] += 1
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(self._start())
+        self._ready.set()
+        self._loop.run_forever()
+
+    async def _start(self) -> None:
+        import aiohttp
+        from aiohttp import web
+
+        self._session = aiohttp.ClientSession()
+        ws_upstream = "ws" + self.upstream[4:]
+
+        async def handle(request: web.Request) -> web.StreamResponse:
+            if request.headers.get("Upgrade", "").lower() != "websocket":
+                async with self._session.get(self.upstream, headers={"Accept": request.headers.get("Accept", "")}) as r:
+                    return web.Response(body=await r.read(), status=r.status,
+                                        content_type=r.content_type or "application/octet-stream")
+            client = web.WebSocketResponse(max_msg_size=16 * 1024 * 1024)
+            await client.prepare(request)
+            async with self._session.ws_connect(ws_upstream, max_msg_size=16 * 1024 * 1024) as relay:
+                async def down() -> None:
+                    async for msg in relay:
+                        if msg.type == aiohttp.WSMsgType.TEXT:
+                            await client.send_str(msg.data)
+                        else:
+                            break
+                    await client.close()
+
+                pump = asyncio.create_task(down())
+                async for msg in client:
+                    if msg.type != aiohttp.WSMsgType.TEXT:
+                        break
+                    self._count(msg.data)
+                    await relay.send_str(msg.data)
+                pump.cancel()
+            return client
+
+        app = web.Application()
+        app.router.add_get("/", handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"ws://127.0.0.1:{port}/"
+
+    def close(self) -> None:
+        async def stop() -> None:
+            await self._runner.cleanup()
+            await self._session.close()
+
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(stop(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+@contextlib.contextmanager
+def silent_relay() -> Iterator[str]:
+    """A "relay" that accepts TCP connections and never answers (a hung host): its ws:// URL."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    try:
+        yield f"ws://127.0.0.1:{sock.getsockname()[1]}/"
+    finally:
+        sock.close()
+
+
+# ============================================================================ the measurements (in the namespace)
+def measure_joins(relay_url: str, page_url: str, browser: Any, work: Path, rounds: int,
+                  progress: Callable[[str], None]) -> tuple[dict[str, Series], list[str]]:
+    peers = [SdpartaPeer(f"j{i}", work / f"peer-j{i}.log") for i in range(4)]
+    tw, tt = TrysteroPair(browser, page_url), TrysteroPair(browser, page_url)
+    series = {k: Series(k) for k in ("trystero wait", "sdparta wait", "trystero together", "sdparta together")}
+    relay = {"portals": [], "relays": [relay_url]}
+    try:
+        run_rounds(rounds,
+                   [(tw, series["trystero wait"]), (SdpartaPair((peers[0], peers[1]), relay), series["sdparta wait"])],
+                   [(tt, series["trystero together"]),
+                    (SdpartaPair((peers[2], peers[3]), relay), series["sdparta together"])],
+                   "join", progress)
+    finally:
+        for pair in (tw, tt):
+            pair.teardown()
+        for peer in peers:
+            peer.close()
+    sockets = tw.sockets | tt.sockets
+    ice = tw.ice_servers | tt.ice_servers
+    if sockets != {relay_url} or ice != {"[]"}:
+        raise RuntimeError(f"Trystero used more than the local relay: sockets {sockets}, iceServers {ice}")
+    checks = [f"run check: the {tw.page_count + tt.page_count} Trystero pages opened WebSockets only to the local "
+              f"relay ({relay_url}) and every RTCPeerConnection had `iceServers: []`"]
+    errors = tw.errors + tt.errors
+    if errors:
+        checks.append(f"page errors: {errors[:3]}")
+    return series, checks
+
+
+def measure_dead_relay(relays: Any, portal_url: str, work: Path, rounds: int,
+                       progress: Callable[[str], None]) -> dict[str, Series]:
+    alive = [relays.start("alive"), relays.start("alive")]
+    killed = relays.start("killed")
+    killed_url = killed.url
+    killed.kill()
+    with silent_relay() as silent_url:
+        configs = {
+            "two relays, both alive": {"portals": [], "relays": [alive[0].url, alive[1].url]},
+            "two relays, first killed (connection refused)": {"portals": [], "relays": [killed_url, alive[0].url]},
+            "two relays, first silent (accepts TCP, never answers)": {"portals": [], "relays": [silent_url,
+                                                                                             alive[0].url]},
+            "the portal (push), same rounds": {"portals": [portal_url]},
+        }
+        peers = [SdpartaPeer(f"d{i}", work / f"peer-d{i}.log") for i in range(2 * len(configs))]
+        series = {label: Series(label) for label in configs}
+        try:
+            waiting = [(SdpartaPair((peers[2 * i], peers[2 * i + 1]), config), series[label])
+                       for i, (label, config) in enumerate(configs.items())]
+            run_rounds(rounds, waiting, [], "dead", progress)
+        finally:
+            for peer in peers:
+                peer.close()
+    return series
+
+
+def measure_steady(relays: Any, portal_url: str, work: Path, progress: Callable[[str], None],
+                   settle: float = STEADY_SETTLE, window: float = STEADY_WINDOW) -> dict[str, Any]:
+    from support.procs import peers_by_name, start_bot, wait_for
+
+    def connected(bots: list[Any]) -> bool:
+        return all(sum(p["status"] == "connected" for p in peers_by_name(b.report()).values()) >= 3 for b in bots)
+
+    steady = [relays.start("steady"), relays.start("steady")]
+    proxies = [CountingProxy(r.http_url) for r in steady]
+    bots: list[Any] = []
+    try:
+        relay_flags = [flag for proxy in proxies for flag in ("--relay", proxy.url)]
+        relay_bots = [start_bot(work, "steady-relay", [], f"r{i}", tone=None, video="none", record=False,
+                                extra=relay_flags) for i in range(4)]
+        portal_bots = [start_bot(work, "steady-portal", [portal_url], f"p{i}", tone=None, video="none",
+                                 record=False) for i in range(4)]
+        bots = relay_bots + portal_bots
+        wait_for(lambda: connected(relay_bots) and connected(portal_bots), 90, "both steady rooms connected")
+        progress(f"  steady rooms connected; settling {settle:.0f} s, counting {window:.0f} s")
+        time.sleep(settle)
+
+        def reports() -> list[dict[str, Any]]:
+            return [b.report() or {} for b in bots]
+
+        before, counts0, t0 = reports(), [p.snapshot() for p in proxies], time.monotonic()
+        time.sleep(window)
+        after, counts1, elapsed = reports(), [p.snapshot() for p in proxies], time.monotonic() - t0
+        per_relay = [{k: (c1[k] - c0[k]) / 4 / (elapsed / 60) for k in set(c1) | set(c0)}
+                     for c0, c1 in zip(counts0, counts1, strict=True)]
+
+        def rate(b: dict[str, Any], a: dict[str, Any], get: Callable[[dict[str, Any]], float]) -> float:
+            span = a.get("written_at", 0) - b.get("written_at", 0)
+            return (get(a) - get(b)) / span * 60 if span > 0 else float("nan")
+
+        def sets(report: dict[str, Any]) -> float:
+            return float(report.get("requests", {}).get("set", 0))
+
+        def requests(report: dict[str, Any]) -> float:
+            return float(sum(report.get("requests", {}).get(k, 0) for k in ("get", "set", "upload", "download")))
+
+        def reported_sent(report: dict[str, Any]) -> float:
+            return float(sum(n.get("sent", 0) for n in report.get("networks", []) if isinstance(n, dict)))
+
+        still = all(connected(group) for group in (relay_bots, portal_bots))
+        return {
+            "events": [r.get("EVENT", 0.0) for r in per_relay],
+            "reqs": [r.get("REQ", 0.0) for r in per_relay],
+            "reported_events": median([rate(b, a, reported_sent) for b, a in zip(before[:4], after[:4], strict=True)]),
+            "portal_sets": median([rate(b, a, sets) for b, a in zip(before[4:], after[4:], strict=True)]),
+            "portal_requests": median([rate(b, a, requests) for b, a in zip(before[4:], after[4:], strict=True)]),
+            "still_connected": still,
+            "window": elapsed,
+            "settle": settle,
+        }
+    finally:
+        for bot in bots:
+            bot.stop()
+        for proxy in proxies:
+            proxy.close()
+
+
+def inner_main(out: Path, rounds: int, dead_rounds: int, steady_window: float) -> None:
+    """Everything measured, run inside the namespace; writes {rows, notes} as JSON to ``out``."""
+    from playwright.sync_api import sync_playwright
+    from run import bench_floor
+
+    from support.nostr_relay import RelayFactory
+    from support.procs import start_portal
+
+    def progress(text: str) -> None:
+        print(text, flush=True)
+
+    rows: list[Row] = []
+    notes: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="sdparta-relay-bench-") as tmp_name, RelayFactory(Path(tmp_name)) as relays:
+        tmp = Path(tmp_name)
+        relay = relays.start("join")
+        portal = start_portal(tmp / "portal.sqlite3")
+        server = PageServer(TRYSTERO)
+        try:
+            floor = bench_floor(5)
+            rows.append(("aiortc pair in the namespace, SDP handed over in-process (floor)", f"{floor * 1000:.0f} ms",
+                         "baseline, median of 5"))
+            progress("== relay: join times, Trystero and sdparta interleaved")
+            with sync_playwright() as pw:
+                browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=list(CHROMIUM_ARGS))
+                try:
+                    page_url = f"{server.url}/index.html?relay={urllib.parse.quote(relay.url)}"
+                    series, checks = measure_joins(relay.url, page_url, browser, tmp, rounds, progress)
+                finally:
+                    browser.close()
+            notes += checks
+            for mode, what in (("wait", "joiner 3 s after the waiting peer"), ("together", "both join at once")):
+                ts, sd = series[f"trystero {mode}"], series[f"sdparta {mode}"]
+                issue = " (issue: 113 ms)" if mode == "wait" else " (issue: 137 ms)"
+                rows.append((f"Trystero {TRYSTERO_VERSION}, one local relay, {what}: join → both `onPeerJoin`",
+                             ts.summary(), ts.detail() + issue))
+                verdict = "no join arrived"
+                if sd.good and ts.good:
+                    m, base = median(sd.good), median(ts.good)
+                    verdict = (f"{m / base:.2f}× Trystero's in the same run; target lower: "
+                               f"{'met' if m < base else 'MISSED'}")
+                rows.append((f"sdparta, same relay, {what}: join → data channel open on both sides", sd.summary(),
+                             f"{sd.detail()}; {verdict}"))
+            for name in ("sdparta", "trystero"):
+                lost = sum(s.lost for k, s in series.items() if k.startswith(name))
+                joins = sum(s.joins for k, s in series.items() if k.startswith(name))
+                target = f"; target 0 in 100: {'met' if lost == 0 else 'MISSED'}" if name == "sdparta" else ""
+                rows.append((f"{'sdparta' if name == 'sdparta' else 'Trystero'}: lost joins (nothing within "
+                             f"{LOST_AFTER:.0f} s), both modes", f"{lost} of {joins}", f"same rounds{target}"))
+                notes += [f"lost {name} join: {n}" for s in series.values() if s.label.startswith(name)
+                          for n in s.notes]
+            progress("== relay: one of two relays dead")
+            dead = measure_dead_relay(relays, portal.url, tmp, dead_rounds, progress)
+            base = median(dead["two relays, both alive"].good)
+            for label, s in dead.items():
+                if label == "two relays, both alive":
+                    verdict = "baseline (same rounds)"
+                else:
+                    delta = median(s.good) - base
+                    verdict = f"{delta * 1000:+.0f} ms vs both alive"
+                    if label.startswith("two relays"):
+                        verdict += f"; target unchanged within noise: {'met' if abs(delta) <= 0.05 else 'MISSED'}"
+                rows.append((f"sdparta, joiner 3 s after its peer, {label}: join → data channels open",
+                             s.summary(), f"{s.detail()}; {verdict}"))
+            progress("== relay: steady rooms of 4 (relays and portal side by side)")
+            steady = measure_steady(relays, portal.url, tmp, progress, window=steady_window,
+                                    settle=min(STEADY_SETTLE, steady_window / 2))
+            events = " / ".join(f"{e:.2f}" for e in steady["events"])
+            reqs = " / ".join(f"{e:.2f}" for e in steady["reqs"])
+            ok = all(e <= 1.0 for e in steady["events"])
+            reported = steady["reported_events"]
+            rows.append(("steady room of 4 `sdparta bot`s over 2 relays: EVENTs per peer per minute, per relay",
+                         events, f"counted at each relay (a proxy), {steady['window']:.0f} s window after "
+                                 f"{steady['settle']:.0f} s settling; REQs {reqs}; bot reports "
+                                 f"{reported:.2f} sent per peer per minute over both relays; "
+                                 f"target ≤ 1 per relay: {'met' if ok else 'MISSED'}"
+                                 + ("" if steady["still_connected"] else "; a pair dropped during the window")))
+            rows.append(("steady room of 4 `sdparta bot`s over the portal (push): registry writes per peer per minute",
+                         f"{steady['portal_sets']:.2f}", f"same window; all portal requests "
+                                                          f"{steady['portal_requests']:.1f} per peer per minute"))
+        finally:
+            server.close()
+            portal.stop()
+    out.write_text(json.dumps({"rows": rows, "notes": notes}))
+
+
+# ============================================================================ peer process
+def peer_main(name: str) -> int:
+    """One sdparta peer: commands on stdin (call GEN CONFIG, join GEN AT, diag GEN, leave GEN, quit),
+    answers on stdout (prepared/joined/open/diag/left GEN …). ``open`` is the first data channel of the
+    current call reaching "open" (aiortc's state setter, timed before its handlers run)."""
+    import aiortc.rtcdatachannel
+
+    from sdparta.engine.call import Call, CallConfig
+    from sdparta.room.keys import RoomKeys
+
+    lock = threading.Lock()
+
+    def say(*words: object) -> None:
+        with lock:
+            sys.stdout.write(" ".join(str(w) for w in words) + "\n")
+            sys.stdout.flush()
+
+    current: dict[str, Any] = {"gen": None, "opened": False}
+    original = aiortc.rtcdatachannel.RTCDataChannel._setReadyState
+
+    def timed(channel: Any, state: str) -> None:
+        t = time.time()
+        first = state == "open" and channel.readyState != "open" and current["gen"] is not None \
+            and not current["opened"]
+        if first:
+            current["opened"] = True
+        original(channel, state)
+        if first:
+            say("open", current["gen"], repr(t))
+
+    aiortc.rtcdatachannel.RTCDataChannel._setReadyState = timed  # type: ignore[method-assign]
+    fields = {f.name for f in dataclasses.fields(CallConfig)}
+    call: Call | None = None
+    gen = ""
+    for line in sys.stdin:
+        cmd, _, rest = line.strip().partition(" ")
+        try:
+            if cmd == "call":
+                gen, _, raw = rest.partition(" ")
+                config = json.loads(raw)
+                unknown = set(config) - fields
+                if unknown:
+                    say("error", f"CallConfig has no {', '.join(sorted(unknown))} (this sdparta lacks it)")
+                    continue
+                keys = RoomKeys.derive(config["room"], "", iterations=1)
+                current.update(gen=None, opened=False)
+                call = Call(CallConfig(**config, room_keys=keys))
+                say("prepared", gen)
+            elif cmd == "join" and call is not None:
+                at = float(rest.split()[1])
+                _sleep_until(at)
+                current["gen"] = gen
+                t = time.time()
+                call.start()
+                say("joined", gen, repr(t))
+            elif cmd == "diag" and call is not None:
+                snap = call.snapshot()
+                peers = ",".join(f"{p.name}:{p.status}:{p.connection_state}:{p.failure_reason or ''}"
+                                 for p in snap.peers)
+                say("diag", gen, f"{name}:{snap.status}:[{peers}]".replace(" ", "_"))
+            elif cmd == "leave":
+                current["gen"] = None
+                if call is not None:
+                    call.stop()
+                call = None
+                say("left", rest.strip())
+            elif cmd == "quit":
+                break
+        except Exception as exc:
+            say("error", f"{type(exc).__name__}: {exc}".replace("\n", " "))
+    if call is not None:
+        call.stop()
+    return 0
+
+
+# ============================================================================ outer: namespace, report
+def bench_relay(runs: int, rows: list[Row], *, rounds: int = JOIN_ROUNDS, dead_rounds: int = DEAD_ROUNDS,
+                steady_window: float = STEADY_WINDOW, notes: list[str] | None = None) -> None:
+    """Issue 12's relay figures (see the module doc); ``runs`` is unused: the counts are the issue's."""
+    del runs
+    if (reason := relay_bench_unavailable()) is not None:
+        rows.append(("relays and Trystero", "not measured", reason))
+        return
+    from support.nostr_relay import install_relay
+
+    install_relay()  # outside the namespace: pip may need the registry
+    checks = prepare_trystero()
+    with LoopbackNamespace() as ns, tempfile.TemporaryDirectory(prefix="sdparta-relay-out-") as out_dir:
+        out = Path(out_dir) / "result.json"
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        cmd = [*ns.prefix(), sys.executable, str(Path(__file__).resolve()), "--inner", str(out),
+               "--rounds", str(rounds), "--dead-rounds", str(dead_rounds), "--steady-window", str(steady_window)]
+        proc = subprocess.Popen(cmd, env=env)
+        try:
+            code = proc.wait(timeout=3600)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+            raise
+        if code != 0 or not out.exists():
+            raise RuntimeError(f"the relay bench failed inside the namespace (exit {code})")
+        result = json.loads(out.read_text())
+    rows += [tuple(r) for r in result["rows"]]  # type: ignore[misc]
+    if notes is not None:
+        notes += [f"namespace check: {ns.name} had only `lo` (127.0.0.1, 127.0.0.2) and no route to 8.8.8.8, "
+                  "142.250.0.1 or 2001:4860:4860::8888", *checks, *result["notes"]]
+
+
+def write_section(path: Path, rows: list[Row], notes: list[str]) -> None:
+    """Put the section "Relays and Trystero (DATE)" into ``path``: replaced where it exists, else appended."""
+    from run import format_table
+
+    if any(value == "not measured" for _, value, _ in rows):
+        print(f"relay figures not measured: {path} keeps its section as it was")
+        return
+    date = time.strftime("%Y-%m-%d")
+    body = [f"{SECTION} ({date})", "",
+            f"`tests/bench/run.py --only relay` on this machine ({os.cpu_count()} cores), {date}: a local "
+            "`nostr-relay` 1.14, Debian's Chromium driven by Playwright and sdparta processes, all in a network "
+            "namespace with only loopback (see `tests/bench/relay_bench.py` for the setup and the method).", "",
+            format_table(rows), ""]
+    body += [f"- {note}" for note in notes]
+    section = "\n".join(body).rstrip() + "\n"
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    start = text.find(f"\n{SECTION} (")
+    if start < 0:
+        text = text.rstrip() + "\n\n" + section
+    else:
+        nxt = text.find("\n## ", start + 1)
+        text = text[:start + 1] + section + ("\n" + text[nxt + 1:] if nxt >= 0 else "")
+    path.write_text(text)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=JOIN_ROUNDS, help="join rounds (each: one join per series)")
+    parser.add_argument("--dead-rounds", type=int, default=DEAD_ROUNDS)
+    parser.add_argument("--steady-window", type=float, default=STEADY_WINDOW, help="seconds counted, steady rooms")
+    parser.add_argument("--write", default=None, help="put the section into this markdown file")
+    parser.add_argument("--inner", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--peer", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.peer is not None:
+        return peer_main(args.peer)
+    if args.inner is not None:
+        inner_main(Path(args.inner), args.rounds, args.dead_rounds, args.steady_window)
+        return 0
+    from run import format_table
+
+    rows: list[Row] = []
+    notes: list[str] = []
+    bench_relay(0, rows, rounds=args.rounds, dead_rounds=args.dead_rounds, steady_window=args.steady_window,
+                notes=notes)
+    print(format_table(rows))
+    print("\n".join(f"- {n}" for n in notes))
+    if args.write:
+        write_section(Path(args.write), rows, notes)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
