@@ -179,3 +179,37 @@ def test_every_member_of_a_room_picks_the_same_public_relays() -> None:
     rooms = [public_relays(RoomKeys.derive(f"room-{i}", "", iterations=1000), defaults.PUBLIC_RELAYS, 3)
              for i in range(12)]
     assert len({tuple(r) for r in [*rooms, public_relays(b, defaults.PUBLIC_RELAYS, 3)]}) > 1  # rooms spread
+
+
+def test_config_show_says_which_public_relays_and_stun_a_call_uses(isolated: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """With nothing named the defaults reach public hosts: --show lists them and how to replace them."""
+    from sdparta.cli import main
+    from sdparta.engine import defaults
+
+    assert main(["config", "--show"]) == 0
+    out = capsys.readouterr().out
+    relays_line = next(line for line in out.splitlines() if line.startswith("relays"))
+    assert "= []" in relays_line and "# default" in relays_line and "3 public relays per room" in relays_line
+    assert all(f"  {url}" in out.splitlines() for url in defaults.PUBLIC_RELAYS)
+    assert "chosen per room" in " ".join(out.split()) and defaults.PUBLIC_STUN[0] in out
+    assert 'relays = ["wss://…"]' in out and 'portals = ["https://…"]' in out
+    assert "--relay URL" in out and "--portal URL" in out
+
+
+@pytest.mark.parametrize("config", ['relays = ["ws://127.0.0.1:7000"]\n', 'portals = ["http://127.0.0.1:8787"]\n'])
+def test_config_show_with_a_network_named_lists_no_public_defaults(isolated: Path, config: str) -> None:
+    from sdparta.engine import defaults
+
+    isolated.write_text(config)
+    text = format_settings(load_settings({}))
+    assert not any(url in text for url in defaults.PUBLIC_RELAYS) and defaults.PUBLIC_STUN[0] not in text
+    if "relays" in config:
+        relays_line = next(line for line in text.splitlines() if line.startswith("relays"))
+        assert "'ws://127.0.0.1:7000/'" in relays_line and relays_line.endswith(f"# config file {isolated}")
+
+
+def test_config_show_with_only_stun_named_says_it_is_used(isolated: Path) -> None:
+    isolated.write_text('stun = ["stun:stun.example.org:3478"]\n')
+    text = format_settings(load_settings({}))
+    assert "uses the STUN servers above" in text.replace("\n", " ") and "stun.l.google.com" not in text

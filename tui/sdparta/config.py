@@ -350,14 +350,36 @@ def load_settings(cli_overrides: dict[str, Any] | None = None, path: Path | None
 
 
 def format_settings(settings: Settings) -> str:
-    """The table `sdparta config --show` prints; TURN passwords are masked."""
+    """The table `sdparta config --show` prints; TURN passwords are masked. With no portal and no
+    relay named, it also says what a call uses instead (the public relays and STUN server) and how
+    to replace them: defaults that reach public hosts must be visible, not implied."""
+    import textwrap  # only for this note
+
     path = config_path()
     width = max(len(k) for k in settings.values)
+    public = not settings["portals"] and not settings["relays"]
     lines = [f"config file: {path}{'' if path.exists() else ' (not present: defaults apply)'}",
              f"identity:    {identity_path()}", ""]
     for key, value in settings.values.items():
         shown = [{**t, "password": "***" if t.get("password") else ""} for t in value] if key == "turn" else value
-        lines.append(f"{key:<{width}} = {shown!r:<40} # {settings.sources[key]}")
+        note = ""
+        if public and key == "relays":
+            note = f" (none named: {defaults.PUBLIC_RELAYS_PER_ROOM} public relays per room, below)"
+        elif public and key == "stun" and not value:
+            note = f" (none named: the public {', '.join(defaults.PUBLIC_STUN)})"
+        lines.append(f"{key:<{width}} = {shown!r:<40} # {settings.sources[key]}{note}")
+    if public:
+        stun = ("the STUN servers above" if settings["stun"]
+                else f"the public STUN server {', '.join(defaults.PUBLIC_STUN)}")
+        lines += ["", *textwrap.wrap(
+            f"No portal and no relay configured: a call meets the others on {defaults.PUBLIC_RELAYS_PER_ROOM} of "
+            "these public Nostr relays, chosen per room from its keys (everyone in the room picks the same "
+            f"{defaults.PUBLIC_RELAYS_PER_ROOM}), and uses {stun}:", 100)]
+        lines += [f"  {url}" for url in defaults.PUBLIC_RELAYS]
+        lines += ["To replace them, name your own in the config file:",
+                  '  relays = ["wss://…"]  and/or  portals = ["https://…"]',
+                  "or on the command line: --relay URL / --portal URL (repeatable). Then no STUN server is used",
+                  'unless stun = ["stun:…"] (or --stun URL) names one.']
     return "\n".join(lines)
 
 

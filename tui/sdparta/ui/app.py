@@ -42,6 +42,7 @@ from sdparta.ui.dump import default_dump_dir, shown_path, write_dump
 from sdparta.ui.ice_panel import IcePanel
 from sdparta.ui.layout import Layout, choose_layout
 from sdparta.ui.lobby import lobby_text, roster_hint
+from sdparta.ui.networks import NetworkNews
 from sdparta.ui.participants import TILE_STATUSES, participants_text, roster, self_label, tile_label, you_title
 from sdparta.ui.sanitize import safe
 from sdparta.ui.screens import HelpScreen
@@ -112,6 +113,7 @@ class SdpartaApp(App[int]):
         self._tiles: dict[str, PeerTile] = {}
         self._last_notice: Notice | None = None
         self._last_error: str | None = None
+        self._network_news = NetworkNews()
         self._frame_timer: Timer | None = None
         self._snapshot_lock = threading.Lock()
         self._pending: CallSnapshot | None = None
@@ -181,7 +183,7 @@ class SdpartaApp(App[int]):
         self._sync_tiles()
         self._render_lobby()
         if self._ice_open:
-            self.query_one("#ice", IcePanel).show(self.focused_peer())
+            self.query_one("#ice", IcePanel).show(self.focused_peer(), snap)
         self._render_chat(snap)
         self._render_status()
         self._notify_news(snap)
@@ -204,7 +206,7 @@ class SdpartaApp(App[int]):
 
     def _notify_news(self, snap: CallSnapshot) -> None:
         """Engine notices and errors, each shown once (errors already told as a notice are not
-        repeated)."""
+        repeated), and what changed in the networks (a relay refusing us, all of them down)."""
         fresh = new_items(snap.notices, self._last_notice)
         if snap.notices:
             self._last_notice = snap.notices[-1]
@@ -216,6 +218,9 @@ class SdpartaApp(App[int]):
             self._last_error = snap.error
             if snap.error and not any(snap.error in n.text for n in fresh):
                 self.notify(safe(snap.error), title="error", severity="error", timeout=10, markup=False)
+        for severity, text in self._network_news.news(snap):
+            self.notify(text, title="networks", severity=severity,
+                        timeout=10 if severity == "error" else 8, markup=False)
 
     def _sync_tiles(self) -> None:
         grid = self.query_one("#grid", Grid)
@@ -350,7 +355,7 @@ class SdpartaApp(App[int]):
         self._apply_layout()
         if self._ice_open:
             panel = self.query_one("#ice", IcePanel)
-            panel.show(self.focused_peer())
+            panel.show(self.focused_peer(), self.snapshot_state)
             panel.scroll_home(animate=False)
         self._chat_maybe_seen()
 

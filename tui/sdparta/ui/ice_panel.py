@@ -1,8 +1,9 @@
 """The ICE panel: webrtc-internals for the focused participant, in one column beside the tiles.
 
 The text is built by pure functions of a ``PeerSnapshot`` (current figures, timelines, candidates,
-check list); the :class:`IcePanel` widget only puts it and three sparklines on screen, live figures
-first so they are in sight without scrolling. Every figure carries its unit.
+check list) and of the call (the networks that carry the room, ui/networks.py); the
+:class:`IcePanel` widget only puts it and three sparklines on screen, live figures first so they
+are in sight without scrolling, then the networks. Every figure carries its unit.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Sparkline
 
-from sdparta.engine.state import CandidateInfo, PeerSnapshot, StateChange
+from sdparta.engine.state import CallSnapshot, CandidateInfo, PeerSnapshot, StateChange
+from sdparta.ui.networks import networks_text
 from sdparta.ui.participants import STATE_COLOURS
 from sdparta.ui.sanitize import safe
 from sdparta.ui.widgets import TextLine
@@ -150,7 +152,7 @@ def stats_series(peer: PeerSnapshot | None, window: int = 60) -> list[tuple[str,
 
 class IcePanel(VerticalScroll):
     """The panel itself (hidden until ``i``): who and the current figures, a label and a sparkline
-    per series, then timelines, pairs and candidates. It scrolls (keys through the app's bindings,
+    per series, the room's networks, then timelines, pairs and candidates. It scrolls (keys through the app's bindings,
     the mouse wheel by itself): at 120×40 the whole of it does not fit."""
 
     def compose(self) -> ComposeResult:
@@ -159,16 +161,21 @@ class IcePanel(VerticalScroll):
         for name in SERIES_NAMES:
             yield TextLine(classes="spark-label", id=f"label-{name}")
             yield Sparkline([], id=f"spark-{name}")
+        yield TextLine(id="ice-networks")
         yield TextLine(id="ice-text")
 
-    def show(self, peer: PeerSnapshot | None) -> None:
-        """Show this participant (labels repaint only when their text changed)."""
+    def show(self, peer: PeerSnapshot | None, snap: CallSnapshot | None = None) -> None:
+        """Show this participant and the call's networks (labels repaint only when their text changed)."""
         self.query_one("#ice-head", TextLine).show(ice_head_text(peer), fixed_height=False)
         for name, label, values in stats_series(peer):
             self.query_one(f"#label-{name}", TextLine).show(Text(label))
             spark = self.query_one(f"#spark-{name}", Sparkline)
             spark.data = values
             spark.display = peer is not None
+        networks = self.query_one("#ice-networks", TextLine)
+        networks.display = snap is not None
+        if snap is not None:
+            networks.show(networks_text(snap, peer), fixed_height=False)
         self.query_one("#ice-text", TextLine).show(ice_panel_text(peer), fixed_height=False)
         self.call_after_refresh(self.show_position)
 

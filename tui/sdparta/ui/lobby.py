@@ -1,8 +1,8 @@
-"""What the empty grid says: joining, the portal not answering, or being alone — and how to invite.
+"""What the empty grid says: joining, no portal or relay answering, or being alone — and how to invite.
 
-A wrong password, a wrong portal and an empty room look exactly alike from inside (nobody is
-there), so after a while alone the user is told what to compare with the others and given the
-exact command line to send them. Pure functions of a snapshot and the time.
+A wrong password, a wrong portal or relay and an empty room look exactly alike from inside (nobody
+is there), so after a while alone the user is told what to compare with the others and given the
+exact command line to send them, with the room's networks. Pure functions of a snapshot and the time.
 """
 
 from __future__ import annotations
@@ -12,17 +12,37 @@ import shlex
 from rich.text import Text
 
 from sdparta.engine.state import CallSnapshot, CallStatus
+from sdparta.ui.networks import host, is_down, room_networks
 from sdparta.ui.sanitize import safe
 
 ALONE_HINT_AFTER_S = 20.0  # alone this long after joining: say what to check
+_RELAY_HINT = ("Check the relay addresses (--relay URL) and that this machine can reach them (a firewall or "
+               "proxy may block WebSocket connections); public relays come and go — name others with "
+               "--relay URL or relays = [...] in the config.")
+SAME = {"portal": "portal", "relay": "relays", "portal or relay": "portal and relays"}
+CHECK_HINTS = {  # what to check while nothing answers, per what the room meets on
+    "portal": "Check the address (--portal URL) and that the portal is running and reachable from here.",
+    "relay": _RELAY_HINT,
+    "portal or relay": "Check the portal (--portal URL: running and reachable from here) and the relays. "
+                       + _RELAY_HINT,
+}
+
+
+def network_options(snap: CallSnapshot) -> list[tuple[str, str]]:
+    """(flag, URL) for each network an invitee must name: every portal and every configured relay.
+    Public relays are not named: the same defaults pick the same ones for the room."""
+    options = [("--portal", portal) for portal in snap.portals]
+    if not snap.public_relays:
+        options += [("--relay", relay) for relay in snap.relays]
+    return options
 
 
 def invite_command(snap: CallSnapshot) -> str:
-    """The ``sdparta join`` line that puts someone else in this call: room and portals of this call,
-    shell-quoted; the password only as a placeholder (it is never shown) and only if there is one."""
+    """The ``sdparta join`` line that puts someone else in this call: room and networks of this
+    call, shell-quoted; the password only as a placeholder (it is never shown) and only if there is one."""
     words = ["sdparta", "join", shlex.quote(snap.room)]
-    for portal in snap.portals:
-        words += ["--portal", shlex.quote(portal)]
+    for flag, url in network_options(snap):
+        words += [flag, shlex.quote(url)]
     if snap.password_set:
         words += ["--password", "'…'"]
     return safe(" ".join(words))
@@ -36,19 +56,45 @@ def invite_lines(snap: CallSnapshot, width: int) -> list[str]:
     if len(line) <= width:
         return [line]
     words = ["sdparta join " + shlex.quote(snap.room)]
-    words += [f"  --portal {shlex.quote(p)}" for p in snap.portals]
+    words += [f"  {flag} {shlex.quote(url)}" for flag, url in network_options(snap)]
     if snap.password_set:
         words.append("  --password '…'")
     return [safe(w) + (" \\" if i < len(words) - 1 else "") for i, w in enumerate(words)]
 
 
+def public_relays_note(snap: CallSnapshot) -> str | None:
+    """Why an invite over the public relays names none, and what the invitee must not have."""
+    if not snap.public_relays:
+        return None
+    hosts = ", ".join(host(url) for url in snap.relays)
+    return (f"(public relays{': ' + hosts if hosts else ''} — theirs picks the same ones for this room "
+            "as long as they have no portal or relay of their own configured)")
+
+
 def portal_down(snap: CallSnapshot) -> bool:
-    """No portal answers (joining is retried, or a probe while alone got no answer)."""
+    """No portal or relay answers (joining is retried, or a probe while alone got no answer)."""
     return snap.portal_reachable is False
 
 
 def portals_named(snap: CallSnapshot) -> str:
-    return safe(", ".join(snap.portals)) if snap.portals else "no portal"
+    """The room's networks, each down one with its state (``wss://a/ (refused: blocked: …)``)."""
+    networks = room_networks(snap)
+    if not networks:
+        return "no portal"
+    return safe(", ".join(n.url + (f" ({n.state})" if is_down(n) else "") for n in networks))
+
+
+def kinds(snap: CallSnapshot) -> str:
+    """``portal``, ``relay`` or ``portal or relay``: what the room meets on, for the hints."""
+    has_portal, has_relay = bool(snap.portals), bool(snap.relays) or any(n.kind == "relay" for n in snap.networks)
+    return "portal or relay" if has_portal and has_relay else "relay" if has_relay else "portal"
+
+
+def not_answering(snap: CallSnapshot) -> str:
+    """``portal URL not answering`` (as ever, for a portal-only room) or ``no relay answers: URLs``."""
+    if kinds(snap) == "portal":
+        return f"portal {portals_named(snap)} not answering"
+    return f"no {kinds(snap)} answers: {portals_named(snap)}"
 
 
 def alone_for(snap: CallSnapshot, now: float) -> float | None:
@@ -59,7 +105,8 @@ def alone_for(snap: CallSnapshot, now: float) -> float | None:
 def roster_hint(snap: CallSnapshot, now: float) -> str:
     """The one line the participant list shows while it is empty."""
     if portal_down(snap):
-        return "portal not answering — retrying"
+        what = kinds(snap)
+        return "portal not answering — retrying" if what == "portal" else f"no {what} answering — retrying"
     if snap.status == CallStatus.STARTING:
         return "joining…"
     alone = alone_for(snap, now)
@@ -72,11 +119,10 @@ def lobby_text(snap: CallSnapshot, now: float, width: int = 80) -> Text:
     """The text where the tiles would be while there are none, for ``width`` cells."""
     text = Text()
     if portal_down(snap):
-        text.append(f"portal {portals_named(snap)} not answering — retrying\n", style="bold yellow")
+        text.append(f"{not_answering(snap)} — retrying\n", style="bold yellow")
         if snap.error:
             text.append(f"{safe(snap.error)}\n", style="grey62")
-        text.append("\nCheck the address (--portal URL) and that the portal is running and reachable "
-                    "from here; the call joins by itself as soon as it answers.\n")
+        text.append(f"\n{CHECK_HINTS[kinds(snap)]} The call joins by itself as soon as one answers.\n")
         return text
     if snap.status == CallStatus.STARTING:
         text.append(f"joining {safe(snap.room)}…\n", style="bold")
@@ -84,11 +130,16 @@ def lobby_text(snap: CallSnapshot, now: float, width: int = 80) -> Text:
     alone = alone_for(snap, now)
     if alone is not None and alone >= ALONE_HINT_AFTER_S:
         text.append(f"Nobody else has joined in {alone:.0f} s.\n", style="bold yellow")
+        same = "no portal or relay of your own (then both pick the same public relays)" if snap.public_relays \
+            else f"the same {SAME[kinds(snap)]}"
         text.append("If you expected someone, check that you both use the same room name, the same "
-                    "password and the same portal: a wrong one looks exactly like an empty room.\n")
+                    f"password and {same}: a wrong one looks exactly like an empty room.\n")
     else:
         text.append("waiting for others to join…\n", style="bold")
     text.append("\nInvite someone with:\n")
     for line in invite_lines(snap, width - 2):
         text.append(f"  {line}\n", style="bold cyan")
+    note = public_relays_note(snap)
+    if note:
+        text.append(f"  {note}\n", style="grey62")
     return text

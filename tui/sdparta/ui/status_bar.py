@@ -1,4 +1,4 @@
-"""The bottom line: room, portals, transport, own fingerprint, device states, unread chat and key hints.
+"""The bottom line: room, networks, own fingerprint, device states, unread chat and key hints.
 
 The key hints are the only on-screen help, so they always stay: on a narrow terminal the other
 parts go first, then the room name is shortened, then whatever is left is cut with an ellipsis.
@@ -6,11 +6,10 @@ parts go first, then the room name is shortened, then whatever is left is cut wi
 
 from __future__ import annotations
 
-import re
-
 from rich.text import Text
 
 from sdparta.engine.state import CallSnapshot, CallStatus
+from sdparta.ui.networks import network_summary
 from sdparta.ui.sanitize import safe
 
 #: Key hints, longest first: the longest that fits is shown; the last one is always shown.
@@ -21,6 +20,7 @@ AUDIO_OUT_LABELS = {"missing": "no output device", "none": "no audio out", "devi
 ROOM_CELLS = 24  # a room name longer than this is shortened with an ellipsis (it is in the title too)
 ROOM_MIN_CELLS = 6  # ... and down to this when the terminal is narrow
 DROP_LEVELS = (5, 4, 3, 2, 1)  # parts with these levels go first, in this order (0 = always kept)
+NETWORKS_LONG, NETWORKS_SHORT = 4, 2  # the networks named, then only counted (``push``, ``2/3 relays``)
 
 
 def tone_label(source: str) -> str | None:
@@ -53,18 +53,18 @@ def shorten(text: str, cells: int) -> str:
 def status_text(snap: CallSnapshot, width: int, unread: int = 0) -> Text:
     """The status bar for a terminal ``width`` cells wide; ``unread`` chat messages arrived while
     the chat was out of sight. Drop order when space runs out: own fingerprint (also on the self
-    view), portal, audio output, push/polling, camera; then the room name shrinks."""
-    portals = re.sub(r"^https?://", "", snap.portals[0]) if snap.portals else "no portal"
-    if len(snap.portals) > 1:
-        portals += f" +{len(snap.portals) - 1}"
+    view), the networks' names (their count stays), audio output, the count, camera; then the room
+    name shrinks."""
+    networks_long, networks_short, networks_style = network_summary(snap)
     audio_out = AUDIO_OUT_LABELS.get(snap.audio_out, f"out {snap.audio_out}")
     mic, mic_style = mic_label(snap)
     room = safe(snap.room)
-    # (text, style, drop level: higher goes first when space runs out; 0 = always kept)
+    # (text, style, drop level: higher goes first when space runs out; 0 = always kept). The
+    # networks' short form stands in for the long one once that is dropped (see shown()).
     parts: list[tuple[str, str, int]] = [
         ("ROOM", "bold reverse", 0),
-        (f" {safe(portals)}", "", 4),
-        (f" {'push' if snap.push else 'polling'} ", "", 2),
+        (f" {networks_long} ", networks_style, NETWORKS_LONG),
+        (f" {networks_short} ", networks_style, NETWORKS_SHORT),
         (f" me {snap.fingerprint} ", "grey70", 5),
         (f" {mic} ", mic_style, 0),
         (f" cam {snap.camera} ", "green" if snap.camera in ("on", "pattern") else "yellow", 1),
@@ -76,9 +76,14 @@ def status_text(snap: CallSnapshot, width: int, unread: int = 0) -> Text:
         parts.append((f" {snap.status} ", "bold red" if snap.status == CallStatus.ERROR else "yellow", 0))
     hint_min = len(STATUS_HINTS[-1]) + 1  # one cell between the parts and the hint, at least
 
+    def shown(index: int, level: int, dropped: set[int]) -> bool:
+        if level in dropped:
+            return False
+        return index != 2 or NETWORKS_LONG in dropped  # the short form only instead of the long one
+
     def used(room_cells: int, dropped: set[int]) -> int:
         return sum(room_cells + 2 if text == "ROOM" else Text(text).cell_len
-                   for text, _, level in parts if level not in dropped)
+                   for i, (text, _, level) in enumerate(parts) if shown(i, level, dropped))
 
     room_cells = min(Text(room).cell_len, ROOM_CELLS)
     dropped: set[int] = set()
@@ -91,8 +96,8 @@ def status_text(snap: CallSnapshot, width: int, unread: int = 0) -> Text:
         room_cells = max(ROOM_MIN_CELLS, room_cells - overflow)
     hints = next((h for h in STATUS_HINTS if used(room_cells, dropped) + 1 + len(h) <= width), STATUS_HINTS[-1])
     status = Text(no_wrap=True, overflow="ellipsis")
-    for text, style, level in parts:
-        if level not in dropped:
+    for i, (text, style, level) in enumerate(parts):
+        if shown(i, level, dropped):
             status.append(f" {shorten(room, room_cells)} " if text == "ROOM" else text, style=style)
     room_left = max(0, width - len(hints) - 1)
     if status.cell_len > room_left:
