@@ -35,7 +35,9 @@ Figures (medians; the baselines are measured in the same run):
   Times are wall clock on both sides (``performance.timeOrigin + performance.now()``, ``time.time()``).
   Rounds interleave Trystero and sdparta (and both modes) so machine load hits all alike: a round
   measures each both-at-once pair while the waiting pairs' first peers sit in their rooms, then each
-  joiner 3 s after its peer, one measurement at a time. A join is lost when nothing arrives within 10 s.
+  joiner 3 s after its peer; one measurement at a time, each pair leaving its room right after its
+  measurement (no call streams media during another's), the order rotated every round. A join is lost
+  when nothing arrives within 10 s.
 - sdparta peers are processes of their own (this file run with ``--peer``), each running one
   ``sdparta.engine.call.Call`` per round with a fresh identity in a fresh room; room keys are derived
   beforehand (``CallConfig.room_keys``, the KDF with one iteration: the KDF is not on the measured path).
@@ -92,7 +94,7 @@ DEAD_ROUNDS = 10
 WAIT_GAP = 3.0  # the joiner joins this long after the waiting peer
 LOST_AFTER = 10.0  # a join with nothing on either side within this is lost
 STAGGER = 0.3  # between the waiting peers' joins in one round
-SETTLE = 0.2  # idle time before each measured join
+SETTLE = 0.3  # idle time before each measured join
 BATCH = 10  # rounds per batch median
 STEADY_SETTLE, STEADY_WINDOW = 30.0, 120.0
 
@@ -226,12 +228,14 @@ Times = tuple[float, float, float, float]  # join A, join B, arrival at A, arriv
 
 
 class TrysteroPair:
-    """Two Trystero pages in contexts of their own (a fresh pair of pages per run)."""
+    """Two Trystero pages in browser contexts of their own; each run loads both pages afresh (a new
+    document and a new Trystero instance; the contexts and their renderer processes are reused)."""
 
     def __init__(self, browser: Any, url: str) -> None:
         self.browser, self.url = browser, url
         self.contexts: list[Any] = []
         self.pages: list[Any] = []
+        self.loaded = False
         self.room = ""
         self.at: float | None = None
         self.sockets: set[str] = set()
@@ -242,14 +246,16 @@ class TrysteroPair:
     def prepare(self, room: str) -> None:
         self.teardown()
         self.room = room
-        for _ in range(2):
+        while len(self.pages) < 2:
             context = self.browser.new_context(permissions=["camera", "microphone"])
-            page = context.new_page()
-            page.goto(self.url)
-            page.wait_for_function("window.benchJoin !== undefined", timeout=10000)
             self.contexts.append(context)
-            self.pages.append(page)
+            self.pages.append(context.new_page())
+        for page in self.pages:  # both load at once
+            page.goto(self.url, wait_until="commit")
+        for page in self.pages:
+            page.wait_for_function("window.benchJoin !== undefined", timeout=15000)
             self.page_count += 1
+        self.loaded = True
 
     def ready(self) -> None:
         pass
@@ -278,6 +284,10 @@ class TrysteroPair:
                                       "errors: bench.errors})") for p in self.pages])
 
     def teardown(self) -> None:
+        """Record what the pages connected to, then leave the room (``room.leave()``: its peer
+        connections close; the next ``prepare`` loads the pages afresh)."""
+        if not self.loaded:
+            return
         for page in self.pages:
             with contextlib.suppress(Exception):
                 seen = page.evaluate("({s: bench.sockets, i: bench.iceServers, e: bench.errors})")
@@ -285,6 +295,10 @@ class TrysteroPair:
                 self.ice_servers.update(seen["i"])
                 self.errors += seen["e"]
                 page.evaluate("benchLeave()")
+        self.loaded = False
+
+    def close(self) -> None:
+        self.teardown()
         for context in self.contexts:
             with contextlib.suppress(Exception):
                 context.close()
@@ -462,54 +476,74 @@ def _sleep_until(t: float) -> None:
 
 def run_rounds(rounds: int, waiting: list[tuple[Any, Series]], together: list[tuple[Any, Series]],
                tag: str, progress: Callable[[str], None]) -> None:
-    """Interleaved rounds (see the module doc): each round one join per series."""
+    """Interleaved rounds (see the module doc): each round one join per series, one measurement at a
+    time, each pair left (its media stopped) right after its measurement, the order rotated per round."""
     def room(label: str, r: int) -> str:
         return f"{tag}-{label}-{r}-{uuid.uuid4().hex[:8]}"
 
+    def rotated(group: list[tuple[Any, Series]], r: int) -> list[tuple[Any, Series]]:
+        k = r % len(group) if group else 0
+        return group[k:] + group[:k]
+
     pairs = waiting + together
-    for i, (pair, _) in enumerate(pairs):
-        pair.prepare(room(str(i), 0))
-    for pair, _ in pairs:
-        pair.ready()
+    rooms = {id(pair): str(i) for i, (pair, _) in enumerate(pairs)}
+    spent: Counter[str] = Counter()  # where a round's time goes (printed with the progress)
+
+    @contextlib.contextmanager
+    def phase(name: str) -> Iterator[None]:
+        t0 = time.monotonic()
+        yield
+        spent[name] += time.monotonic() - t0
+
+    def prepare(group: list[tuple[Any, Series]], r: int) -> None:
+        for pair, _ in group:
+            with phase(f"prepare {type(pair).__name__}"):
+                pair.prepare(room(rooms[id(pair)], r))
+        for pair, _ in group:
+            with phase(f"ready {type(pair).__name__}"):
+                pair.ready()
+
+    def measure(pair: Any, series: Series, together: bool, join: Callable[[], None]) -> None:
+        with phase("measured"):
+            join()
+            series.add(pair.result(), together, pair.diagnose)
+        with phase(f"leave {type(pair).__name__}"):
+            pair.teardown()
+
+    prepare(pairs, 0)
+    spent.clear()  # the first preparation includes starting the processes and pages
+    began = time.monotonic()
     for r in range(rounds):
         time.sleep(SETTLE)
-        a_joined = []
-        for pair, _ in waiting:
-            a_joined.append(time.time())
+        a_joined: dict[int, float] = {}
+        for pair, _ in rotated(waiting, r):
+            a_joined[id(pair)] = time.time()
             pair.join(0)
             time.sleep(STAGGER)
-        for pair, series in together:
+        for pair, series in rotated(together, r):
             time.sleep(SETTLE)
             at = time.time() + 0.05
-            pair.join(0, at)
-            pair.join(1, at)
-            series.add(pair.result(), True, pair.diagnose)
-        last = r == rounds - 1
-        for i, (pair, _) in enumerate(together, start=len(waiting)):
-            if last:
-                pair.teardown()
-            else:
-                pair.prepare(room(str(i), r + 1))
-        for pair, _ in together:
-            if not last:
-                pair.ready()
+
+            def both(pair: Any = pair, at: float = at) -> None:
+                pair.join(0, at)
+                pair.join(1, at)
+
+            measure(pair, series, True, both)
+        if r + 1 < rounds:
+            prepare(together, r + 1)
         done = time.time()
-        for (pair, series), a_at in zip(waiting, a_joined, strict=True):
-            _sleep_until(max(a_at + WAIT_GAP, done + SETTLE))
-            pair.join(1)
-            series.add(pair.result(), False, pair.diagnose)
+        for pair, series in rotated(waiting, r):
+            with phase("idle until the joiner's turn"):
+                _sleep_until(max(a_joined[id(pair)] + WAIT_GAP, done + SETTLE))
+            measure(pair, series, False, lambda pair=pair: pair.join(1))
             done = time.time()
-        for i, (pair, _) in enumerate(waiting):
-            if last:
-                pair.teardown()
-            else:
-                pair.prepare(room(str(i), r + 1))
-        for pair, _ in waiting:
-            if not last:
-                pair.ready()
-        if (r + 1) % BATCH == 0 or last:
+        if r + 1 < rounds:
+            prepare(waiting, r + 1)
+        if (r + 1) % BATCH == 0 or r + 1 == rounds:
             progress(f"  round {r + 1}/{rounds}: " + "; ".join(
-                f"{s.label} {median(s.good[-BATCH:]) * 1000:.0f} ms" for _, s in pairs))
+                f"{s.label} {median(s.good[-BATCH:]) * 1000:.0f} ms" for _, s in pairs)
+                + f" | {(time.monotonic() - began) / (r + 1):.1f} s per round: "
+                + ", ".join(f"{k} {v / (r + 1):.2f}" for k, v in spent.items()))
 
 
 # ============================================================================ counting proxy
@@ -624,7 +658,7 @@ def measure_joins(relay_url: str, page_url: str, browser: Any, work: Path, round
                    "join", progress)
     finally:
         for pair in (tw, tt):
-            pair.teardown()
+            pair.close()
         for peer in peers:
             peer.close()
     sockets = tw.sockets | tt.sockets
@@ -901,6 +935,7 @@ def bench_relay(runs: int, rows: list[Row], *, rounds: int = JOIN_ROUNDS, dead_r
 
     install_relay()  # outside the namespace: pip may need the registry
     checks = prepare_trystero()
+    began, load0 = time.monotonic(), os.getloadavg()[0]
     with LoopbackNamespace() as ns, tempfile.TemporaryDirectory(prefix="sdparta-relay-out-") as out_dir:
         out = Path(out_dir) / "result.json"
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -919,7 +954,18 @@ def bench_relay(runs: int, rows: list[Row], *, rounds: int = JOIN_ROUNDS, dead_r
     rows += [tuple(r) for r in result["rows"]]  # type: ignore[misc]
     if notes is not None:
         notes += [f"namespace check: {ns.name} had only `lo` (127.0.0.1, 127.0.0.2) and no route to 8.8.8.8, "
-                  "142.250.0.1 or 2001:4860:4860::8888", *checks, *result["notes"]]
+                  "142.250.0.1 or 2001:4860:4860::8888", *checks, *result["notes"],
+                  f"sdparta measured at {_revision()}; the whole bench took {time.monotonic() - began:.0f} s, "
+                  f"load average {load0:.1f} at its start and {os.getloadavg()[0]:.1f} at its end (2 cores shared "
+                  "with other work: compare figures of one run, not across runs)"]
+
+
+def _revision() -> str:
+    repo = BENCH.parents[1]
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True).stdout
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "tui"], cwd=repo, capture_output=True,
+                           text=True).stdout.splitlines()
+    return head.strip() + (f" (+ {len(dirty)} uncommitted files under tui/)" if dirty else "")
 
 
 def write_section(path: Path, rows: list[Row], notes: list[str]) -> None:
