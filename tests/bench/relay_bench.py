@@ -801,8 +801,8 @@ def inner_main(out: Path, rounds: int, dead_rounds: int, steady_window: float) -
                 verdict = "no join arrived"
                 if sd.good and ts.good:
                     m, base = median(sd.good), median(ts.good)
-                    verdict = (f"{m / base:.2f}× Trystero's in the same run; target lower: "
-                               f"{'met' if m < base else 'MISSED'}")
+                    verdict = (f"{m / base:.2f}× Trystero's in the same run ({(m - base) * 1000:+.1f} ms); "
+                               f"target lower: {'met' if m < base else 'MISSED'}")
                 rows.append((f"sdparta, same relay, {what}: join → data channel open on both sides", sd.summary(),
                              f"{sd.detail(mode == 'together')}; {verdict}"))
             for name in ("sdparta", "trystero"):
