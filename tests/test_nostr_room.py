@@ -18,34 +18,15 @@ from sdparta.nostr import Event, RelayPool, RelayTimeouts
 from sdparta.room.events import RoomEvents, SessionTiming
 from sdparta.room.keys import Identity, RoomKeys
 from sdparta.room.nostr_room import NostrRoom
-from sdparta.room.wire import Member, RoomSettings, TurnServer
+from sdparta.room.wire import TurnServer
 from support.nostr_relay import RelayFactory, RelayProcess
+from support.room_events import Recorder
 from support.waits import wait_until
 
 FAST_RELAY = RelayTimeouts(backoff=(0.1, 1.0), ok=20.0)
 TIMING = SessionTiming(reannounce=1.0, reannounce_retry=0.5, ttl=30.0)
 
 
-class Recorder(RoomEvents):
-    def __init__(self) -> None:
-        self.seen: list[str] = []
-        self.gone: list[tuple[str, str]] = []
-        self.messages: list[dict[str, Any]] = []
-        self.settings_seen: list[RoomSettings] = []
-        self.via: list[str] = []
-
-    def member_seen(self, member: Member) -> None:
-        self.seen.append(member.name)
-
-    def member_gone(self, member: Member, status: str, reason: str) -> None:
-        self.gone.append((member.name, status))
-
-    def message(self, member: Member, body: dict[str, Any], via: str = "") -> None:
-        self.messages.append(body)
-        self.via.append(via)
-
-    def settings(self, settings: RoomSettings) -> None:
-        self.settings_seen.append(settings)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 
@@ -18,28 +17,15 @@ from sdparta.room.events import RoomEvents, SessionTiming
 from sdparta.room.keys import Identity, RoomKeys
 from sdparta.room.roster import Roster
 from sdparta.room.session import RoomSession
-from sdparta.room.wire import Member, sign_member
+from sdparta.room.wire import sign_member
 from sdparta.store import MemoryStore
+from support.room_events import Recorder
 from support.waits import wait_until
 
 # ttl above roster.CLOCK_SKEW_S: a member taken out of a list with a record that fresh has *left*
 FAST = SessionTiming(reannounce=0.5, ttl=12.0, poll_fast=0.05, poll_slow=0.2, poll_push=0.5)
 
 
-class Recorder(RoomEvents):
-    def __init__(self) -> None:
-        self.seen: list[str] = []
-        self.gone: list[tuple[str, str]] = []
-        self.messages: list[dict[str, Any]] = []
-
-    def member_seen(self, member: Member) -> None:
-        self.seen.append(member.name)
-
-    def member_gone(self, member: Member, status: str, reason: str) -> None:
-        self.gone.append((member.name, status))
-
-    def message(self, member: Member, body: dict[str, Any], via: str = "") -> None:
-        self.messages.append(body)
 
 
 @pytest.fixture(scope="module")

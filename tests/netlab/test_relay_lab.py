@@ -9,10 +9,6 @@ tone at its pitch.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +17,7 @@ import pytest
 from netlab.lab import PUBLIC_NET, Lab
 from netlab.test_nat_calls import Pair, stun_flags, turn_flags
 from sdparta.media.analysis import read_wav, tone_power
-from support.nostr_relay import RelayProcess, _config, install_relay
+from support.nostr_relay import RelayProcess, start_relay
 from support.procs import free_port, start_bot, wait_for
 
 pytestmark = pytest.mark.netlab
@@ -30,67 +26,17 @@ RELAY_IP = f"{PUBLIC_NET}.4"  # the relay's own address on the public bridge (po
 CONNECT_TIMEOUT = 20.0  # the bots' connect timeout in the lab (seconds)
 TONES = {"a": 440.0, "b": 660.0}
 
-# NIP-11 from inside a namespace (the test process cannot reach the lab's addresses, nor should it)
-_NIP11 = """
-import json, sys, urllib.request
-req = urllib.request.Request(sys.argv[1], headers={"Accept": "application/nostr+json"})
-with urllib.request.urlopen(req, timeout=2) as resp:
-    print(json.dumps(json.loads(resp.read())))
-"""
-
-
-@dataclass
-class LabRelay(RelayProcess):
-    """The PyPI relay run with ``ip netns exec <ns>``, listening on ``host`` in that namespace."""
-
-    ns: str = ""
-    host: str = RELAY_IP
-
-    @property
-    def url(self) -> str:
-        return f"ws://{self.host}:{self.port}/"
-
-    @property
-    def http_url(self) -> str:
-        return f"http://{self.host}:{self.port}/"
-
-    def start(self, timeout: float = 90.0) -> LabRelay:
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(["ip", "netns", "exec", self.ns, str(self.exe), "-c", str(self.config),
-                                          "serve", "--use-uvicorn"],
-                                         stdout=log, stderr=subprocess.STDOUT, cwd=self.data)
-        try:
-            wait_for(lambda: self.proc is not None and (self.proc.poll() is not None or self.info() is not None),
-                     timeout, f"the relay in {self.ns} answering NIP-11", interval=0.5,
-                     diagnostics=lambda: self.log()[-3000:])
-        except AssertionError:
-            self.stop()
-            raise
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"nostr-relay exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
-        return self
-
-    def info(self) -> dict[str, Any] | None:
-        result = subprocess.run(["ip", "netns", "exec", self.ns, sys.executable, "-c", _NIP11, self.http_url],
-                                capture_output=True, text=True, timeout=15)
-        return json.loads(result.stdout) if result.returncode == 0 else None
-
-
-def start_lab_relay(lab: Lab, workdir: Path) -> LabRelay:
+def start_lab_relay(lab: Lab, workdir: Path) -> RelayProcess:
     """A relay on RELAY_IP in the lab's public namespace, stopped (by PID) when the lab closes."""
     lab.sh(lab.public_ns, f"ip addr add {RELAY_IP}/24 dev br0")
-    data = workdir / "lab-relay"
-    data.mkdir(parents=True, exist_ok=True)
-    port = free_port()  # any port is free in the fresh namespace; this one is just not a privileged one
-    bind = {"bind": f"{RELAY_IP}:{port}", "host": RELAY_IP, "loglevel": "warning"}
-    config = data / "config.yaml"
-    config.write_text(_config(data, port, rate_limits=None, extra={"gunicorn": bind}))
-    relay = LabRelay(data, port, config, install_relay(), ns=lab.public_ns)
+    # any port is free in the fresh namespace; this one is just not a privileged one
+    relay = start_relay(workdir / "lab-relay", port=free_port(), host=RELAY_IP,
+                        argv_prefix=("ip", "netns", "exec", lab.public_ns))
     lab.stoppers.append(relay)
-    return relay.start()
+    return relay
 
 
-def start_relay_pair(lab: Lab, tmp_path: Path, hosts: tuple[Any, Any], relay: LabRelay,
+def start_relay_pair(lab: Lab, tmp_path: Path, hosts: tuple[Any, Any], relay: RelayProcess,
                      flags: tuple[list[str], list[str]]) -> Pair:
     bots = []
     for name, host, extra in zip(("a", "b"), hosts, flags, strict=True):

@@ -90,7 +90,9 @@ def install_relay(venv: Path | None = None, *, quiet: bool = True) -> Path:
     return exe
 
 
-def _config(data: Path, port: int, *, rate_limits: dict[str, Any] | None, extra: dict[str, Any] | None) -> str:
+def relay_config(data: Path, port: int, *, host: str = "127.0.0.1", rate_limits: dict[str, Any] | None = None,
+                 extra: dict[str, Any] | None = None) -> str:
+    """nostr-relay's config for a relay storing in ``data`` and listening on ``host:port``."""
     conf: dict[str, Any] = {
         "DEBUG": False,
         "relay_name": "sdparta test relay",
@@ -100,7 +102,7 @@ def _config(data: Path, port: int, *, rate_limits: dict[str, Any] | None, extra:
             "validators": ["nostr_relay.validators.is_not_too_large", "nostr_relay.validators.is_signed",
                            "nostr_relay.validators.is_recent"],
         },
-        "gunicorn": {"bind": f"127.0.0.1:{port}", "host": "127.0.0.1", "loglevel": "warning"},
+        "gunicorn": {"bind": f"{host}:{port}", "host": host, "loglevel": "warning"},
         "authentication": {"enabled": False},
         "verification": {"nip05_verification": "disabled"},
         "max_event_size": CONTENT_LIMIT,  # the content limit (characters); 4096 by default
@@ -120,6 +122,15 @@ def _config(data: Path, port: int, *, rate_limits: dict[str, Any] | None, extra:
     return json.dumps(conf, indent=1)  # YAML is a superset of JSON: no yaml dependency here
 
 
+# NIP-11 asked from inside another namespace (RelayProcess.argv_prefix)
+_NIP11 = """
+import json, sys, urllib.request
+req = urllib.request.Request(sys.argv[1], headers={"Accept": "application/nostr+json"})
+with urllib.request.urlopen(req, timeout=2) as resp:
+    print(json.dumps(json.loads(resp.read())))
+"""
+
+
 @dataclass
 class RelayProcess:
     """One running relay; ``url`` is its websocket URL, ``db`` its SQLite file."""
@@ -129,6 +140,9 @@ class RelayProcess:
     config: Path
     exe: Path
     proc: subprocess.Popen[bytes] | None = None
+    host: str = "127.0.0.1"
+    #: run the relay (and its NIP-11 check) through this, e.g. ``ip netns exec NS`` for a lab namespace
+    argv_prefix: tuple[str, ...] = ()
     log_path: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -136,11 +150,11 @@ class RelayProcess:
 
     @property
     def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/"
+        return f"ws://{self.host}:{self.port}/"
 
     @property
     def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
+        return f"http://{self.host}:{self.port}/"
 
     @property
     def db(self) -> Path:
@@ -149,7 +163,8 @@ class RelayProcess:
     def start(self, timeout: float = 90.0) -> RelayProcess:
         """Run the relay and wait until its NIP-11 document answers."""
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen([str(self.exe), "-c", str(self.config), "serve", "--use-uvicorn"],
+            self.proc = subprocess.Popen([*self.argv_prefix, str(self.exe), "-c", str(self.config), "serve",
+                                          "--use-uvicorn"],
                                          stdout=log, stderr=subprocess.STDOUT, cwd=self.data)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -162,7 +177,12 @@ class RelayProcess:
         raise RuntimeError(f"nostr-relay did not answer within {timeout:.0f} s:\n{self.log()[-3000:]}")
 
     def info(self) -> dict[str, Any] | None:
-        """The relay's NIP-11 document, or None when it does not answer."""
+        """The relay's NIP-11 document, or None when it does not answer (asked from the relay's own
+        namespace when it runs in another one: this process cannot, and should not, reach it)."""
+        if self.argv_prefix:
+            result = subprocess.run([*self.argv_prefix, sys.executable, "-c", _NIP11, self.http_url],
+                                    capture_output=True, text=True, timeout=15)
+            return json.loads(result.stdout) if result.returncode == 0 else None
         request = urllib.request.Request(self.http_url, headers={"Accept": "application/nostr+json"})
         try:
             with urllib.request.urlopen(request, timeout=2) as resp:
@@ -201,15 +221,16 @@ class RelayProcess:
 
 
 def start_relay(data: Path, *, port: int = 0, rate_limits: dict[str, Any] | None = None,
-                extra_config: dict[str, Any] | None = None) -> RelayProcess:
+                extra_config: dict[str, Any] | None = None, host: str = "127.0.0.1",
+                argv_prefix: tuple[str, ...] = ()) -> RelayProcess:
     """Configure and start one relay in ``data`` (created); ``rate_limits`` as in nostr-relay's config,
-    e.g. ``{"ip": {"EVENT": "2/s"}}``."""
+    e.g. ``{"ip": {"EVENT": "2/s"}}``; ``argv_prefix`` runs it elsewhere (``ip netns exec NS``)."""
     exe = install_relay()
     data.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     config = data / "config.yaml"
-    config.write_text(_config(data, port, rate_limits=rate_limits, extra=extra_config))
-    return RelayProcess(data, port, config, exe).start()
+    config.write_text(relay_config(data, port, host=host, rate_limits=rate_limits, extra=extra_config))
+    return RelayProcess(data, port, config, exe, host=host, argv_prefix=argv_prefix).start()
 
 
 class RelayFactory:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from sdparta.room.wire import Member, RoomSettings
+from sdparta.supervise import supervised
 
 
 class RoomEvents:
@@ -65,3 +67,26 @@ class SessionCounters:
     def invalid(self, reason: str) -> None:
         self.invalid_messages += 1
         self.invalid_reasons[reason] = self.invalid_reasons.get(reason, 0) + 1
+
+
+class SessionReports:
+    """What every network's session reports the same way: rejected input (counted and told to the
+    engine) and its background loops (a crash is counted, told, and the loop restarted)."""
+
+    def __init__(self, counters: SessionCounters, events: RoomEvents, network: str,
+                 stopping: Callable[[], bool]) -> None:
+        self.counters = counters
+        self.events = events
+        self.network = network  # "room" (portals) or "relay": prefixes a crashed loop's name
+        self.stopping = stopping
+
+    def invalid(self, reason: str) -> None:
+        self.counters.invalid(reason)
+        self.events.invalid(reason)
+
+    async def supervise(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
+        """Run one of the session's loops for its lifetime (sdparta.supervise.supervised)."""
+        def crashed(loop_name: str, error: str) -> None:
+            self.counters.loop_restarts += 1
+            self.events.loop_failed(f"{self.network} {loop_name}", error)
+        await supervised(name, loop, crashed, stopping=self.stopping)

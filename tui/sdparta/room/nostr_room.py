@@ -20,13 +20,13 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from sdparta.nostr.event import Event, NostrKey
 from sdparta.nostr.pool import PoolSubscription, RelayPool
 from sdparta.nostr.state import EventTooLarge, RelayState
-from sdparta.room.events import RoomEvents, SessionCounters, SessionTiming
+from sdparta.room.events import RoomEvents, SessionCounters, SessionReports, SessionTiming
 from sdparta.room.keys import Identity, RoomKeys
 from sdparta.room.nostr_wire import (
     APP_KIND,
@@ -52,7 +52,6 @@ from sdparta.room.wire import (
     encode_settings,
 )
 from sdparta.store.base import StoreError, StoreUnavailable
-from sdparta.supervise import supervised
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +85,7 @@ class NostrRoom:
         self.share_turn = share_turn
         self.nostr_key = nostr_key or NostrKey.generate()
         self.counters = SessionCounters()
+        self._reports = SessionReports(self.counters, events, "relay", lambda: self._closing)
         self.settings: RoomSettings | None = None
         self.tags = RoomTags(keys)
         self.roster = Roster((identity.public_key, session_id), events, self.timing, clock,
@@ -117,14 +117,14 @@ class NostrRoom:
                 {"kinds": [APP_KIND], "#x": [self.tags.room, self.tags.to(self.session_id)], "since": since},
                 {"kinds": [APP_KIND], "#x": [self.tags.settings], "limit": 16},
             ])
-            self._tasks.append(asyncio.create_task(self._supervised("events", self._read_loop)))
+            self._tasks.append(asyncio.create_task(self._reports.supervise("events", self._read_loop)))
             await self._sub.wait_stored(STORED_WAIT_S)
         if self.share_turn:
             await self.share_settings(self.share_turn)
         await self._announce()
         if not self._started:
             self._started = True
-            self._tasks.append(asyncio.create_task(self._supervised("re-announce", self._announce_loop)))
+            self._tasks.append(asyncio.create_task(self._reports.supervise("re-announce", self._announce_loop)))
 
     def _relay_summary(self) -> str:
         return "; ".join(f"{s.url}: {s.state}{f' ({s.reason})' if s.reason else ''}" for s in self.relays.status())
@@ -136,13 +136,8 @@ class NostrRoom:
                 self._on_event(item.event, item.relay)
             except Exception:  # a bug with one event must not end delivery (counted, logged)
                 log.exception("relay event handling crashed")
-                self.counters.invalid("relay: an event could not be handled (a bug)")
+                self._reports.invalid("relay: an event could not be handled (a bug)")
 
-    async def _supervised(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
-        def crashed(loop_name: str, error: str) -> None:
-            self.counters.loop_restarts += 1
-            self.events.loop_failed(f"relay {loop_name}", error)
-        await supervised(name, loop, crashed, stopping=lambda: self._closing)
 
     async def leave(self) -> None:
         """Bye to every member, then replace our record with a leaving one (replays of older records
@@ -231,7 +226,6 @@ class NostrRoom:
         """Sign and send the next version of one of our addressable records (its ``created_at`` grows
         per ``d`` tag: NostrKey.addressable)."""
         event = self.nostr_key.addressable(d_tag, content, [("x", x_tag)], created_at=int(self.clock()))
-        self.counters.sets += 1
         try:
             result = await self.relays.publish(event)
         except EventTooLarge as exc:
@@ -261,18 +255,14 @@ class NostrRoom:
     def _member_arrived(self, member: Member) -> None:
         self.mark_pending()
 
-    def _invalid(self, reason: str) -> None:
-        self.counters.invalid(reason)
-        self.events.invalid(reason)
 
     def _on_event(self, event: Event, relay: str) -> None:
         """One verified event from one relay (the pool checked its id and signature)."""
-        self.counters.gets += 1
         if event.pubkey == self.nostr_key.pubkey or event.kind != APP_KIND:
             return
         d_tag, x_tag = event.tag("d"), event.tag("x")
         if d_tag is None or x_tag is None:
-            self._invalid("relay: an event without our tags")
+            self._reports.invalid("relay: an event without our tags")
             return
         try:
             if x_tag == self.tags.room:
@@ -282,7 +272,7 @@ class NostrRoom:
             elif x_tag == self.tags.settings:
                 self._on_settings(event)
         except WireError as exc:
-            self._invalid(f"relay: {exc}")
+            self._reports.invalid(f"relay: {exc}")
 
     def _on_presence(self, event: Event, d_tag: str) -> None:
         record = decode_presence_record(self.keys, bytes.fromhex(event.pubkey), d_tag,

@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sdparta.room.events import RoomEvents, SessionCounters, SessionTiming
+from sdparta.room.events import RoomEvents, SessionCounters, SessionReports, SessionTiming
 from sdparta.room.keys import Identity, RoomKeys
 from sdparta.room.presence import fair_list
 from sdparta.room.rendezvous import NetworkState, message_body
@@ -41,7 +41,6 @@ from sdparta.room.wire import (
 )
 from sdparta.store.base import RegistryEntry, Store, StoreError, Subscription
 from sdparta.store.crypto import decode_skylink
-from sdparta.supervise import supervised
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +65,13 @@ class RoomSession:
         self.timing = timing or SessionTiming()
         self.clock = clock
         self.counters = SessionCounters()
+        self._reports = SessionReports(self.counters, events, "room", lambda: self._closing)
         self.share_turn = share_turn  # write these relays into the room's settings on joining
         self.settings: RoomSettings | None = None
         self.push_active = False
         self._transfers = Transfers(store, self.counters)
         self._shared = SharedSlots(self._transfers, keys, self._epoch_moved)
-        self._pairs = PairSlots(self._transfers, keys, identity, session_id, self._invalid)
+        self._pairs = PairSlots(self._transfers, keys, identity, session_id, self._reports.invalid)
         self._room_keypair = self._shared.keypair
         self._presence = SlotState()
         self._watch_slot: set[tuple[bytes, str]] = set()  # members whose slot we poll
@@ -105,15 +105,9 @@ class RoomSession:
         room, announce ourselves and start the loops."""
         await asyncio.gather(self._open_push(), self._settings_on_join())
         await self._update_presence(leaving=False)
-        self._tasks.append(asyncio.create_task(self._supervised("poll", self._poll_loop)))
-        self._tasks.append(asyncio.create_task(self._supervised("re-announce", self._announce_loop)))
+        self._tasks.append(asyncio.create_task(self._reports.supervise("poll", self._poll_loop)))
+        self._tasks.append(asyncio.create_task(self._reports.supervise("re-announce", self._announce_loop)))
 
-    async def _supervised(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
-        """A room loop for the session's lifetime: a crash (a bug) is counted, reported, restarted."""
-        def crashed(loop_name: str, error: str) -> None:
-            self.counters.loop_restarts += 1
-            self.events.loop_failed(f"room {loop_name}", error)
-        await supervised(name, loop, crashed, stopping=lambda: self._closing)
 
     async def _open_push(self) -> None:
         if not self.want_push:
@@ -131,7 +125,8 @@ class RoomSession:
             await self._subscription.add(self._room_keypair.public_key, self._presence_key)
             self.push_active = True
             subscription = self._subscription
-            self._tasks.append(asyncio.create_task(self._supervised("push", lambda: self._push_loop(subscription))))
+            push = self._reports.supervise("push", lambda: self._push_loop(subscription))
+            self._tasks.append(asyncio.create_task(push))
 
     async def _settings_on_join(self) -> None:
         """Share our relays, or take the room's; settings trouble never stops a join."""
@@ -168,7 +163,7 @@ class RoomSession:
 
     async def fetch_settings(self) -> RoomSettings | None:
         """The room's shared settings (room/settings.py); None when there are none or they cannot be used."""
-        return await read_settings(self._shared, self._transfers, self.keys, self._invalid)
+        return await read_settings(self._shared, self._transfers, self.keys, self._reports.invalid)
 
     async def share_settings(self, turn: list[TurnServer]) -> None:
         """Write the room's settings (compare-and-set on the revision, retried on conflict)."""
@@ -267,21 +262,15 @@ class RoomSession:
         await self._pairs.send(member, message)
 
     @property
-    def _via(self) -> str:
-        stores = getattr(self.store, "stores", [self.store])
-        return " / ".join(str(getattr(store, "url", store)) for store in stores)
+    def portal_urls(self) -> list[str]:
+        """The portals this session writes to and reads from (a MultiStore's, or the one store's)."""
+        return [str(getattr(store, "url", store)) for store in getattr(self.store, "stores", [self.store])]
 
     def networks(self) -> list[NetworkState]:
-        """The portals this session writes to and reads from."""
         state = "push" if self.push_active else "polling"
-        stores = getattr(self.store, "stores", [self.store])
-        return [NetworkState("portal", str(getattr(store, "url", store)), state, self.counters.sets,
-                             self.counters.gets) for store in stores]
+        return [NetworkState("portal", url, state, self.counters.sets, self.counters.gets) for url in self.portal_urls]
 
     # ------------------------------------------------------------------ internals
-    def _invalid(self, reason: str) -> None:
-        self.counters.invalid(reason)
-        self.events.invalid(reason)
 
     def _is_fresh(self, member: Member, margin: float = 0.0) -> bool:
         return self._roster.fresh(member, margin)
@@ -310,13 +299,13 @@ class RoomSession:
             blob = await self._transfers.download(entry.data, MAX_PRESENCE_BYTES)
             return decode_presence(self.keys, self._room_keypair.public_key, self._presence_key, blob)
 
-        opened = await opened_or_counted(opening(), "presence", self._invalid)
+        opened = await opened_or_counted(opening(), "presence", self._reports.invalid)
         if opened is None:
             self._heal.set()  # rewrite it soon with the last good list
             return None
         members, rejected = opened
         for _ in range(rejected):
-            self._invalid("presence: a member record failed to verify")
+            self._reports.invalid("presence: a member record failed to verify")
         return members
 
     def _remember_presence(self, entry: RegistryEntry, members: list[Member] | None) -> bool:
@@ -381,7 +370,7 @@ class RoomSession:
         """Read one member's slot to us and deliver a new message, if any."""
         body = await self._pairs.read(member, entry)
         if body is not None:
-            self.events.message(member, body, self._via)
+            self.events.message(member, body, " / ".join(self.portal_urls))
 
     async def _push_loop(self, subscription: Subscription) -> None:
         async for entry in subscription.updates():
