@@ -1,4 +1,19 @@
-"""A real Nostr relay for tests: the PyPI ``nostr-relay`` 1.14 as a process on 127.0.0.1.
+"""Real Nostr relays for tests, as processes on 127.0.0.1: two independent implementations.
+
+``implementation="python"`` (the default) is the PyPI ``nostr-relay`` 1.14; ``"ts"`` is CodyTseng's
+TypeScript ``@nostr-relay/core`` 0.0.40 with its SQLite event repository (better-sqlite3, built from
+source) behind the small ``ws`` server in ``nostr_relay_ts/server.mjs``, pinned by its
+``package-lock.json`` and installed with ``npm ci`` into ``nostr_relay_ts/node_modules``. ``--install``
+prepares both. Where the TS relay differs from the PyPI one (both observed by the tests): it checks
+ids and signatures, never stores ephemeral events, keeps one version of an addressable event (the
+newest; an older one is answered ``OK true "duplicate: …"``), refuses expired events
+(``reject: event is expired``) and events more than 10 minutes off the clock, advertises its limits
+in NIP-11 (``limitation``), registers a REQ's live subscription only after its EOSE (an event stored
+in between reaches that subscriber neither way), serves a REQ whose filter it answered less than 1 s
+ago from a cache, silently drops a client's oldest subscription past its limit, and closes the
+socket (1009) on a message over ``max_message_length``.
+
+The PyPI relay:
 
 It lives in a virtualenv of its own (``relay_venv()``): its dependencies (aiodns, uvloop, brotli,
 zstd, SQLAlchemy, pydantic, …) would otherwise land in sdparta's venv, and aiodns alone silently
@@ -19,8 +34,10 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -37,6 +54,10 @@ from support.netguard import unguarded_env
 from support.procs import free_port, stop_process
 
 REPO = Path(__file__).resolve().parents[2]
+IMPLEMENTATIONS = ("python", "ts")
+#: the TypeScript relay's project (server.mjs, package.json, package-lock.json; node_modules installed)
+TS_RELAY_DIR = Path(__file__).resolve().parent / "nostr_relay_ts"
+TS_RELAY_VERSION = "0.0.40"
 RELAY_VERSION = "1.14"
 #: Everything the relay needs, pinned to the set it was tested with (`pip freeze` of a fresh install,
 #: 2026-12): a new release of any of them must not change the relay under the tests.
@@ -90,6 +111,54 @@ def install_relay(venv: Path | None = None, *, quiet: bool = True) -> Path:
     return exe
 
 
+def _ts_marker() -> Path:
+    return TS_RELAY_DIR / "node_modules" / ".sdparta-installed.json"
+
+
+def _ts_wanted() -> dict[str, str]:
+    lock = (TS_RELAY_DIR / "package-lock.json").read_bytes()
+    node = subprocess.run(["node", "--version"], capture_output=True, text=True, timeout=60).stdout.strip()
+    return {"package-lock": hashlib.sha256(lock).hexdigest(), "node": node}
+
+
+def install_ts_relay(*, quiet: bool = True) -> Path:
+    """``npm ci`` the TypeScript relay once (a lock makes concurrent callers wait; a marker holding the
+    lockfile's hash and node's version makes a second call instant); returns its ``server.mjs``.
+
+    better-sqlite3 is built from source (node-gyp: gcc, g++, make, python3): its prebuilt binaries
+    are on GitHub, which CI cannot reach. npm reaches its registry, as pip does for the PyPI relay:
+    it runs without the network guard's hook."""
+    server = TS_RELAY_DIR / "server.mjs"
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        raise RuntimeError("the TypeScript test relay needs node (>= 20) and npm on PATH")
+    with open(TS_RELAY_DIR / ".install.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        wanted = _ts_wanted()
+        with contextlib.suppress(OSError, ValueError):
+            if json.loads(_ts_marker().read_text()) == wanted:
+                return server
+        env = {**unguarded_env(), "npm_config_build_from_source": "true", "npm_config_audit": "false",
+               "npm_config_fund": "false", "npm_config_update_notifier": "false"}
+        npm = ["npm", "ci", *(["--loglevel=error"] if quiet else [])]
+        result = subprocess.run(npm, cwd=TS_RELAY_DIR, env=env, capture_output=True, text=True, timeout=1800)
+        native = TS_RELAY_DIR / "node_modules" / "better-sqlite3" / "build" / "Release" / "better_sqlite3.node"
+        if result.returncode != 0 or not native.exists():
+            raise RuntimeError(f"installing the TypeScript nostr relay (npm ci in {TS_RELAY_DIR}) failed"
+                               f"{'' if native.exists() else ' (better-sqlite3 was not built)'}:\n"
+                               f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+        _ts_marker().write_text(json.dumps(wanted))
+    return server
+
+
+def install(implementation: str = "python", *, quiet: bool = True) -> Path:
+    """Install one implementation; returns what ``RelayProcess`` runs (an executable or server.mjs)."""
+    if implementation == "python":
+        return install_relay(quiet=quiet)
+    if implementation == "ts":
+        return install_ts_relay(quiet=quiet)
+    raise ValueError(f"unknown relay implementation {implementation!r}: one of {IMPLEMENTATIONS}")
+
+
 def relay_config(data: Path, port: int, *, host: str = "127.0.0.1", rate_limits: dict[str, Any] | None = None,
                  extra: dict[str, Any] | None = None) -> str:
     """nostr-relay's config for a relay storing in ``data`` and listening on ``host:port``."""
@@ -133,7 +202,8 @@ with urllib.request.urlopen(req, timeout=2) as resp:
 
 @dataclass
 class RelayProcess:
-    """One running relay; ``url`` is its websocket URL, ``db`` its SQLite file."""
+    """One running relay; ``url`` is its websocket URL, ``db`` its SQLite file. For the TS relay
+    ``exe`` is its server.mjs and ``config`` a JSON file of server.mjs options (its limits)."""
 
     data: Path
     port: int
@@ -143,6 +213,7 @@ class RelayProcess:
     host: str = "127.0.0.1"
     #: run the relay (and its NIP-11 check) through this, e.g. ``ip netns exec NS`` for a lab namespace
     argv_prefix: tuple[str, ...] = ()
+    implementation: str = "python"
     log_path: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -160,21 +231,32 @@ class RelayProcess:
     def db(self) -> Path:
         return self.data / "nostr.sqlite3"
 
+    @property
+    def name(self) -> str:
+        return "nostr-relay (PyPI)" if self.implementation == "python" else "@nostr-relay/core (TS)"
+
+    def argv(self) -> list[str]:
+        if self.implementation == "ts":
+            options = json.loads(self.config.read_text())
+            flags = [arg for key, value in options.items() for arg in (f"--{key}", str(value))]
+            return ["node", str(self.exe), "--host", self.host, "--port", str(self.port), "--db", str(self.db),
+                    *flags]
+        return [str(self.exe), "-c", str(self.config), "serve", "--use-uvicorn"]
+
     def start(self, timeout: float = 90.0) -> RelayProcess:
         """Run the relay and wait until its NIP-11 document answers."""
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen([*self.argv_prefix, str(self.exe), "-c", str(self.config), "serve",
-                                          "--use-uvicorn"],
+            self.proc = subprocess.Popen([*self.argv_prefix, *self.argv()],
                                          stdout=log, stderr=subprocess.STDOUT, cwd=self.data)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"nostr-relay exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
             if self.info() is not None:
                 return self
             time.sleep(0.1)
         self.stop()
-        raise RuntimeError(f"nostr-relay did not answer within {timeout:.0f} s:\n{self.log()[-3000:]}")
+        raise RuntimeError(f"{self.name} did not answer within {timeout:.0f} s:\n{self.log()[-3000:]}")
 
     def info(self) -> dict[str, Any] | None:
         """The relay's NIP-11 document, or None when it does not answer (asked from the relay's own
@@ -214,33 +296,60 @@ class RelayProcess:
 
     def stored_events(self) -> list[dict[str, Any]]:
         """Every event in the relay's database, as stored (hex fields hexed), e.g. for privacy checks."""
+        if self.implementation == "ts":
+            # @nostr-relay/event-repository-sqlite's schema: hex TEXT columns, tags as JSON (and a copy of
+            # searchable content in events_fts, generic_tags holding "name:value" per single-letter tag)
+            with contextlib.closing(sqlite3.connect(self.db, timeout=30)) as db:  # WAL: a reader needs -shm
+                rows = db.execute("SELECT id, pubkey, created_at, kind, tags, content, sig FROM events").fetchall()
+            return [{"id": r[0], "pubkey": r[1], "created_at": r[2], "kind": r[3], "tags": json.loads(r[4]),
+                     "content": r[5], "sig": r[6]} for r in rows]
         with contextlib.closing(sqlite3.connect(f"file:{self.db}?mode=ro", uri=True)) as db:
             rows = db.execute("SELECT id, pubkey, created_at, kind, tags, content, sig FROM events").fetchall()
         return [{"id": r[0].hex(), "pubkey": r[1].hex(), "created_at": r[2], "kind": r[3], "tags": json.loads(r[4]),
                  "content": r[5], "sig": r[6].hex()} for r in rows]
 
 
+#: server.mjs's limits, as the PyPI relay's are raised (content 256 Ki characters, 256 subscriptions)
+TS_DEFAULTS = {"max-message-length": 512 * 1024, "max-content-length": CONTENT_LIMIT,
+               "max-subscriptions": SUBSCRIPTION_LIMIT}
+
+
 def start_relay(data: Path, *, port: int = 0, rate_limits: dict[str, Any] | None = None,
                 extra_config: dict[str, Any] | None = None, host: str = "127.0.0.1",
-                argv_prefix: tuple[str, ...] = ()) -> RelayProcess:
+                argv_prefix: tuple[str, ...] = (), implementation: str = "python") -> RelayProcess:
     """Configure and start one relay in ``data`` (created); ``rate_limits`` as in nostr-relay's config,
-    e.g. ``{"ip": {"EVENT": "2/s"}}``; ``argv_prefix`` runs it elsewhere (``ip netns exec NS``)."""
-    exe = install_relay()
+    e.g. ``{"ip": {"EVENT": "2/s"}}`` (PyPI relay only: the TS one has none); ``extra_config`` is merged
+    into nostr-relay's config, or for the TS relay into server.mjs's options (``TS_DEFAULTS``);
+    ``argv_prefix`` runs it elsewhere (``ip netns exec NS``)."""
+    exe = install(implementation)
     data.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
-    config = data / "config.yaml"
-    config.write_text(relay_config(data, port, host=host, rate_limits=rate_limits, extra=extra_config))
-    return RelayProcess(data, port, config, exe, host=host, argv_prefix=argv_prefix).start()
+    if implementation == "ts":
+        if rate_limits is not None:
+            raise ValueError("the TypeScript relay has no rate limits")
+        unknown = set(extra_config or {}) - set(TS_DEFAULTS)
+        if unknown:
+            raise ValueError(f"unknown TypeScript relay options {sorted(unknown)}: {sorted(TS_DEFAULTS)}")
+        config = data / "server-options.json"
+        config.write_text(json.dumps({**TS_DEFAULTS, **(extra_config or {})}))
+    else:
+        config = data / "config.yaml"
+        config.write_text(relay_config(data, port, host=host, rate_limits=rate_limits, extra=extra_config))
+    return RelayProcess(data, port, config, exe, host=host, argv_prefix=argv_prefix,
+                        implementation=implementation).start()
 
 
 class RelayFactory:
-    """Starts relays in a test's directory and stops every one of them at the end."""
+    """Starts relays in a test's directory and stops every one of them at the end; ``implementation``
+    is the default for ``start`` (which may name another)."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, implementation: str = "python") -> None:
         self.workdir = workdir
+        self.implementation = implementation
         self.relays: list[RelayProcess] = []
 
     def start(self, name: str = "relay", **options: Any) -> RelayProcess:
+        options.setdefault("implementation", self.implementation)
         relay = start_relay(self.workdir / f"{name}-{len(self.relays)}", **options)
         self.relays.append(relay)
         return relay
@@ -256,8 +365,10 @@ class RelayFactory:
 
 if __name__ == "__main__":
     if sys.argv[1:] != ["--install"]:
-        sys.exit(f"usage: {sys.argv[0]} --install   (creates {relay_venv()})")
-    print(install_relay(quiet=True))
+        sys.exit(f"usage: {sys.argv[0]} --install   (creates {relay_venv()} and {TS_RELAY_DIR / 'node_modules'})")
+    for implementation in IMPLEMENTATIONS:
+        started = time.monotonic()
+        print(implementation, install(implementation, quiet=True), f"({time.monotonic() - started:.1f} s)")
 
 
 # ---------------------------------------------------------------- a scriptable fake relay
