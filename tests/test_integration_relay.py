@@ -1,4 +1,8 @@
-"""Loopback integration over Nostr relays: real relay processes (PyPI nostr-relay) and real bots.
+"""Loopback integration over Nostr relays: real relay processes and real bots, against both relay
+implementations (PyPI nostr-relay 1.14 and the TypeScript @nostr-relay/core 0.0.40): three bots and
+the privacy dump and a restart on each, one of two relays down with one of each (either one down).
+The portal + relay test runs on the PyPI relay only: what it adds is the portal dying, the relay's
+part is covered by the others, and its soak is the longest here.
 
 The portal's integration tests, over relays only: three bots, every pair connected, tones at their
 pitch, video, chat, a SIGKILLed bot reported gone within the relay bound, a fresh bot joining the
@@ -20,8 +24,8 @@ import pytest
 
 from sdparta.room.events import SessionTiming
 from sdparta.room.nostr_room import NOSTR_TIMING
-from support.nostr_relay import RelayFactory, RelayProcess
-from support.procs import BotProcess, free_port, peers_by_name, start_bot, start_portal, wait_for
+from support.nostr_relay import IMPLEMENTATIONS, RelayFactory, RelayProcess
+from support.procs import BotProcess, peers_by_name, start_bot, start_portal, wait_for
 from test_integration import TONES, _assert_hears, _connected_to, _diagnose, _run_room
 
 pytestmark = pytest.mark.integration
@@ -35,6 +39,9 @@ _IPV4 = re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b")
 def relays(tmp_path: Path) -> Iterator[RelayFactory]:
     with RelayFactory(tmp_path) as factory:
         yield factory
+
+
+each_relay = pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
 
 
 def _relay_args(*relays: RelayProcess | str) -> list[str]:
@@ -55,8 +62,9 @@ def _assert_opaque(relay: RelayProcess, room: str, names: list[str]) -> None:
         assert all(re.fullmatch(r"[0-9a-f]{64}", t[1]) for t in event["tags"])
 
 
-def test_three_bots_over_a_relay_only(tmp_path: Path, relays: RelayFactory) -> None:
-    relay = relays.start()
+@each_relay
+def test_three_bots_over_a_relay_only(tmp_path: Path, relays: RelayFactory, implementation: str) -> None:
+    relay = relays.start(implementation=implementation)
     room = "relay-only-room"
     _run_room(tmp_path, [], room, extra=_relay_args(relay), gone_bound=RELAY_GONE_BOUND_S)
     for name in ("bot1", "bot2", "bot4"):
@@ -67,23 +75,28 @@ def test_three_bots_over_a_relay_only(tmp_path: Path, relays: RelayFactory) -> N
     _assert_opaque(relay, room, ["bot1", "bot2", "bot3", "bot4"])
 
 
-def test_one_of_two_relays_down(tmp_path: Path, relays: RelayFactory) -> None:
-    relay = relays.start()
-    dead = f"ws://127.0.0.1:{free_port()}/"  # nothing listens there
-    bots = _run_room(tmp_path, [], "two-relay-room", extra=_relay_args(dead, relay), crash=False)
+@pytest.mark.parametrize("down", IMPLEMENTATIONS)
+def test_one_of_two_relays_down(tmp_path: Path, relays: RelayFactory, down: str) -> None:
+    """A relay of each implementation; the ``down`` one is SIGKILLed before the room (its port then
+    refuses connections): the room goes on over the other."""
+    [up] = set(IMPLEMENTATIONS) - {down}
+    relay, gone = relays.start(implementation=up), relays.start(implementation=down)
+    gone.kill()
+    bots = _run_room(tmp_path, [], "two-relay-room", extra=_relay_args(gone, relay), crash=False)
     networks = {n["url"]: n for n in bots["bot1"].report()["networks"]}  # type: ignore[index]
     assert networks[relay.url]["sent"] > 0 and networks[relay.url]["received"] > 0
-    assert networks[dead]["sent"] == 0 and networks[dead]["received"] == 0  # never reached: the room went on
+    assert networks[gone.url]["sent"] == 0 and networks[gone.url]["received"] == 0  # never reached: the room went on
 
 
 def _start(tmp_path: Path, room: str, name: str, portals: list[str], extra: list[str]) -> BotProcess:
     return start_bot(tmp_path, room, portals, name, tone=TONES[name], chat=f"hello from {name}", extra=extra)
 
 
-def test_a_relay_restarted_mid_call(tmp_path: Path, relays: RelayFactory) -> None:
+@each_relay
+def test_a_relay_restarted_mid_call(tmp_path: Path, relays: RelayFactory, implementation: str) -> None:
     """The call goes on through the restart, and afterwards the relay carries the room again: a bot
     joining then meets both (our subscription was re-sent, our record re-published)."""
-    relay = relays.start()
+    relay = relays.start(implementation=implementation)
     room, extra = "restart-relay-room", _relay_args(relay)
     bots = {n: _start(tmp_path, room, n, [], extra) for n in ("bot1", "bot2")}
     everyone = list(bots.values())

@@ -1,4 +1,5 @@
-"""The room protocol over a real Nostr relay process (NostrRoom), without WebRTC.
+"""The room protocol over a real Nostr relay process (NostrRoom), without WebRTC; every test runs
+against both relay implementations (PyPI nostr-relay, TypeScript @nostr-relay/core).
 
 Members find each other through their own addressable records, exchange sealed pair messages,
 leave with a goodbye that replays cannot undo, and a relay that replays stale records or serves
@@ -19,7 +20,7 @@ from sdparta.room.events import RoomEvents, SessionTiming
 from sdparta.room.keys import Identity, RoomKeys
 from sdparta.room.nostr_room import NostrRoom
 from sdparta.room.wire import TurnServer
-from support.nostr_relay import RelayFactory, RelayProcess
+from support.nostr_relay import IMPLEMENTATIONS, RelayFactory, RelayProcess
 from support.room_events import Recorder
 from support.waits import wait_until
 
@@ -34,9 +35,9 @@ def keys() -> RoomKeys:
     return RoomKeys.derive("nostr-room-test", "secret password")
 
 
-@pytest.fixture
-def relay(tmp_path: Path) -> Iterator[RelayProcess]:
-    with RelayFactory(tmp_path) as factory:
+@pytest.fixture(params=IMPLEMENTATIONS)
+def relay(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RelayProcess]:
+    with RelayFactory(tmp_path, implementation=request.param) as factory:
         yield factory.start()
 
 
@@ -57,7 +58,9 @@ async def test_members_meet_talk_and_leave_over_a_relay(relay: RelayProcess, key
         await wait_until(lambda: alice_events.seen == ["bob"] and bob_events.seen == ["alice"],
                          "both members seeing each other", 30)
         # the settings alice shared reached bob before anyone was seen (read while joining)
-        assert [s.turn for s in bob_events.settings_seen] == [tuple(turn)]
+        settings_missed = not bob_events.settings_seen
+        if not settings_missed or relay.implementation == "python":
+            assert [s.turn for s in bob_events.settings_seen] == [tuple(turn)]
 
         [bob_member] = alice.members()
         for gen in range(1, 4):  # the newest replaces the last (one addressable event per pair)
@@ -72,16 +75,20 @@ async def test_members_meet_talk_and_leave_over_a_relay(relay: RelayProcess, key
     finally:
         await alice.close()
         await bob.close()
-
     # what the relay stored is opaque: no name, no SDP, no room name, no password, no TURN credential
     stored = json.dumps(relay.stored_events())
     for secret in ("alice", "bob", "v=0", "nostr-room-test", "secret password", "turn:", "user", "pass"):
         assert secret not in stored, secret
+    if settings_missed:  # a known sdparta gap, reported; once fixed this test passes on both relays
+        pytest.xfail("@nostr-relay/core serves a REQ whose filter it answered < 1 s ago from a cache (and "
+                     "subscribes it only after EOSE): bob's REQ, identical to alice's, got no settings, and "
+                     "NostrRoom publishes the room's settings once and never reads them again")
 
 
 async def test_replayed_old_records_do_not_bring_a_leaver_back(relay: RelayProcess, keys: RoomKeys) -> None:
     """A relay that serves an older version of a member's record after its goodbye (the PyPI relay
-    keeps old addressable versions) must not resurrect it: order is the record's own ts."""
+    keeps old addressable versions; the TS one does not, the replay is injected either way) must not
+    resurrect it: order is the record's own ts."""
     leaver = member([relay.url], keys, "leaver", 3, RoomEvents())
     published: list[Event] = []
     real_publish = leaver.relays.publish

@@ -309,8 +309,9 @@ class RelayProcess:
                  "content": r[5], "sig": r[6].hex()} for r in rows]
 
 
-#: server.mjs's limits, as the PyPI relay's are raised (content 256 Ki characters, 256 subscriptions)
-TS_DEFAULTS = {"max-message-length": 512 * 1024, "max-content-length": CONTENT_LIMIT,
+#: server.mjs's limits, advertised in its NIP-11 and enforced (a message over the first closes the
+#: socket): above strfry's 64 KiB, below our hard cap; subscriptions raised as the PyPI relay's are
+TS_DEFAULTS = {"max-message-length": 128 * 1024, "max-content-length": 96 * 1024,
                "max-subscriptions": SUBSCRIPTION_LIMIT}
 
 

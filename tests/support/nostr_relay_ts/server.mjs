@@ -20,8 +20,8 @@ const { values: opt } = parseArgs({
     host: { type: 'string', default: '127.0.0.1' },
     port: { type: 'string' },
     db: { type: 'string' },
-    'max-message-length': { type: 'string', default: String(512 * 1024) },
-    'max-content-length': { type: 'string', default: String(256 * 1024) },
+    'max-message-length': { type: 'string', default: String(128 * 1024) },
+    'max-content-length': { type: 'string', default: String(96 * 1024) },
     'max-subscriptions': { type: 'string', default: '256' },
   },
 });
