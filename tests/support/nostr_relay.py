@@ -320,7 +320,8 @@ def start_relay(data: Path, *, port: int = 0, rate_limits: dict[str, Any] | None
                 argv_prefix: tuple[str, ...] = (), implementation: str = "python") -> RelayProcess:
     """Configure and start one relay in ``data`` (created); ``rate_limits`` as in nostr-relay's config,
     e.g. ``{"ip": {"EVENT": "2/s"}}`` (PyPI relay only: the TS one has none); ``extra_config`` is merged
-    into nostr-relay's config, or for the TS relay into server.mjs's options (``TS_DEFAULTS``);
+    into nostr-relay's config, or for the TS relay into server.mjs's options (``TS_DEFAULTS``, and
+    ``filter-cache-ms``: its REQ result cache, 1000 ms as the library's default unless given);
     ``argv_prefix`` runs it elsewhere (``ip netns exec NS``)."""
     exe = install(implementation)
     data.mkdir(parents=True, exist_ok=True)
@@ -328,7 +329,7 @@ def start_relay(data: Path, *, port: int = 0, rate_limits: dict[str, Any] | None
     if implementation == "ts":
         if rate_limits is not None:
             raise ValueError("the TypeScript relay has no rate limits")
-        unknown = set(extra_config or {}) - set(TS_DEFAULTS)
+        unknown = set(extra_config or {}) - set(TS_DEFAULTS) - {"filter-cache-ms"}
         if unknown:
             raise ValueError(f"unknown TypeScript relay options {sorted(unknown)}: {sorted(TS_DEFAULTS)}")
         config = data / "server-options.json"

@@ -5,6 +5,7 @@
 //
 //   node server.mjs --host 127.0.0.1 --port 7447 --db DIR/nostr.sqlite3
 //                   [--max-message-length N] [--max-content-length N] [--max-subscriptions N]
+//                   [--filter-cache-ms N]   (the library's REQ result cache, 1000 ms by default; 0: none)
 //
 // Logs one line per connection, refused message and lifecycle event to stdout.
 import { createServer } from 'node:http';
@@ -23,6 +24,7 @@ const { values: opt } = parseArgs({
     'max-message-length': { type: 'string', default: String(128 * 1024) },
     'max-content-length': { type: 'string', default: String(96 * 1024) },
     'max-subscriptions': { type: 'string', default: '256' },
+    'filter-cache-ms': { type: 'string', default: '1000' },
   },
 });
 if (!opt.port || !opt.db) {
@@ -41,6 +43,7 @@ const repository = new EventRepositorySqlite(opt.db);
 await repository.init();
 const relay = new NostrRelay(repository, {
   maxSubscriptionsPerClient: limits.maxSubscriptions,
+  filterResultCacheTtl: Number(opt['filter-cache-ms']),
   logger: { setLogLevel() {}, debug() {}, info: (...a) => log('info', ...a), warn: (...a) => log('warn', ...a),
             error: (...a) => log('error', ...a) },
 });
