@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import uuid
+from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
 from typing import Any
 
-from aiortc import RTCConfiguration, RTCPeerConnection
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from sdparta.engine import ice_adapter
-from sdparta.engine.ice_adapter import ice_details, path_kind
+from sdparta.engine.ice_adapter import end_of_candidates_safe, ice_details, path_kind
 from sdparta.engine.state import CandidateInfo, CandidatePairInfo
 
 
@@ -80,3 +83,114 @@ def test_two_nominated_pairs_but_one_selected(monkeypatch) -> None:  # type: ign
     assert selected is not None and selected.selected and selected.remote.address == "fd00::2"
     assert [p.nominated for p in check_list] == [True, True]
     assert [p.selected for p in check_list] == [False, True]
+
+
+def _browser_like(sdp: str, host: str | None) -> str:
+    """An aiortc SDP as a browser without media permission sends it: no a=end-of-candidates, and its
+    host candidates hidden behind a ``.local`` name (``host``; None: no candidates at all)."""
+    out = []
+    for line in sdp.splitlines():
+        if line.startswith("a=end-of-candidates"):
+            continue
+        if line.startswith("a=candidate:"):
+            if host is None or " typ host" not in line:
+                continue
+            parts = line.split(" ")
+            parts[4] = host
+            line = " ".join(parts)
+        out.append(line)
+    return "\r\n".join(out) + "\r\n"
+
+
+def _own_thread(scenario: Callable[[], Awaitable[None]]) -> None:
+    """Run an mDNS-resolving scenario on a fresh thread and loop: aioice keeps its mDNS socket and lock
+    per thread, bound to the loop that first resolved (the engine has one loop per thread; pytest has
+    one per test, so a second test on the same thread would fail with "bound to a different event loop")."""
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            asyncio.run(scenario())
+        except BaseException as exc:  # re-raised in the test thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+
+
+async def _answer_browser_like_offer(end_always: bool) -> tuple[RTCPeerConnection, RTCPeerConnection, bool]:
+    """A real aiortc offerer whose offer reaches a real aiortc answerer as a browser's would, with an
+    unresolvable ``.local`` host candidate; the answerer ends the candidates always (the old code) or
+    only when :func:`end_of_candidates_safe` says so (the fix). Returns (offerer, answerer, safe)."""
+    offerer = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    answerer = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    offerer.createDataChannel("probe")
+    await offerer.setLocalDescription(await offerer.createOffer())
+    hidden = _browser_like(offerer.localDescription.sdp, f"{uuid.uuid4()}.local")
+    await answerer.setRemoteDescription(RTCSessionDescription(hidden, "offer"))
+    safe = end_of_candidates_safe(answerer)
+    if end_always or safe:
+        await answerer.addIceCandidate(None)
+    await answerer.setLocalDescription(await answerer.createAnswer())
+    await offerer.setRemoteDescription(answerer.localDescription)
+    return offerer, answerer, safe
+
+
+def test_an_unresolved_mdns_offer_is_not_ended_and_connects_through_prflx() -> None:
+    """The regression of issue 13: with the old unconditional end-of-candidates the answer had no
+    candidates and the pair never connected; the fix withholds it and the pair connects (prflx)."""
+    _own_thread(_unresolved_mdns_offer_connects)
+
+
+async def _unresolved_mdns_offer_connects() -> None:
+    offerer, answerer, safe = await _answer_browser_like_offer(end_always=False)
+    try:
+        assert not safe, "no remote candidate resolved: end-of-candidates is unsafe"
+        assert "a=candidate:" in answerer.localDescription.sdp, "the answer carries local candidates"
+        await _wait(lambda: offerer.connectionState == "connected" and answerer.connectionState == "connected")
+        selected, _, _, remote = ice_details(answerer)
+        assert selected is not None and selected.remote.type == "prflx", selected
+        assert all(not c.address.endswith(".local") for c in remote)
+    finally:
+        await offerer.close()
+        await answerer.close()
+
+
+def test_the_old_unconditional_end_of_candidates_prunes_the_answer() -> None:
+    """What the fix avoids, pinned so an aioice that stops pruning is noticed: ending the candidates
+    of an offer whose only candidate did not resolve leaves the answer without candidates."""
+    _own_thread(_old_end_of_candidates_prunes)
+
+
+async def _old_end_of_candidates_prunes() -> None:
+    offerer, answerer, safe = await _answer_browser_like_offer(end_always=True)
+    try:
+        assert not safe
+        assert "a=candidate:" not in answerer.localDescription.sdp
+    finally:
+        await offerer.close()
+        await answerer.close()
+
+
+async def test_end_of_candidates_is_safe_once_a_remote_candidate_is_known() -> None:
+    a = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    b = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        a.createDataChannel("probe")
+        assert not end_of_candidates_safe(b), "no transport yet: unsafe"
+        await a.setLocalDescription(await a.createOffer())
+        plain = _browser_like(a.localDescription.sdp, None)  # no candidates at all
+        await b.setRemoteDescription(RTCSessionDescription(plain, "offer"))
+        assert not end_of_candidates_safe(b)
+        await b.close()
+        b = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        trickle_less = "\r\n".join(line for line in a.localDescription.sdp.splitlines()
+                                   if not line.startswith("a=end-of-candidates")) + "\r\n"
+        await b.setRemoteDescription(RTCSessionDescription(trickle_less, "offer"))
+        assert end_of_candidates_safe(b), "host candidates known: ending is safe"
+    finally:
+        await a.close()
+        await b.close()

@@ -94,3 +94,38 @@ def path_kind(pair: CandidatePairInfo | None) -> str | None:
     if types & {"srflx", "prflx"}:
         return "stun"
     return "direct"
+
+
+def _ice_transports(pc: RTCPeerConnection) -> list[Any]:
+    """The distinct ICE transports of a connection (one when bundled), through aiortc's public API."""
+    found: list[Any] = []
+    sctp = getattr(pc, "sctp", None)
+    candidates = [sctp.transport.transport] if sctp is not None else []
+    for transceiver in pc.getTransceivers():
+        if transceiver.receiver.transport is not None:
+            candidates.append(transceiver.receiver.transport.transport)
+    for transport in candidates:
+        if all(transport is not other for other in found):
+            found.append(transport)
+    return found
+
+
+def end_of_candidates_safe(pc: RTCPeerConnection) -> bool:
+    """Whether signalling end-of-candidates (``addIceCandidate(None)``) now cannot kill a pair that would connect.
+
+    Call it right after ``setRemoteDescription`` (aiortc resolves the SDP's mDNS ``.local`` candidates
+    inside it, so what resolved is known by then). Browsers send no ``a=end-of-candidates``, and without
+    one aioice never fails a dead check list; but on end-of-candidates aioice *prunes every component
+    with no remote candidate*. A browser without media permission hides its host addresses behind
+    ``.local`` names, which may not resolve here: ending then leaves the answer with no local
+    candidates and the pair never connects, while without it the same call connects through a
+    peer-reflexive candidate (the browser's checks arrive from its real address). So it is safe only
+    when every ICE transport already knows at least one remote candidate; otherwise leave the
+    candidates open and let the connect guard end a pair that never connects. (aiortc's own SDPs carry
+    ``a=end-of-candidates``: aiortc has ended them already, and the extra signal is a no-op.)"""
+    try:
+        transports = _ice_transports(pc)
+        return bool(transports) and all(t.getRemoteCandidates() for t in transports)
+    except Exception:  # internals moved: do not risk pruning a pair that would connect
+        log.debug("cannot read remote candidates", exc_info=True)
+        return False

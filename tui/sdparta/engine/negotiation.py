@@ -28,6 +28,7 @@ from aiortc.mediastreams import MediaStreamTrack
 
 from sdparta.engine import defaults
 from sdparta.engine.diagnosis import Diagnosis, candidate_types
+from sdparta.engine.ice_adapter import end_of_candidates_safe
 from sdparta.engine.peer import MAX_CHAT_CHARS, MAX_DATA_MESSAGE, PeerLink
 from sdparta.engine.state import PeerStatus
 from sdparta.room.wire import Member
@@ -239,8 +240,9 @@ class Negotiation:
         elif link.status == PeerStatus.CONNECTED:
             link.set_status(PeerStatus.RECONNECTING, "the peer restarts ICE")
         await pc.setRemoteDescription(RTCSessionDescription(sdp=body["sdp"], type="offer"))
-        # Browsers send no a=end-of-candidates: signal it so a dead check list can fail.
-        await pc.addIceCandidate(None)
+        # Browsers send no a=end-of-candidates: signal it (so a dead check list can fail) only when
+        # that cannot prune the component (no remote candidate resolved: prflx may still connect).
+        await self._end_remote_candidates(pc)
         self._add_local_media(pc, offering=False)
         await pc.setLocalDescription(await pc.createAnswer())
         if link.pc is not pc:
@@ -265,10 +267,18 @@ class Negotiation:
         if pc is None or pc.signalingState != "have-local-offer":
             return
         await pc.setRemoteDescription(RTCSessionDescription(sdp=body["sdp"], type="answer"))
-        # Browsers send no a=end-of-candidates: signal it so a dead check list can fail.
-        await pc.addIceCandidate(None)
+        # Browsers send no a=end-of-candidates: signal it (so a dead check list can fail) only when
+        # that cannot prune the component (no remote candidate resolved: prflx may still connect).
+        await self._end_remote_candidates(pc)
         self.answered = True
         self.answered_at = time.monotonic()
+
+    async def _end_remote_candidates(self, pc: RTCPeerConnection) -> None:
+        if end_of_candidates_safe(pc):
+            await pc.addIceCandidate(None)
+        else:
+            self.link.record("peer", "no remote ICE candidate resolved: waiting for peer-reflexive ones "
+                             "(end-of-candidates not signalled)")
 
     def _check_gathering(self, pc: RTCPeerConnection) -> None:
         """Right after gathering: a configured server that gave no candidate is probed for the reason
