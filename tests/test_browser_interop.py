@@ -83,10 +83,11 @@ def until(predicate: Callable[[], Any], what: str) -> Any:
 
 
 @pytest.fixture
-def setup(tmp_path: Path) -> Iterator[tuple[Any, Peer]]:
+def setup(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Any, Peer]]:
     from playwright.sync_api import sync_playwright
 
-    with BrowserPair(tmp_path) as pair, sync_playwright() as pw:
+    mdns_answers = getattr(request, "param", True)
+    with BrowserPair(tmp_path, mdns_answers=mdns_answers) as pair, sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(pair.wrapper), args=list(BASE_ARGS))
         peer = Peer(pair)
         try:
@@ -140,3 +141,35 @@ def test_aiortc_offers_and_the_browser_answers(setup: tuple[Any, Peer]) -> None:
     until(lambda: "hello browser" in page.evaluate("interop.state.received"), "aiortc's message in the page")
     page.evaluate("interop.send('hello aiortc')")
     assert peer.wait_for("message")["message"] == "hello aiortc"
+
+
+@pytest.mark.parametrize("setup", [False], indirect=True, ids=["mdns-unresolvable"])
+def test_unresolvable_mdns_names_connect_through_prflx_with_the_fix(setup: tuple[Any, Peer]) -> None:
+    """The browser's mDNS answers are dropped: no remote candidate resolves. sdparta's rule does not
+    end the candidates, the answer keeps its own, and the browser's checks make a prflx candidate."""
+    page, peer = setup
+    offer = page.evaluate("interop.offer()")
+    assert _candidates(offer) and all(h.endswith(".local") for h in _candidates(offer))
+    peer.send(offer=offer)
+    answer = peer.wait_for("answer")
+    assert answer["remote"] == [], "no .local name resolved"
+    assert answer["safe"] is False, "end-of-candidates is unsafe here"
+    assert _candidates(answer["answer"]), "the answer carries local candidates"
+    page.evaluate("sdp => interop.accept(sdp)", answer["answer"])
+    connected = peer.wait_for("connected")["connected"]
+    assert connected["selected"][0] == "prflx", connected
+    until(lambda: page.evaluate("interop.channelOpen()"), "the browser's channel open")
+    page.evaluate("interop.send('via prflx')")
+    assert peer.wait_for("message")["message"] == "via prflx"
+
+
+@pytest.mark.parametrize("setup", [False], indirect=True, ids=["mdns-unresolvable"])
+def test_unresolvable_mdns_names_with_unconditional_end_of_candidates_leave_the_answer_empty(
+        setup: tuple[Any, Peer]) -> None:
+    """The bug the rule avoids (the code before issue 13): ending the candidates anyway prunes the
+    component, and the answer has no candidate for the browser to check."""
+    page, peer = setup
+    peer.send(offer=page.evaluate("interop.offer()"), end="always")
+    answer = peer.wait_for("answer")
+    assert answer["safe"] is False
+    assert not _candidates(answer["answer"]), "aioice pruned the component: no local candidates"

@@ -37,6 +37,8 @@ def pair_unavailable() -> str | None:
         return "needs root (network namespaces)"
     if shutil.which("ip") is None:
         return "ip is not installed: apt-get install iproute2"
+    if shutil.which("iptables") is None:
+        return "iptables is not installed: apt-get install iptables"
     if not CHROMIUM.exists():
         return "Debian's chromium is not installed: apt-get install -y chromium"
     return None
@@ -45,7 +47,8 @@ def pair_unavailable() -> str | None:
 class BrowserPair:
     """``browser_ns`` (10.202.0.1/30) ── veth ── ``peer_ns`` (10.202.0.2/30); removed on exit."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *, mdns_answers: bool = True) -> None:
+        self.mdns_answers = mdns_answers  # False: the browser's mDNS answers are dropped (.local names never resolve)
         tag = uuid.uuid4().hex[:5]
         self.browser_ns, self.peer_ns = f"sdpb{tag}-br", f"sdpb{tag}-pe"
         self.wrapper = workdir / "chromium-in-netns"
@@ -80,6 +83,9 @@ class BrowserPair:
             for outside in ("8.8.8.8", "142.250.0.1"):
                 if _run(*ex, "ip", "route", "get", outside, check=False).returncode == 0:
                     raise RuntimeError(f"namespace {self.peer_ns} has a route to {outside}")
+            if not self.mdns_answers:
+                _run("ip", "netns", "exec", self.browser_ns, "iptables", "-A", "OUTPUT", "-p", "udp",
+                     "--sport", "5353", "-j", "DROP")
             self.wrapper.write_text(f'#!/bin/sh\nexec ip netns exec {self.browser_ns} {CHROMIUM} "$@"\n')
             self.wrapper.chmod(0o755)
         except Exception:
