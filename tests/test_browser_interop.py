@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from support.browser_pair import BASE_ARGS, PEER_IP, BrowserPair, pair_unavailable
+from support.browser_pair import BASE_ARGS, FAKE_MEDIA_ARGS, PEER_IP, BrowserPair, pair_unavailable
 
 HARNESS = Path(__file__).parent / "data" / "interop"
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,14 +86,15 @@ def until(predicate: Callable[[], Any], what: str) -> Any:
 def setup(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Any, Peer]]:
     from playwright.sync_api import sync_playwright
 
-    mdns_answers = getattr(request, "param", True)
-    with BrowserPair(tmp_path, mdns_answers=mdns_answers) as pair, sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(pair.wrapper), args=list(BASE_ARGS))
+    param = getattr(request, "param", "plain")
+    args = [*BASE_ARGS, *(FAKE_MEDIA_ARGS if param == "media" else ())]
+    with BrowserPair(tmp_path, mdns_answers=param != "unresolvable") as pair, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(pair.wrapper), args=args)
         peer = Peer(pair)
         try:
             page = browser.new_page()
-            page.goto("about:blank")
-            page.add_script_tag(path=str(HARNESS / "harness.js"))
+            page.goto((HARNESS / "index.html").as_uri())  # file://: a secure context, no server
+            page.wait_for_function("window.interop !== undefined")
             yield page, peer
         finally:
             peer.stop()
@@ -143,7 +144,7 @@ def test_aiortc_offers_and_the_browser_answers(setup: tuple[Any, Peer]) -> None:
     assert peer.wait_for("message")["message"] == "hello aiortc"
 
 
-@pytest.mark.parametrize("setup", [False], indirect=True, ids=["mdns-unresolvable"])
+@pytest.mark.parametrize("setup", ["unresolvable"], indirect=True)
 def test_unresolvable_mdns_names_connect_through_prflx_with_the_fix(setup: tuple[Any, Peer]) -> None:
     """The browser's mDNS answers are dropped: no remote candidate resolves. sdparta's rule does not
     end the candidates, the answer keeps its own, and the browser's checks make a prflx candidate."""
@@ -163,7 +164,7 @@ def test_unresolvable_mdns_names_connect_through_prflx_with_the_fix(setup: tuple
     assert peer.wait_for("message")["message"] == "via prflx"
 
 
-@pytest.mark.parametrize("setup", [False], indirect=True, ids=["mdns-unresolvable"])
+@pytest.mark.parametrize("setup", ["unresolvable"], indirect=True)
 def test_unresolvable_mdns_names_with_unconditional_end_of_candidates_leave_the_answer_empty(
         setup: tuple[Any, Peer]) -> None:
     """The bug the rule avoids (the code before issue 13): ending the candidates anyway prunes the
@@ -173,3 +174,26 @@ def test_unresolvable_mdns_names_with_unconditional_end_of_candidates_leave_the_
     answer = peer.wait_for("answer")
     assert answer["safe"] is False
     assert not _candidates(answer["answer"]), "aioice pruned the component: no local candidates"
+
+
+@pytest.mark.parametrize("setup", ["media"], indirect=True)
+def test_browser_with_fake_camera_and_mic_and_sdparta_sources_media_both_ways(setup: tuple[Any, Peer]) -> None:
+    """Permission granted (fake devices): audio and video from Chromium reach aiortc, and sdparta's tone
+    and test pattern reach the page (frames counted by requestVideoFrameCallback, the tone by an analyser)."""
+    page, peer = setup
+    offer = page.evaluate("interop.offer(true)")
+    assert "m=audio" in offer and "m=video" in offer
+    peer.send(offer=offer, media=True)
+    answer = peer.wait_for("answer")
+    assert answer["safe"] and _candidates(answer["answer"])
+    page.evaluate("sdp => interop.accept(sdp)", answer["answer"])
+    peer.wait_for("connected")
+
+    def frames() -> bool:
+        peer.seen = [e for e in peer.seen if "frames" not in e]
+        got = peer.wait_for("frames")["frames"]
+        return got["audio"] >= 25 and got["video"] >= 10
+
+    until(frames, "the browser's audio and video at aiortc")
+    until(lambda: page.evaluate("interop.state.videoFrames") >= 10, "sdparta's test pattern in the page")
+    until(lambda: page.evaluate("interop.state.audioPeak") > 0.05, "sdparta's tone in the page")

@@ -1,9 +1,10 @@
 """The aiortc side of tests/test_browser_interop.py, run in the peer namespace: JSON lines on stdin/stdout.
 
-stdin: {"offer": SDP, "end": "safe"|"always"} → stdout {"answer": SDP, "safe": bool};
-       {"make_offer": true} → {"offer": SDP}; {"answer": SDP} → {"accepted": true, "safe": bool};
-       {"send": TEXT}; {"quit": true}.
-stdout events: {"state": S}, {"message": TEXT}, {"connected": {"remote": [...], "selected": {...}}}.
+stdin: {"offer": SDP, "end": "safe"|"always", "media": bool} → stdout {"answer": SDP, "safe": bool}
+       ("media": answer with sdparta's tone and test pattern); {"make_offer": true} → {"offer": SDP};
+       {"answer": SDP} → {"accepted": true, "safe": bool}; {"send": TEXT}; {"quit": true}.
+stdout events: {"frames": {"audio": N, "video": N}} (received so far, twice a second), {"state": S},
+       {"message": TEXT}, {"connected": {"remote": [...], "selected": [type, address]}}.
 End-of-candidates goes through sdparta's own rule (engine.ice_adapter.end_of_candidates_safe).
 """
 
@@ -17,6 +18,7 @@ import time
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from sdparta.engine.ice_adapter import end_of_candidates_safe, ice_details
+from sdparta.media.sources import TestPatternTrack, ToneTrack
 
 
 def emit(**fields: object) -> None:
@@ -34,6 +36,25 @@ async def main() -> None:
         channel.on("message", lambda m: emit(message=str(m)))
 
     pc.on("datachannel", wire)
+    frames = {"audio": 0, "video": 0}
+
+    async def count(track) -> None:  # type: ignore[no-untyped-def]
+        while True:
+            try:
+                await track.recv()
+            except Exception:
+                return
+            frames[track.kind] += 1
+
+    pc.on("track", lambda track: tasks.append(asyncio.ensure_future(count(track))))
+    tasks: list = []
+
+    async def report() -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            emit(frames=dict(frames))
+
+    tasks.append(asyncio.ensure_future(report()))
 
     @pc.on("connectionstatechange")
     def _state() -> None:
@@ -58,6 +79,9 @@ async def main() -> None:
             began = time.monotonic()
             await pc.setRemoteDescription(RTCSessionDescription(cmd["offer"], "offer"))
             safe = await end(cmd.get("end", "safe"))
+            if cmd.get("media"):
+                pc.addTrack(ToneTrack(440.0))
+                pc.addTrack(TestPatternTrack())
             await pc.setLocalDescription(await pc.createAnswer())
             emit(answer=pc.localDescription.sdp, safe=safe,
                  remote=[[c.type, c.address] for c in ice_details(pc)[3]])
