@@ -194,3 +194,75 @@ async def test_end_of_candidates_is_safe_once_a_remote_candidate_is_known() -> N
     finally:
         await a.close()
         await b.close()
+
+
+class _Room:
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    async def send(self, member: Any, body: dict[str, Any]) -> None:
+        self.sent.append(body)
+
+    async def watch(self, member: Any, active: bool) -> None:
+        pass
+
+    def mark_pending(self, seconds: float = 10.0, *, urgent: bool = False) -> None:
+        pass
+
+    def kick(self) -> None:
+        pass
+
+    async def room_reachable(self, timeout: float = 1.0) -> bool:
+        return True
+
+
+class _Media:
+    def add_to(self, pc: Any, offering: bool) -> None:
+        pass
+
+    def receive(self, link: Any, pc: Any, track: Any) -> None:
+        pass
+
+    def state_message(self) -> dict[str, Any]:
+        return {"t": "state", "name": "me", "muted": False, "camera_off": True, "audio_only": True}
+
+
+def test_sdpartas_negotiation_answers_an_unresolved_mdns_offer_with_candidates_and_connects() -> None:
+    """sdparta's own answer path (engine.negotiation) with a real connection: fails with the old
+    unconditional end-of-candidates (an answer without candidates)."""
+    _own_thread(_negotiation_answers_unresolved_mdns_offer)
+
+
+async def _negotiation_answers_unresolved_mdns_offer() -> None:
+    from sdparta.engine.diagnosis import Diagnosis
+    from sdparta.engine.negotiation import Negotiation, PeerContext
+    from sdparta.engine.peer import PeerLink
+    from sdparta.room.wire import Member
+
+    async def probe(servers: Any, relay_only: bool) -> str:
+        return "no probe in this test"
+
+    room, finished = _Room(), []
+    context = PeerContext(
+        room=room, media=_Media(), new_pc=lambda: RTCPeerConnection(RTCConfiguration(iceServers=[])),
+        finish=lambda link, status, reason: finished.append((status, reason)),
+        diagnosis=Diagnosis(list, relay_only=False, notice=lambda s, t: None, probe=probe),
+        notice=lambda s, t: None, chat=lambda link, text: None, invalid=lambda reason: None, changed=lambda: None)
+    link = PeerLink(Member(b"\x02" * 32, "b" * 16, "browser", 0, b""), False, 0.0, lambda: None)
+    negotiation = Negotiation(link, context)
+    offerer = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        offerer.createDataChannel("sdparta")
+        await offerer.setLocalDescription(await offerer.createOffer())
+        hidden = _browser_like(offerer.localDescription.sdp, f"{uuid.uuid4()}.local")
+        negotiation.on_signal({"type": "offer", "sdp": hidden, "gen": 1})
+        await _wait(lambda: room.sent)
+        answer = room.sent[0]
+        assert answer["type"] == "answer" and "a=candidate:" in answer["sdp"], "the answer carries candidates"
+        assert any("end-of-candidates not signalled" in c.state for c in link.timeline)
+        await offerer.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
+        await _wait(lambda: offerer.connectionState == "connected" and link.connected_after_s is not None)
+        assert not finished
+    finally:
+        await offerer.close()
+        await link.close()
