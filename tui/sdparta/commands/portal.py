@@ -25,5 +25,7 @@ def run(args: argparse.Namespace) -> int:
         given["quota_bytes"] = int(args.quota_mb * MIB)
     if args.blob_ttl_hours is not None:
         given["blob_ttl_s"] = args.blob_ttl_hours * 3600
+    if getattr(args, "web_dir", None) is not None:
+        given["web_dir"] = args.web_dir
     return run_portal(data=args.data, subscription=not args.no_subscription, limits=limits_from_args(args),
                       **given)

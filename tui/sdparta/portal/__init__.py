@@ -49,6 +49,14 @@ def add_limit_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--trusted-proxy", dest="limit_trusted_proxies", action="append", default=None,
                        metavar="ADDR", help="a reverse proxy in front of the portal (repeatable): limits then "
                        "apply to the address it appends to X-Forwarded-For, not to the proxy")
+    add_web_arguments(parser)
+
+
+def add_web_arguments(parser: argparse.ArgumentParser) -> None:
+    """The browser page's flags (called from ``add_limit_arguments`` until cli.py calls it itself)."""
+    group = parser.add_argument_group("browser page")
+    group.add_argument("--web-dir", default=None, metavar="DIR",
+                       help="serve this directory at /web/ instead of the packaged page (development)")
 
 
 def limits_from_args(args: argparse.Namespace) -> dict[str, Any]:

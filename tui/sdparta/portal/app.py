@@ -45,6 +45,7 @@ from sdparta.portal.options import PortalOptions
 from sdparta.portal.parsing import MAX_REGISTRY_BODY, BadRequest, parse_hex, parse_pubkey_string, parse_registry_post
 from sdparta.portal.push import PushHub
 from sdparta.portal.responses import CORS_HEADERS, PREFLIGHT_HEADERS, entry_json, error, too_many
+from sdparta.portal.webapp import load_web_dir, serve
 from sdparta.store.base import MAX_ENTRY_DATA, InvalidEntry
 from sdparta.store.crypto import decode_skylink, skylink_for_content, verify_entry
 
@@ -54,6 +55,11 @@ log = logging.getLogger(__name__)
 MULTIPART_OVERHEAD = 64 * 1024
 #: What the upload bucket charges for one skyfile at least: floods of tiny uploads are bounded too.
 UPLOAD_MIN_CHARGE = 4096
+#: Every uploaded skyfile is data, never a page on the portal's origin (an HTML upload served as a
+#: page would be XSS against every user's identity key): no sniffing, a download, and a sandbox CSP
+#: in case a browser renders it anyway.
+BLOB_HEADERS = {"X-Content-Type-Options": "nosniff", "Content-Disposition": "attachment",
+                "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'; sandbox"}
 
 
 class Portal(PushHub):
@@ -72,6 +78,8 @@ class Portal(PushHub):
         self.uploads = RateLimiter(options.upload_rate_bytes_s, options.upload_burst_bytes)
         self.inserts = RateLimiter(options.registry_insert_rate, options.registry_insert_burst)
         self.requests = 0
+        #: the browser page (``/web/``), loaded once; an absent directory serves 404s
+        self.web = load_web_dir(options.web_dir)
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_REGISTRY_BODY, middlewares=[self._middleware])
@@ -81,6 +89,8 @@ class Portal(PushHub):
         app.router.add_post("/skynet/skyfile", self.skyfile_post)
         if self.options.subscription:
             app.router.add_get("/skynet/registry/subscription", self.subscription)
+        app.router.add_get("/web", self.web_redirect)
+        app.router.add_get("/web/{path:.*}", self.web_get)
         app.router.add_get("/{skylink:[A-Za-z0-9_-]+}", self.skylink_get)  # also answers HEAD
         app.router.add_get("/{skylink:[A-Za-z0-9_-]{46}}/{path:.*}", self.skylink_get)
         app.on_shutdown.append(self.close_sockets)
@@ -317,6 +327,12 @@ class Portal(PushHub):
             return error(400, f"malformed multipart body: {str(exc).strip()[:200]}")
         return error(400, "multipart field 'file' is missing (directory uploads are not supported)")
 
+    async def web_redirect(self, request: web.Request) -> web.Response:
+        return web.Response(status=301, headers={"Location": "/web/"})
+
+    async def web_get(self, request: web.Request) -> web.StreamResponse:
+        return serve(self.web, request, request.match_info.get("path", ""))
+
     async def skylink_get(self, request: web.Request) -> web.Response:
         skylink = request.match_info["skylink"]
         try:
@@ -331,7 +347,7 @@ class Portal(PushHub):
         return web.Response(body=content, content_type="application/octet-stream",
                             headers={"skynet-skylink": skylink, "skynet-portal-api": self.url,
                                      "Cache-Control": "public, max-age=31536000, immutable",
-                                     "ETag": f'"{skylink}"'})
+                                     "ETag": f'"{skylink}"', **BLOB_HEADERS})
 
     async def sweep(self) -> None:
         """Expire old skyfiles and registry entries now and then periodically; forget idle buckets."""

@@ -90,6 +90,8 @@ class PortalOptions:
     registry_insert_burst: float = 1000.0
     #: registry entries not written for this long expire (as on Skynet)
     registry_ttl_s: float = 30 * 24 * 3600
+    #: the directory served at ``/web/`` (None: the package's ``sdparta/web``)
+    web_dir: str | None = None
 
     def check(self) -> None:
         """ValueError naming the bad option."""

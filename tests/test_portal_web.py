@@ -1,0 +1,112 @@
+"""The browser page under /web/ and the headers of skyfile downloads, over a real portal process."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from support.procs import PortalProcess, start_portal
+
+IMPORTMAP = '{"imports": {"sdparta/": "./js/"}}'
+INDEX = f"""<!doctype html><html><head><script type="importmap">{IMPORTMAP}</script>
+<link rel="stylesheet" href="style.css"></head><body><main id="app"></main>
+<script type="module" src="./js/main.js"></script></body></html>"""
+
+
+@pytest.fixture()
+def web_dir(tmp_path: Path) -> Path:
+    root = tmp_path / "web"
+    (root / "js").mkdir(parents=True)
+    (root / "index.html").write_text(INDEX)
+    (root / "style.css").write_text("body { margin: 0 }\n" * 50)
+    (root / "js" / "main.js").write_text('import { x } from "sdparta/keys.js";\nconsole.log(x);\n' * 20)
+    (root / "js" / "keys.js").write_text("export const x = 1;\n")
+    (root / ".secret").write_text("hidden")
+    (root / "js" / ".hidden.js").write_text("hidden")
+    (tmp_path / "outside.txt").write_text("outside")
+    return root
+
+
+@pytest.fixture()
+def web_portal(tmp_path: Path, web_dir: Path) -> Iterator[PortalProcess]:
+    proc = start_portal(tmp_path / "p.sqlite3", extra=["--web-dir", str(web_dir)])
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+def check_strict(headers: httpx.Headers) -> None:
+    csp = headers["content-security-policy"]
+    digest = "'sha256-" + base64.b64encode(hashlib.sha256(IMPORTMAP.encode()).digest()).decode() + "'"
+    directives = dict([*d.strip().split(" ", 1), ""][:2] for d in csp.split(";"))
+    assert directives == {
+        "default-src": "'none'", "script-src": f"'self' {digest}", "connect-src": "'self' ws: wss:",
+        "img-src": "'self' blob: data:", "media-src": "'self' blob: mediastream:", "style-src": "'self'",
+        "frame-ancestors": "'none'", "base-uri": "'none'", "form-action": "'none'"}
+    assert headers["x-content-type-options"] == "nosniff"
+    assert headers["referrer-policy"] == "no-referrer"
+    assert re.match(r"camera=\(self\), microphone=\(self\), ", headers["permissions-policy"])
+    assert headers["cross-origin-opener-policy"] == "same-origin"
+
+
+def test_web_files_with_strict_headers(web_portal: PortalProcess, web_dir: Path) -> None:
+    url = web_portal.url
+    redirect = httpx.get(url + "/web")
+    assert redirect.status_code == 301 and redirect.headers["location"] == "/web/"
+    index = httpx.get(url + "/web/")
+    assert index.status_code == 200 and index.text == INDEX
+    assert index.headers["content-type"].startswith("text/html")
+    check_strict(index.headers)
+    js = httpx.get(url + "/web/js/keys.js")
+    assert js.headers["content-type"].startswith("text/javascript") and js.text == "export const x = 1;\n"
+    check_strict(js.headers)
+    assert httpx.get(url + "/web/style.css").headers["content-type"].startswith("text/css")
+    again = httpx.get(url + "/web/js/keys.js", headers={"If-None-Match": js.headers["etag"]})
+    assert again.status_code == 304
+
+
+@pytest.mark.parametrize("path", ["/web/.secret", "/web/js/.hidden.js", "/web/../outside.txt",
+                                  "/web/%2e%2e/outside.txt", "/web/js/", "/web/js", "/web/js/..%2f..%2foutside.txt",
+                                  "/web//etc/passwd", "/web/nothing.js"])
+def test_no_traversal_dotfiles_or_listings(web_portal: PortalProcess, path: str) -> None:
+    with httpx.Client() as client:
+        response = client.send(httpx.Request("GET", web_portal.url + path))
+    assert response.status_code == 404, (path, response.status_code, response.text[:200])
+    assert "outside" not in response.text and "hidden" not in response.text
+
+
+def test_gzip_when_accepted(web_portal: PortalProcess) -> None:
+    with httpx.Client() as client:
+        raw = client.get(web_portal.url + "/web/js/main.js", headers={"Accept-Encoding": "gzip"})
+        plain = client.get(web_portal.url + "/web/js/main.js", headers={"Accept-Encoding": "identity"})
+    assert raw.headers["content-encoding"] == "gzip" and "content-encoding" not in plain.headers
+    assert int(raw.headers["content-length"]) < int(plain.headers["content-length"])
+    assert raw.content == plain.content  # httpx decodes
+    assert raw.headers["etag"] != plain.headers["etag"]
+
+
+def test_uploaded_html_is_never_a_page(web_portal: PortalProcess) -> None:
+    page = b"<html><script>alert(document.domain)</script></html>"
+    upload = httpx.post(web_portal.url + "/skynet/skyfile", files={"file": ("x.html", page, "text/html")})
+    link = upload.json()["skylink"]
+    got = httpx.get(f"{web_portal.url}/{link}")
+    assert got.content == page
+    assert got.headers["content-type"] == "application/octet-stream"
+    assert got.headers["x-content-type-options"] == "nosniff"
+    assert got.headers["content-disposition"] == "attachment"
+    assert "sandbox" in got.headers["content-security-policy"]
+
+
+def test_gzip_file_is_valid(web_portal: PortalProcess) -> None:
+    with httpx.Client() as client, client.stream("GET", web_portal.url + "/web/js/main.js",
+                                                 headers={"Accept-Encoding": "gzip"}) as r:
+        body = b"".join(r.iter_raw())
+    assert gzip.decompress(body).startswith(b"import")
