@@ -110,3 +110,58 @@ def test_gzip_file_is_valid(web_portal: PortalProcess) -> None:
                                                  headers={"Accept-Encoding": "gzip"}) as r:
         body = b"".join(r.iter_raw())
     assert gzip.decompress(body).startswith(b"import")
+
+
+def test_app_skylink_is_the_page(web_portal: PortalProcess, web_dir: Path) -> None:
+    from sdparta.portal.app_build import build
+    from sdparta.portal.webapp import load_web_dir
+    from sdparta.store.crypto import skylink_for_content
+
+    built = build(load_web_dir(web_dir).raw)
+    link = skylink_for_content(built.html)
+    got = httpx.get(f"{web_portal.url}/{link}")
+    assert got.status_code == 200 and got.headers["content-type"].startswith("text/html")
+    assert skylink_for_content(got.content) == link and got.content == built.html
+    csp = got.headers["content-security-policy"]
+    assert re.search(r"script-src 'sha256-[A-Za-z0-9+/=]+' blob:;", csp) and "frame-ancestors 'none'" in csp
+    assert got.headers["x-content-type-options"] == "nosniff"
+    assert b'type="importmap"' not in got.content and b"<style>" in got.content
+
+
+def files_of(**sources: str) -> dict[str, bytes]:
+    files = {"index.html": INDEX.encode(), "style.css": b"body{}"}
+    files.update({f"js/{name}.js": text.encode() for name, text in sources.items()})
+    return files
+
+
+def test_build_refuses_relative_imports_cycles_and_unknown() -> None:
+    from sdparta.portal.app_build import BuildError, build
+
+    with pytest.raises(BuildError, match=r"js/main.js: import of './keys.js' is not a bare specifier"):
+        build(files_of(main='import { x } from "./keys.js";', keys="export const x = 1;"))
+    with pytest.raises(BuildError, match=r"import cycle: js/a.js → js/b.js → js/a.js"):
+        build(files_of(main='import "sdparta/a.js";', a='export * from "sdparta/b.js";',
+                       b='import { y } from "sdparta/a.js"; export const z = 1;'))
+    with pytest.raises(BuildError, match=r"'lodash' is not in the import map"):
+        build(files_of(main='const m = await import("lodash");'))
+    with pytest.raises(BuildError, match="without a string literal"):
+        build(files_of(main='const m = await import(name);'))
+
+
+def test_build_embeds_sources_safely() -> None:
+    import json as jsonlib
+
+    from sdparta.portal.app_build import build
+
+    keys = 'export const x = "</script><script>alert(1)</script><!-- ";\n// import "nothing"\n'
+    main = ('import { x } from "sdparta/keys.js";\nconst s = `import "no" ${x}`;\n'
+            'export { x } from "sdparta/keys.js";\nconst r = /"sdparta\\/keys.js"/; import("sdparta/keys.js");\n')
+    html = build(files_of(main=main, keys=keys)).html.decode()
+    assert html.count("</script>") == html.count("<script") and "alert(1)</script>" not in html
+    blocks = re.findall(r'<script type="application/json" data-module="(\d)" data-path="([^"]+)">(.*?)</script>',
+                        html, re.S)
+    assert [(i, p) for i, p, _ in blocks] == [("0", "js/keys.js"), ("1", "js/main.js")]
+    assert jsonlib.loads(blocks[0][2]) == keys
+    rewritten = jsonlib.loads(blocks[1][2])
+    assert "sdparta/keys.js\"" not in rewritten.replace('/"sdparta\\/keys.js"/', "")
+    assert rewritten.count("_0__") == 3 and '`import "no" ${x}`' in rewritten

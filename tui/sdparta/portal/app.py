@@ -38,6 +38,7 @@ from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from sdparta import __version__
+from sdparta.portal.app_build import AppBuild, build
 from sdparta.portal.clients import RateLimiter, TokenBucket, client_key
 from sdparta.portal.db import PortalDB, QuotaExceeded
 from sdparta.portal.logs import LogLimiter, describe
@@ -58,6 +59,8 @@ UPLOAD_MIN_CHARGE = 4096
 #: Every uploaded skyfile is data, never a page on the portal's origin (an HTML upload served as a
 #: page would be XSS against every user's identity key): no sniffing, a download, and a sandbox CSP
 #: in case a browser renders it anyway.
+#: The owner the app builds are stored under (never a client key).
+APP_OWNER = "sdparta-portal"
 BLOB_HEADERS = {"X-Content-Type-Options": "nosniff", "Content-Disposition": "attachment",
                 "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'; sandbox"}
 
@@ -80,6 +83,20 @@ class Portal(PushHub):
         self.requests = 0
         #: the browser page (``/web/``), loaded once; an absent directory serves 404s
         self.web = load_web_dir(options.web_dir)
+        #: skylink → the single-file app build it ships (served as a page; nothing else is)
+        self.app_builds: dict[str, AppBuild] = {}
+        if self.web.present:
+            built = build(self.web.raw)  # BuildError: the page cannot be shipped (fails the start)
+            self.app_builds[skylink_for_content(built.html)] = built
+        self.store_app_builds()
+
+    def store_app_builds(self) -> None:
+        """Store (or refresh the age of) the shipped builds as ordinary skyfiles."""
+        for skylink, built in self.app_builds.items():
+            try:
+                self.db.put_blob(skylink, built.html, APP_OWNER)
+            except QuotaExceeded as exc:  # still served from memory
+                log.warning("cannot store the app build %s: %s", skylink, exc)
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_REGISTRY_BODY, middlewares=[self._middleware])
@@ -341,6 +358,12 @@ class Portal(PushHub):
             return error(400, f"malformed skylink: {exc}")
         if request.match_info.get("path"):
             return error(404, "this portal serves single files only (no paths inside a skyfile)")
+        built = self.app_builds.get(skylink)
+        if built is not None:  # a page this portal ships: the only skylinks served as HTML
+            return web.Response(body=built.html, headers={
+                **built.headers, "Content-Type": "text/html; charset=utf-8", "skynet-skylink": skylink,
+                "skynet-portal-api": self.url, "Cache-Control": "public, max-age=31536000, immutable",
+                "ETag": f'"{skylink}"'})
         content = await asyncio.to_thread(self.db.get_blob, skylink, self.options.blob_ttl_s)
         if content is None:
             return error(404, "no skyfile with this skylink (expired or never uploaded)")
@@ -367,6 +390,8 @@ class Portal(PushHub):
                                  self.options.registry_ttl_s)
             except sqlite3.Error as exc:
                 log.warning("expiry failed: %s", exc)
+            with contextlib.suppress(sqlite3.Error):
+                await asyncio.to_thread(self.store_app_builds)
             self.uploads.prune()
             self.inserts.prune()
             await asyncio.sleep(min(interval, registry_every))
