@@ -165,3 +165,27 @@ def test_build_embeds_sources_safely() -> None:
     rewritten = jsonlib.loads(blocks[1][2])
     assert "sdparta/keys.js\"" not in rewritten.replace('/"sdparta\\/keys.js"/', "")
     assert rewritten.count("_0__") == 3 and '`import "no" ${x}`' in rewritten
+
+
+def test_start_prints_the_page_urls(web_portal: PortalProcess, web_dir: Path) -> None:
+    from sdparta.portal.app_build import build
+    from sdparta.portal.webapp import load_web_dir
+    from sdparta.store.crypto import skylink_for_content
+
+    assert web_portal.proc.stdout is not None
+    lines = [web_portal.proc.stdout.readline().strip() for _ in range(3)]
+    link = skylink_for_content(build(load_web_dir(web_dir).raw).html)
+    assert lines[1] == f"web page: {web_portal.url}/web/"
+    assert lines[2].endswith(f": {web_portal.url}/{link}")
+
+
+def test_a_page_that_cannot_be_built_stops_the_start(tmp_path: Path, web_dir: Path) -> None:
+    import subprocess
+    import sys
+
+    (web_dir / "js" / "keys.js").write_text('import "./main.js";\n')
+    proc = subprocess.run([sys.executable, "-m", "sdparta", "portal", "--port", "0", "--data",
+                           str(tmp_path / "x.sqlite3"), "--web-dir", str(web_dir)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert "js/keys.js: import of './main.js' is not a bare specifier" in proc.stderr

@@ -25,9 +25,11 @@ from aiohttp import web
 
 from sdparta import __version__
 from sdparta.portal.app import Portal
+from sdparta.portal.app_build import BuildError
 from sdparta.portal.db import PortalDB
 from sdparta.portal.logs import ServerLog
 from sdparta.portal.options import PortalOptions
+from sdparta.portal.webapp import WebDirError
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +101,17 @@ async def start_portal(host: str = DEFAULT_HOST, port: int = 0, data: str | Path
     return RunningPortal(portal.url, portal, runner, asyncio.create_task(portal.sweep()))
 
 
+def page_lines(running: RunningPortal) -> list[str]:
+    """What ``sdparta portal`` says about the browser page at start."""
+    portal = running.portal
+    if not portal.web.present:
+        return [f"web page: not shipped ({portal.web.source} has no index.html)"]
+    lines = [f"web page: {running.url}/web/"]
+    lines += [f"web page, pinned (the skylink is its content hash): {running.url}/{link}"
+              for link in portal.app_builds]
+    return lines
+
+
 def raise_fd_limit() -> None:
     """Lift the soft descriptor limit to the hard one: the connection caps, not the default 1024,
     should decide how many clients a portal serves."""
@@ -131,7 +144,7 @@ def run_portal(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, data: str | N
     async def main() -> int:
         try:
             running = await start_portal(host, port, data_path, options)
-        except PortalDataError as exc:
+        except (PortalDataError, BuildError, WebDirError) as exc:
             print(f"sdparta portal: {exc}", file=sys.stderr)
             return 1
         except OSError as exc:
@@ -142,6 +155,8 @@ def run_portal(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, data: str | N
         print(f"sdparta portal {__version__}: serving {running.url}{anywhere}; data {data_path}; "
               f"push {'on' if options.subscription else 'off'}; skyfiles up to {options.max_blob_bytes} bytes, "
               f"quota {options.quota_bytes} bytes, kept {options.blob_ttl_s:g} s; Ctrl-C stops", flush=True)
+        for line in page_lines(running):
+            print(line, flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
