@@ -145,3 +145,18 @@ def check_bot_args(args: argparse.Namespace) -> None:
 def check_doctor_args(args: argparse.Namespace) -> None:
     check_network_args(args)
     positive_seconds("--timeout", args.timeout)
+
+
+def check_portal_command_args(args: argparse.Namespace) -> Any:
+    """``sdparta portal``'s TLS flags: both of --tls-cert/--tls-key or neither, readable, a
+    certificate and its key; returns the TLS setup (or None). ``--tls self-signed`` is made at run."""
+    cert, key, mode = getattr(args, "tls_cert", None), getattr(args, "tls_key", None), getattr(args, "tls", None)
+    if (cert is None) != (key is None):
+        raise ValueError("--tls-cert and --tls-key go together: give both (or --tls self-signed)")
+    if cert is not None and mode is not None:
+        raise ValueError("--tls self-signed and --tls-cert/--tls-key exclude each other: give one")
+    if cert is None:
+        return None
+    from sdparta.portal.tls import load_pair
+
+    return load_pair(cert, key)

@@ -12,7 +12,20 @@ MIB = 1024 * 1024
 
 def run(args: argparse.Namespace) -> int:
     """Options not given keep the portal's own defaults (``run_portal``, ``PortalOptions``)."""
+    import sys
+
+    from sdparta.commands.options import check_portal_command_args
     from sdparta.portal.server import run_portal
+
+    try:  # also belongs in cli.CHECKS (it runs before anything starts either way)
+        tls = check_portal_command_args(args)
+        if getattr(args, "tls", None) == "self-signed":
+            from sdparta.portal.tls import self_signed
+
+            tls = self_signed(args.host or "127.0.0.1")
+    except ValueError as exc:
+        print(f"sdparta portal: {exc}", file=sys.stderr)
+        return 2
 
     given: dict[str, Any] = {}
     if args.host is not None:
@@ -28,4 +41,4 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "web_dir", None) is not None:
         given["web_dir"] = args.web_dir
     return run_portal(data=args.data, subscription=not args.no_subscription, limits=limits_from_args(args),
-                      **given)
+                      tls=tls, **given)

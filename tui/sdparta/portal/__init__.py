@@ -57,6 +57,11 @@ def add_web_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("browser page")
     group.add_argument("--web-dir", default=None, metavar="DIR",
                        help="serve this directory at /web/ instead of the packaged page (development)")
+    group.add_argument("--tls-cert", default=None, metavar="FILE", help="serve https with this PEM certificate (chain)")
+    group.add_argument("--tls-key", default=None, metavar="FILE", help="the PEM private key of --tls-cert")
+    group.add_argument("--tls", default=None, choices=("self-signed",),
+                       help="self-signed: make (once) and keep a certificate in the user state dir; prints "
+                            "its SHA-256 fingerprint")
 
 
 def limits_from_args(args: argparse.Namespace) -> dict[str, Any]:

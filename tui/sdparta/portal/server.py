@@ -65,7 +65,8 @@ def default_data_path() -> Path:
 
 
 async def start_portal(host: str = DEFAULT_HOST, port: int = 0, data: str | Path | None = None,
-                       options: PortalOptions | None = None, **overrides: Any) -> RunningPortal:
+                       options: PortalOptions | None = None, ssl_context: Any = None,
+                       **overrides: Any) -> RunningPortal:
     """Start serving in the running loop; ``port=0`` picks a free port (see ``.url``).
 
     ``overrides`` are PortalOptions fields, e.g. ``start_portal(data=p, subscription=False)``.
@@ -90,14 +91,14 @@ async def start_portal(host: str = DEFAULT_HOST, port: int = 0, data: str | Path
         await runner.setup()
         assert runner.server is not None
         portal.guard_connections(runner.server)
-        await web.TCPSite(runner, host, port, backlog=1024).start()
+        await web.TCPSite(runner, host, port, backlog=1024, ssl_context=ssl_context).start()
     except BaseException:
         await runner.cleanup()
         db.close()
         raise
     bound_port = runner.addresses[0][1] if runner.addresses else port
     shown_host = f"[{host}]" if ":" in host else host
-    portal.url = f"http://{shown_host}:{bound_port}"
+    portal.url = f"{'https' if ssl_context else 'http'}://{shown_host}:{bound_port}"
     return RunningPortal(portal.url, portal, runner, asyncio.create_task(portal.sweep()))
 
 
@@ -125,7 +126,7 @@ def raise_fd_limit() -> None:
 
 
 def run_portal(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, data: str | None = None,
-               limits: dict[str, Any] | None = None, **fields: Any) -> int:
+               limits: dict[str, Any] | None = None, tls: Any = None, **fields: Any) -> int:
     """Serve until SIGINT/SIGTERM. The first stdout line is the URL (flushed), then a summary.
 
     ``fields`` and ``limits`` are PortalOptions fields (``sdparta portal``'s flags); one not given
@@ -143,7 +144,8 @@ def run_portal(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, data: str | N
 
     async def main() -> int:
         try:
-            running = await start_portal(host, port, data_path, options)
+            running = await start_portal(host, port, data_path, options,
+                                         ssl_context=tls.context() if tls is not None else None)
         except (PortalDataError, BuildError, WebDirError) as exc:
             print(f"sdparta portal: {exc}", file=sys.stderr)
             return 1
@@ -155,6 +157,9 @@ def run_portal(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, data: str | N
         print(f"sdparta portal {__version__}: serving {running.url}{anywhere}; data {data_path}; "
               f"push {'on' if options.subscription else 'off'}; skyfiles up to {options.max_blob_bytes} bytes, "
               f"quota {options.quota_bytes} bytes, kept {options.blob_ttl_s:g} s; Ctrl-C stops", flush=True)
+        if tls is not None:
+            print(f"TLS certificate SHA-256 {tls.fingerprint} ({tls.note or tls.cert}; {tls.cert}): "
+                  "compare it with what the browser shows", flush=True)
         for line in page_lines(running):
             print(line, flush=True)
         stop = asyncio.Event()
