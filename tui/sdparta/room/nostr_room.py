@@ -115,7 +115,10 @@ class NostrRoom:
             since = int(self.clock()) - int(self.timing.ttl) - SINCE_MARGIN_S
             self._sub = self.relays.subscribe(f"sdparta-{self.session_id}", [
                 {"kinds": [APP_KIND], "#x": [self.tags.room, self.tags.to(self.session_id)], "since": since},
-                {"kinds": [APP_KIND], "#x": [self.tags.settings], "limit": 16},
+                # the settings tag ORed with our own: a filter no other member sends, because
+                # relays may answer an identical filter from a cache (@nostr-relay/core keeps one
+                # for 1 s, so a member joining right after the settings were shared read none)
+                {"kinds": [APP_KIND], "#x": [self.tags.settings, self.tags.to(self.session_id)], "limit": 16},
             ])
             self._tasks.append(asyncio.create_task(self._reports.supervise("events", self._read_loop)))
             await self._sub.wait_stored(STORED_WAIT_S)
