@@ -47,9 +47,10 @@ def _add_portal_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-blob-mb", type=float, default=None, help="largest skyfile accepted")
     p.add_argument("--quota-mb", type=float, default=None, help="total skyfile storage")
     p.add_argument("--blob-ttl-hours", type=float, default=None, help="skyfiles older than this expire")
-    from sdparta.portal import add_limit_arguments
+    from sdparta.portal import add_limit_arguments, add_web_arguments
 
     add_limit_arguments(p)
+    add_web_arguments(p)
 
 
 def _add_skydb_parser(sub: argparse._SubParsersAction) -> None:
@@ -141,6 +142,7 @@ CHECKS: dict[str, Callable[[argparse.Namespace], None]] = {
     "demo": options.check_app_args,
     "doctor": options.check_doctor_args,
     "skydb": options.check_portal_args,
+    "portal": options.check_portal_command_args,
 }
 
 

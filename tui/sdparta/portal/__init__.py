@@ -49,13 +49,39 @@ def add_limit_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--trusted-proxy", dest="limit_trusted_proxies", action="append", default=None,
                        metavar="ADDR", help="a reverse proxy in front of the portal (repeatable): limits then "
                        "apply to the address it appends to X-Forwarded-For, not to the proxy")
-    add_web_arguments(parser)
+
+
+def web_dir_arg(value: str) -> str:
+    """``--web-dir DIR``, checked while parsing (a mistake is one line and exit 2, nothing starts):
+    a readable directory with an index.html that the portal can serve and build into its single-file
+    page (the same loading and build the start does)."""
+    from pathlib import Path
+
+    path = Path(value).expanduser()
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{value} is not a directory")
+    if not (path / "index.html").is_file():
+        raise argparse.ArgumentTypeError(f"{value} has no index.html (the page /web/ serves)")
+    from sdparta.portal.app_build import BuildError, build
+    from sdparta.portal.webapp import WebDirError, load_web_dir
+
+    try:
+        build(load_web_dir(path).raw)
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"{value}: cannot read {exc.filename or ''} "
+                                         f"({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise argparse.ArgumentTypeError(f"{value}: index.html or a module is not UTF-8") from None
+    except (WebDirError, BuildError) as exc:
+        raise argparse.ArgumentTypeError(f"{value}: {exc}") from None
+    return str(path)
 
 
 def add_web_arguments(parser: argparse.ArgumentParser) -> None:
-    """The browser page's flags (called from ``add_limit_arguments`` until cli.py calls it itself)."""
-    group = parser.add_argument_group("browser page")
-    group.add_argument("--web-dir", default=None, metavar="DIR",
+    """The browser page's flags (``sdparta portal``; docs/portal.md): --web-dir is checked here
+    (web_dir_arg), the TLS flags by ``commands.options.check_portal_command_args`` (cli.CHECKS)."""
+    group = parser.add_argument_group("browser page and TLS")
+    group.add_argument("--web-dir", default=None, metavar="DIR", type=web_dir_arg,
                        help="serve this directory at /web/ instead of the packaged page (development)")
     group.add_argument("--tls-cert", default=None, metavar="FILE", help="serve https with this PEM certificate (chain)")
     group.add_argument("--tls-key", default=None, metavar="FILE", help="the PEM private key of --tls-cert")

@@ -15,6 +15,7 @@ import dataclasses
 import logging
 import signal
 import sqlite3
+import ssl
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ from sdparta import __version__
 from sdparta.portal.app import Portal
 from sdparta.portal.app_build import BuildError
 from sdparta.portal.db import PortalDB
+from sdparta.portal.interfaces import ALL_INTERFACES, lan_addresses, url_host
 from sdparta.portal.logs import ServerLog
 from sdparta.portal.options import PortalOptions
 from sdparta.portal.webapp import WebDirError
@@ -102,14 +104,24 @@ async def start_portal(host: str = DEFAULT_HOST, port: int = 0, data: str | Path
     return RunningPortal(portal.url, portal, runner, asyncio.create_task(portal.sweep()))
 
 
-def page_lines(running: RunningPortal) -> list[str]:
-    """What ``sdparta portal`` says about the browser page at start."""
+def page_lines(running: RunningPortal, host: str = DEFAULT_HOST) -> list[str]:
+    """What ``sdparta portal`` says about the browser page at start; listening on every interface
+    (0.0.0.0, ``::``), also the page's URL at each of this machine's LAN addresses (what a phone
+    opens), or the portal's there when no page is shipped."""
     portal = running.portal
+    scheme, port = running.url.split("://", 1)[0], running.url.rsplit(":", 1)[1]
+    lan = [f"{scheme}://{url_host(address)}:{port}" for address in lan_addresses(host)]
     if not portal.web.present:
-        return [f"web page: not shipped ({portal.web.source} has no index.html)"]
-    lines = [f"web page: {running.url}/web/"]
-    lines += [f"web page, pinned (the skylink is its content hash): {running.url}/{link}"
-              for link in portal.app_builds]
+        lines = [f"web page: not shipped ({portal.web.source} has no index.html)"]
+        lines += [f"portal on the LAN: {url}" for url in lan]
+    else:
+        lines = [f"web page: {running.url}/web/"]
+        lines += [f"web page, pinned (the skylink is its content hash): {running.url}/{link}"
+                  for link in portal.app_builds]
+        lines += [f"web page on the LAN: {url}/web/" for url in lan]
+    if lan and scheme == "http":
+        lines.append("note: browsers on other devices get camera, microphone and WebCrypto only over https: "
+                     "add --tls self-signed (or put a TLS reverse proxy in front, see docs/portal.md)")
     return lines
 
 
@@ -146,6 +158,9 @@ def run_portal(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, data: str | N
         try:
             running = await start_portal(host, port, data_path, options,
                                          ssl_context=tls.context() if tls is not None else None)
+        except ssl.SSLError as exc:  # the files changed since they were checked
+            print(f"sdparta portal: TLS: {exc}", file=sys.stderr)
+            return 1
         except (PortalDataError, BuildError, WebDirError) as exc:
             print(f"sdparta portal: {exc}", file=sys.stderr)
             return 1
@@ -153,14 +168,14 @@ def run_portal(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, data: str | N
             print(f"sdparta portal: cannot listen on {host}:{port}: {exc} (try another --port)", file=sys.stderr)
             return 1
         print(running.url, flush=True)
-        anywhere = " (all interfaces: share this machine's address)" if host in ("0.0.0.0", "::", "") else ""
+        anywhere = " (all interfaces: share this machine's address)" if host in ALL_INTERFACES else ""
         print(f"sdparta portal {__version__}: serving {running.url}{anywhere}; data {data_path}; "
               f"push {'on' if options.subscription else 'off'}; skyfiles up to {options.max_blob_bytes} bytes, "
               f"quota {options.quota_bytes} bytes, kept {options.blob_ttl_s:g} s; Ctrl-C stops", flush=True)
         if tls is not None:
-            print(f"TLS certificate SHA-256 {tls.fingerprint} ({tls.note or tls.cert}; {tls.cert}): "
+            print(f"TLS certificate SHA-256 {tls.fingerprint} ({'; '.join(filter(None, (tls.note, str(tls.cert))))}): "
                   "compare it with what the browser shows", flush=True)
-        for line in page_lines(running):
+        for line in page_lines(running, host):
             print(line, flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -5,6 +5,7 @@ contexts, so a phone on the LAN needs https."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
 import os
@@ -15,9 +16,12 @@ from pathlib import Path
 
 import platformdirs
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from sdparta.portal.interfaces import ALL_INTERFACES, lan_addresses
 
 VALID_DAYS = 365
 
@@ -47,62 +51,50 @@ def _read(path: Path, what: str) -> bytes:
 
 
 def load_pair(cert_path: str | Path, key_path: str | Path) -> TlsSetup:
-    """ValueError (one line) when a file is missing, unreadable, not a PEM certificate/key, or the
-    key does not belong to the certificate."""
+    """ValueError (one line) when a file is missing, unreadable, not a PEM certificate/key, the key
+    does not belong to the certificate, the certificate has expired, or OpenSSL refuses the pair."""
     cert_path, key_path = Path(cert_path).expanduser(), Path(key_path).expanduser()
+    cert_pem, key_pem = _read(cert_path, "--tls-cert"), _read(key_path, "--tls-key")
     try:
-        cert = x509.load_pem_x509_certificates(_read(cert_path, "--tls-cert"))[0]
-    except ValueError as exc:
-        if "cannot read" in str(exc):
-            raise
-        raise ValueError(f"--tls-cert {cert_path}: not a PEM certificate") from None
+        cert = x509.load_pem_x509_certificates(cert_pem)[0]
+    except ValueError:
+        raise ValueError(f"--tls-cert {cert_path}: not a PEM certificate (-----BEGIN CERTIFICATE-----)") from None
     try:
-        key = serialization.load_pem_private_key(_read(key_path, "--tls-key"), password=None)
+        key = serialization.load_pem_private_key(key_pem, password=None)
     except TypeError:
         raise ValueError(f"--tls-key {key_path}: the key is encrypted; give an unencrypted key") from None
-    except ValueError as exc:
-        if "cannot read" in str(exc):
-            raise
-        raise ValueError(f"--tls-key {key_path}: not a PEM private key") from None
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise ValueError(f"--tls-key {key_path}: not a PEM private key ({exc})"[:300]) from None
     spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     if key.public_key().public_bytes(*spki) != cert.public_key().public_bytes(*spki):
         raise ValueError(f"--tls-key {key_path} does not belong to the certificate {cert_path}")
-    return TlsSetup(cert_path, key_path, fingerprint(cert))
+    if cert.not_valid_after_utc < datetime.datetime.now(datetime.UTC):
+        raise ValueError(f"--tls-cert {cert_path}: expired on {cert.not_valid_after_utc:%Y-%m-%d}; renew it "
+                         "(or use --tls self-signed)")
+    setup = TlsSetup(cert_path, key_path, fingerprint(cert))
+    try:
+        setup.context()
+    except (ssl.SSLError, OSError) as exc:  # what OpenSSL itself refuses (e.g. an unsupported key type)
+        raise ValueError(f"--tls-cert {cert_path} / --tls-key {key_path}: not usable for TLS ({exc})") from None
+    return setup
 
 
 def wanted_names(host: str) -> tuple[set[str], set[str]]:
-    """(DNS names, IP addresses) a self-signed certificate covers for ``--host host``."""
+    """(DNS names, IP addresses) a self-signed certificate covers for ``--host host``: localhost,
+    this host's name (and its ``.local``), and the address it listens on (every LAN address for
+    0.0.0.0 / ``::``)."""
     names, addresses = {"localhost"}, {"127.0.0.1", "::1"}
     hostname = socket.gethostname()
-    if hostname and all(part.isalnum() or "-" in part for part in hostname.split(".")):
-        names |= {hostname, f"{hostname}.local"}
-    if host in ("0.0.0.0", "::", ""):
-        addresses |= interface_addresses()
+    if hostname and all(part and all(c.isalnum() or c == "-" for c in part) for part in hostname.split(".")):
+        names |= {hostname, f"{hostname.split('.')[0]}.local"}
+    if host in ALL_INTERFACES:
+        addresses |= set(lan_addresses(""))
     else:
         try:
             addresses.add(str(ipaddress.ip_address(host)))
         except ValueError:
             names.add(host)
     return names, addresses
-
-
-def interface_addresses() -> set[str]:
-    """This machine's addresses (best effort: the UDP-connect trick for the default route, and the
-    host name's addresses; no packet is sent)."""
-    found: set[str] = set()
-    for family, probe in ((socket.AF_INET, "192.0.2.1"), (socket.AF_INET6, "2001:db8::1")):
-        try:
-            with socket.socket(family, socket.SOCK_DGRAM) as s:
-                s.connect((probe, 9))
-                found.add(s.getsockname()[0])
-        except OSError:
-            pass
-    try:
-        for info in socket.getaddrinfo(socket.gethostname(), None):
-            found.add(str(info[4][0]).split("%", 1)[0])
-    except OSError:
-        pass
-    return found
 
 
 def self_signed(host: str, state_dir: Path | None = None) -> TlsSetup:
@@ -113,19 +105,19 @@ def self_signed(host: str, state_dir: Path | None = None) -> TlsSetup:
     names, addresses = wanted_names(host)
     now = datetime.datetime.now(datetime.UTC)
     note = "made a new self-signed certificate"
-    if cert_path.exists() and key_path.exists():
+    if cert_path.exists() or key_path.exists():
         try:
-            setup = load_pair(cert_path, key_path)
             cert = x509.load_pem_x509_certificates(cert_path.read_bytes())[0]
             san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
             have = set(san.get_values_for_type(x509.DNSName)), {
                 str(a) for a in san.get_values_for_type(x509.IPAddress)}
             if cert.not_valid_after_utc - now < datetime.timedelta(days=1):
-                note = "the kept self-signed certificate expired: made a new one"
+                note = "the kept self-signed certificate expires within a day: made a new one"
             elif have != (names, addresses):
                 note = "the names/addresses to cover changed: made a new self-signed certificate"
             else:
-                setup.note = "kept self-signed certificate"
+                setup = load_pair(cert_path, key_path)  # the key still belongs to it
+                setup.note = "the kept self-signed certificate"
                 return setup
         except (ValueError, x509.ExtensionNotFound, OSError):
             note = "the kept self-signed certificate was unreadable: made a new one"
@@ -139,16 +131,34 @@ def self_signed(host: str, state_dir: Path | None = None) -> TlsSetup:
             .add_extension(x509.SubjectAlternativeName(sans), critical=False)
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            # what strict verifiers (Python 3.13's default VERIFY_X509_STRICT) require of a CA certificate
+            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, content_commitment=False,
+                                         key_encipherment=False, data_encipherment=False, key_agreement=False,
+                                         crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), critical=False)
             .sign(key, hashes.SHA256()))
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        _write_pair(folder, cert_path, key_path, cert, key)
+    except OSError as exc:
+        raise ValueError(f"--tls self-signed: cannot write the certificate in {folder} "
+                         f"({exc.strerror or exc}); give --tls-cert/--tls-key instead") from None
+    return TlsSetup(cert_path, key_path, fingerprint(cert), note)
+
+
+def _write_pair(folder: Path, cert_path: Path, key_path: Path, cert: x509.Certificate,
+                key: ec.EllipticCurvePrivateKey) -> None:
+    """Key (0600, in a 0700 folder) and certificate, each replaced atomically, key first."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp_key = key_path.with_suffix(".tmp")
-    fd = os.open(tmp_key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with contextlib.suppress(FileNotFoundError):
+        tmp_key.unlink()
+    fd = os.open(tmp_key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                   serialization.NoEncryption()))
-    os.chmod(tmp_key, 0o600)
+    os.chmod(tmp_key, 0o600)  # whatever the umask
     tmp_cert = cert_path.with_suffix(".tmp")
     tmp_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     os.replace(tmp_key, key_path)
     os.replace(tmp_cert, cert_path)
-    return TlsSetup(cert_path, key_path, fingerprint(cert), note)
