@@ -6,6 +6,8 @@ import base64
 import gzip
 import hashlib
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -55,6 +57,7 @@ def check_strict(headers: httpx.Headers) -> None:
     assert headers["referrer-policy"] == "no-referrer"
     assert re.match(r"camera=\(self\), microphone=\(self\), ", headers["permissions-policy"])
     assert headers["cross-origin-opener-policy"] == "same-origin"
+    assert headers["x-frame-options"] == "DENY"
 
 
 def test_web_files_with_strict_headers(web_portal: PortalProcess, web_dir: Path) -> None:
@@ -179,13 +182,65 @@ def test_start_prints_the_page_urls(web_portal: PortalProcess, web_dir: Path) ->
     assert lines[2].endswith(f": {web_portal.url}/{link}")
 
 
-def test_a_page_that_cannot_be_built_stops_the_start(tmp_path: Path, web_dir: Path) -> None:
-    import subprocess
-    import sys
+def run_portal(tmp_path: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "sdparta", "portal", "--port", "0", "--data",
+                           str(tmp_path / "x.sqlite3"), *argv], capture_output=True, text=True, timeout=60)
 
+
+def test_a_page_that_cannot_be_built_is_refused_before_the_start(tmp_path: Path, web_dir: Path) -> None:
+    """--web-dir is loaded and built while the flags are parsed: one line, exit 2, nothing started."""
     (web_dir / "js" / "keys.js").write_text('import "./main.js";\n')
-    proc = subprocess.run([sys.executable, "-m", "sdparta", "portal", "--port", "0", "--data",
-                           str(tmp_path / "x.sqlite3"), "--web-dir", str(web_dir)],
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 1 and proc.stdout == ""
+    proc = run_portal(tmp_path, "--web-dir", str(web_dir))
+    assert proc.returncode == 2 and proc.stdout == "" and len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith(f"sdparta portal: --web-dir: {web_dir}: ")
     assert "js/keys.js: import of './main.js' is not a bare specifier" in proc.stderr
+    assert not (tmp_path / "x.sqlite3").exists()
+
+
+@pytest.mark.parametrize(("case", "expected"), [
+    ("missing", "is not a directory"), ("a file", "is not a directory"), ("no index", "has no index.html"),
+    ("two import maps", "exactly one <script type=\"importmap\">, found 2"), ("not utf-8", "is not UTF-8"),
+])
+def test_bad_web_dirs_are_one_line_and_exit_2(tmp_path: Path, web_dir: Path, case: str, expected: str) -> None:
+    target = web_dir
+    if case == "missing":
+        target = tmp_path / "nowhere"
+    elif case == "a file":
+        target = web_dir / "style.css"
+    elif case == "no index":
+        (web_dir / "index.html").unlink()
+    elif case == "two import maps":
+        twice = f'<script type="importmap">{IMPORTMAP}</script></head>'
+        (web_dir / "index.html").write_text(INDEX.replace("</head>", twice))
+    else:
+        (web_dir / "index.html").write_bytes(INDEX.encode() + b"\xff\xfe")
+    proc = run_portal(tmp_path, "--web-dir", str(target))
+    lines = proc.stderr.splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and proc.stdout == "", (case, proc.stderr)
+    assert lines[0].startswith(f"sdparta portal: --web-dir: {target}") and expected in lines[0], (case, lines)
+
+
+def test_only_the_current_build_is_a_page(tmp_path: Path, web_dir: Path) -> None:
+    """An old build stays stored as an ordinary skyfile; after the page changes it is data, not HTML."""
+    from sdparta.portal.app_build import build
+    from sdparta.portal.webapp import load_web_dir
+    from sdparta.store.crypto import skylink_for_content
+
+    data = tmp_path / "kept.sqlite3"
+    old_html = build(load_web_dir(web_dir).raw).html
+    old = skylink_for_content(old_html)
+    first = start_portal(data, extra=["--web-dir", str(web_dir)])
+    first.stop()
+    (web_dir / "js" / "keys.js").write_text("export const x = 2;\n")
+    new = skylink_for_content(build(load_web_dir(web_dir).raw).html)
+    second = start_portal(data, extra=["--web-dir", str(web_dir)])
+    try:
+        was = httpx.get(f"{second.url}/{old}")
+        assert was.status_code == 200 and was.content == old_html
+        assert was.headers["content-type"] == "application/octet-stream"
+        assert was.headers["content-disposition"] == "attachment"
+        assert "sandbox" in was.headers["content-security-policy"]
+        now = httpx.get(f"{second.url}/{new}")
+        assert now.headers["content-type"].startswith("text/html") and skylink_for_content(now.content) == new
+    finally:
+        second.stop()
