@@ -56,11 +56,11 @@ log = logging.getLogger(__name__)
 MULTIPART_OVERHEAD = 64 * 1024
 #: What the upload bucket charges for one skyfile at least: floods of tiny uploads are bounded too.
 UPLOAD_MIN_CHARGE = 4096
+#: The owner the app builds are stored under (never a client key).
+APP_OWNER = "sdparta-portal"
 #: Every uploaded skyfile is data, never a page on the portal's origin (an HTML upload served as a
 #: page would be XSS against every user's identity key): no sniffing, a download, and a sandbox CSP
 #: in case a browser renders it anyway.
-#: The owner the app builds are stored under (never a client key).
-APP_OWNER = "sdparta-portal"
 BLOB_HEADERS = {"X-Content-Type-Options": "nosniff", "Content-Disposition": "attachment",
                 "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'; sandbox"}
 
