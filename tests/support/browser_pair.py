@@ -6,41 +6,31 @@ gives it a real interface whose mDNS answers reach the other side. The peer name
 route out: the browser's default route points at the peer namespace, which has no route and does not
 forward, so Chromium's own traffic (update.googleapis.com, UDP probes to 8.8.8.8) ends there. Chromium
 runs through a wrapper script (``ip netns exec NS chromium "$@"``) given to playwright as
-``executable_path``: playwright talks to it over a pipe, so the test process stays where it is.
+``executable_path``: playwright talks to it over a pipe, so the test process stays where it is
+(the helpers are tests/support/browser.py's).
 """
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 import uuid
 from pathlib import Path
 
-CHROMIUM = Path("/usr/bin/chromium")
+from support.browser import BASE_ARGS, FAKE_MEDIA_ARGS, browser_unavailable, check_no_route_out, write_wrapper
+from support.browser import run as _run
+
+__all__ = ["BASE_ARGS", "BROWSER_IP", "FAKE_MEDIA_ARGS", "PEER_IP", "BrowserPair", "pair_unavailable"]
+
 SUBNET = "10.202.0"
 BROWSER_IP, PEER_IP = f"{SUBNET}.1", f"{SUBNET}.2"
-BASE_ARGS = ("--disable-component-update", "--no-first-run", "--disable-background-networking")
-FAKE_MEDIA_ARGS = ("--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream")
-
-
-def _run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(list(args), capture_output=True, text=True, timeout=30)
-    if check and result.returncode != 0:
-        raise RuntimeError(f"{' '.join(args)} failed ({result.returncode}): {result.stderr.strip()}")
-    return result
 
 
 def pair_unavailable() -> str | None:
     """Why the pair cannot be built here (None when it can), naming the missing system dependency."""
-    if os.geteuid() != 0:
-        return "needs root (network namespaces)"
-    if shutil.which("ip") is None:
-        return "ip is not installed: apt-get install iproute2"
+    if missing := browser_unavailable():
+        return missing
     if shutil.which("iptables") is None:
         return "iptables is not installed: apt-get install iptables"
-    if not CHROMIUM.exists():
-        return "Debian's chromium is not installed: apt-get install -y chromium"
     return None
 
 
@@ -77,17 +67,11 @@ class BrowserPair:
             # (it finds it by connecting a UDP socket to 8.8.8.8, which sends nothing): the browser's
             # default route points at the peer namespace, which has none and forwards nothing.
             _run("ip", "netns", "exec", self.browser_ns, "ip", "route", "add", "default", "via", PEER_IP)
-            ex = ("ip", "netns", "exec", self.peer_ns)
-            if _run(*ex, "cat", "/proc/sys/net/ipv4/ip_forward").stdout.strip() != "0":
-                raise RuntimeError(f"namespace {self.peer_ns} forwards packets")
-            for outside in ("8.8.8.8", "142.250.0.1"):
-                if _run(*ex, "ip", "route", "get", outside, check=False).returncode == 0:
-                    raise RuntimeError(f"namespace {self.peer_ns} has a route to {outside}")
+            check_no_route_out(self.peer_ns)
             if not self.mdns_answers:
                 _run("ip", "netns", "exec", self.browser_ns, "iptables", "-A", "OUTPUT", "-p", "udp",
                      "--sport", "5353", "-j", "DROP")
-            self.wrapper.write_text(f'#!/bin/sh\nexec ip netns exec {self.browser_ns} {CHROMIUM} "$@"\n')
-            self.wrapper.chmod(0o755)
+            write_wrapper(self.wrapper, self.browser_ns)
         except Exception:
             for ns in made:
                 _run("ip", "netns", "del", ns, check=False)

@@ -1,0 +1,89 @@
+"""Debian's Chromium for tests, driven by the PyPI ``playwright`` package through ``executable_path``
+(never ``playwright install``), always inside a network namespace the test made and removes.
+
+Chromium reaches out by itself (the component updater, WebRTC's UDP probes to 8.8.8.8) even with
+``--disable-component-update``: it runs only in a namespace with no route out. :class:`IsolatedNamespace`
+is the simplest such namespace, only ``lo`` — enough for a page served from 127.0.0.1 inside it (a
+secure context, so WebCrypto works). Chromium runs through a wrapper script (``ip netns exec NS
+chromium "$@"``) given to playwright as ``executable_path``: playwright talks to it over a pipe, so the
+test process stays where it is. tests/support/browser_pair.py builds two namespaces joined by a veth
+pair on the same helpers, for WebRTC between Chromium and aiortc.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+CHROMIUM = Path("/usr/bin/chromium")
+BASE_ARGS = ("--disable-component-update", "--no-first-run", "--disable-background-networking")
+FAKE_MEDIA_ARGS = ("--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream")
+#: addresses a namespace must have no route to (a public resolver, a Google front end)
+OUTSIDE = ("8.8.8.8", "142.250.0.1")
+
+
+def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(list(args), capture_output=True, text=True, timeout=30)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed ({result.returncode}): {result.stderr.strip()}")
+    return result
+
+
+def browser_unavailable() -> str | None:
+    """Why Chromium cannot be run in a namespace here (None when it can), naming what is missing."""
+    if os.geteuid() != 0:
+        return "needs root (network namespaces)"
+    if shutil.which("ip") is None:
+        return "ip is not installed: apt-get install iproute2"
+    if not CHROMIUM.exists():
+        return "Debian's chromium is not installed: apt-get install -y chromium"
+    if importlib.util.find_spec("playwright") is None:
+        return "the PyPI playwright package is not installed"
+    return None
+
+
+def write_wrapper(path: Path, namespace: str) -> Path:
+    """The ``executable_path`` for playwright: Debian's chromium inside ``namespace``."""
+    path.write_text(f'#!/bin/sh\nexec ip netns exec {namespace} {CHROMIUM} "$@"\n')
+    path.chmod(0o755)
+    return path
+
+
+def check_no_route_out(namespace: str) -> None:
+    """RuntimeError unless ``namespace`` forwards nothing and has no route to the outside."""
+    ex = ("ip", "netns", "exec", namespace)
+    if run(*ex, "cat", "/proc/sys/net/ipv4/ip_forward").stdout.strip() != "0":
+        raise RuntimeError(f"namespace {namespace} forwards packets")
+    for outside in OUTSIDE:
+        if run(*ex, "ip", "route", "get", outside, check=False).returncode == 0:
+            raise RuntimeError(f"namespace {namespace} has a route to {outside}")
+
+
+class IsolatedNamespace:
+    """A network namespace with only ``lo`` (no route anywhere) and a Chromium wrapper for it; removed
+    on exit. Servers the page needs run inside it too (``prefix()`` + their command line)."""
+
+    def __init__(self, workdir: Path, tag: str = "sdpw") -> None:
+        self.name = f"{tag}{uuid.uuid4().hex[:6]}"
+        self.wrapper = workdir / "chromium-in-netns"
+
+    def prefix(self) -> list[str]:
+        return ["ip", "netns", "exec", self.name]
+
+    def __enter__(self) -> IsolatedNamespace:
+        run("ip", "netns", "add", self.name)
+        try:
+            run(*self.prefix(), "ip", "link", "set", "lo", "up")
+            check_no_route_out(self.name)
+            write_wrapper(self.wrapper, self.name)
+        except Exception:
+            run("ip", "netns", "del", self.name, check=False)
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        run("ip", "netns", "del", self.name, check=False)
