@@ -244,3 +244,28 @@ def test_only_the_current_build_is_a_page(tmp_path: Path, web_dir: Path) -> None
         assert now.headers["content-type"].startswith("text/html") and skylink_for_content(now.content) == new
     finally:
         second.stop()
+
+
+async def test_the_page_build_is_outside_the_skyfile_quota(tmp_path: Path, web_dir: Path) -> None:
+    """The portal's own page is stored as a skyfile but charged to nobody: a small quota stays the
+    clients', and no upload can evict the page."""
+    from sdparta.portal.options import PortalOptions
+    from sdparta.portal.server import start_portal as start_in_process
+
+    (web_dir / "js" / "big.js").write_text("export const big = `" + "x" * 150_000 + "`;\n")
+    (web_dir / "js" / "main.js").write_text('import { big } from "sdparta/big.js";\nconsole.log(big);\n')
+    running = await start_in_process("127.0.0.1", 0, tmp_path / "q.sqlite3",
+                                     PortalOptions(max_blob_bytes=64 * 1024, quota_bytes=200 * 1024,
+                                                   web_dir=str(web_dir)))
+    try:
+        [(link, built)] = running.portal.app_builds.items()
+        assert len(built.html) > 150_000 and running.portal.db.used_bytes == 0
+        async with httpx.AsyncClient(base_url=running.url) as http:
+            codes = [(await http.post("/skynet/skyfile", files={"file": ("b", bytes([i]) * 60 * 1024)})).status_code
+                     for i in range(4)]
+            assert codes == [200, 200, 200, 507]
+            page = await http.get(f"/{link}")
+        assert page.status_code == 200 and page.content == built.html
+        assert running.portal.db.get_blob(link) == built.html  # stored, as a skyfile
+    finally:
+        await running.stop()

@@ -40,7 +40,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from sdparta import __version__
 from sdparta.portal.app_build import AppBuild, build
 from sdparta.portal.clients import RateLimiter, TokenBucket, client_key
-from sdparta.portal.db import PortalDB, QuotaExceeded
+from sdparta.portal.db import PORTAL_OWNER, PortalDB, QuotaExceeded
 from sdparta.portal.logs import LogLimiter, describe
 from sdparta.portal.options import PortalOptions
 from sdparta.portal.parsing import MAX_REGISTRY_BODY, BadRequest, parse_hex, parse_pubkey_string, parse_registry_post
@@ -56,8 +56,8 @@ log = logging.getLogger(__name__)
 MULTIPART_OVERHEAD = 64 * 1024
 #: What the upload bucket charges for one skyfile at least: floods of tiny uploads are bounded too.
 UPLOAD_MIN_CHARGE = 4096
-#: The owner the app builds are stored under (never a client key).
-APP_OWNER = "sdparta-portal"
+#: The owner the app builds are stored under (never a client key; outside the quotas).
+APP_OWNER = PORTAL_OWNER
 #: Every uploaded skyfile is data, never a page on the portal's origin (an HTML upload served as a
 #: page would be XSS against every user's identity key): no sniffing, a download, and a sandbox CSP
 #: in case a browser renders it anyway.

@@ -55,6 +55,11 @@ def _rev(revision: int) -> str:
     return f"{revision:020d}"
 
 
+#: The owner of the blobs the portal stores itself (its page builds; a client key is an address,
+#: never this): kept outside the skyfile quotas.
+PORTAL_OWNER = "sdparta-portal"
+
+
 class PortalDB:
     """Thread-safe wrapper around one SQLite file."""
 
@@ -144,7 +149,8 @@ class PortalDB:
     def put_blob(self, skylink: str, content: bytes, owner: str = "") -> None:
         """Store a blob for ``owner`` (or refresh its age if already stored: the first uploader stays
         its owner, so nobody can move another client's blob into their own share to evict it);
-        QuotaExceeded when it does not fit under ``self.policy``."""
+        QuotaExceeded when it does not fit under ``self.policy``. The portal's own blobs (owner
+        PORTAL_OWNER: its page builds) are outside the quotas: never charged, never evicted."""
         policy = self.policy
         now = time.time()
         cutoff = now - policy.evict_min_age_s
@@ -153,6 +159,10 @@ class PortalDB:
         with self._lock:
             cur = self._conn.execute("UPDATE blobs SET created=? WHERE skylink=?", (now, skylink))
             if cur.rowcount:
+                return
+            if owner == PORTAL_OWNER:
+                self._conn.execute("INSERT INTO blobs(skylink, content, size, created, owner) VALUES (?,?,?,?,?)",
+                                   (skylink, content, len(content), now, owner))
                 return
             if large and self._large + charge > policy.quota_bytes - policy.small_reserve_bytes:
                 raise QuotaExceeded("the space for skyfiles over "
@@ -226,7 +236,7 @@ class PortalDB:
         small = self.policy.small_blob_bytes
         rows = self._conn.execute(
             "SELECT owner, SUM(size), COUNT(*), SUM(CASE WHEN size > ? THEN size + ? ELSE 0 END) "
-            "FROM blobs GROUP BY owner", (small, BLOB_OVERHEAD)).fetchall()
+            "FROM blobs WHERE owner != ? GROUP BY owner", (small, BLOB_OVERHEAD, PORTAL_OWNER)).fetchall()
         self._by_owner = {str(owner): int(size) + int(count) * BLOB_OVERHEAD for owner, size, count, _ in rows}
         self._used = sum(int(r[1]) for r in rows)
         self._charged = sum(self._by_owner.values())
@@ -251,7 +261,8 @@ class PortalDB:
 
     @property
     def used_bytes(self) -> int:
-        """Content bytes stored (without the per-blob overhead the quotas also count)."""
+        """Content bytes of clients' skyfiles (without the per-blob overhead the quotas also count, and
+        without the portal's own page builds)."""
         return self._used
 
     def client_bytes(self, owner: str) -> int:
