@@ -1,7 +1,9 @@
 """A Janus API session over WebSocket (subprotocol ``janus-protocol``), with aiohttp's client.
 
 One :class:`JanusSession` is one WebSocket and one Janus session: ``create``, a keepalive every
-``keepalive_s`` (well within Janus' ``session_timeout``, 60 s by default), plugin handles
+``keepalive_s`` — by default 25 s or a third of the ``session-timeout`` Janus' ``info`` advertises,
+whichever is shorter (Janus' default is 60 s; a server configured shorter would otherwise drop an
+idle session: nothing else resets its timer while media flows), plugin handles
 (``attach``/``detach``), requests matched to answers by transaction. A plugin ``message`` is first
 ``ack``ed and answered later by an ``event`` carrying the same transaction (or answered at once with
 ``success`` for a synchronous plugin request); events without a transaction (``webrtcup``, ``media``,
@@ -53,6 +55,8 @@ MAX_MESSAGE_BYTES = 1024 * 1024  # an SDP offer for 30 m-lines is ~40 KB
 MAX_DEPTH = 12
 #: Janus' default session_timeout is 60 s; one keepalive every 25 s leaves two chances.
 DEFAULT_KEEPALIVE_S = 25.0
+#: The shortest automatic keepalive interval, whatever session-timeout Janus advertises.
+MIN_KEEPALIVE_S = 1.0
 DEFAULT_REQUEST_TIMEOUT_S = 10.0
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
 #: Undelivered events per handle; beyond it the oldest are dropped (and counted).
@@ -113,6 +117,19 @@ def _jsep(value: object) -> dict[str, str] | None:
     if kind not in ("offer", "answer") or not isinstance(sdp, str) or not sdp:
         return None
     return {"type": kind, "sdp": sdp}
+
+
+def _summary(message: dict[str, Any]) -> str:
+    """A message for the debug log: everything but the SDP (its type and size only)."""
+    shown = {key: value for key, value in message.items() if key != "jsep"}
+    body = shown.get("body")
+    if isinstance(body, dict) and "pin" in body:
+        shown["body"] = {**body, "pin": "…"}  # never a room's PIN in a log
+    jsep = message.get("jsep")
+    if isinstance(jsep, dict):
+        sdp = jsep.get("sdp")
+        shown["jsep"] = f"<{jsep.get('type')}, {len(sdp) if isinstance(sdp, str) else 0} chars>"
+    return clean_text(repr(shown), 4000)
 
 
 def plugin_error(data: dict[str, Any], where: str) -> JanusRequestError | None:
@@ -187,13 +204,18 @@ class JanusHandle:
 class JanusSession:
     """One WebSocket, one Janus session. Build it with :meth:`connect`."""
 
-    def __init__(self, url: str, *, keepalive_s: float = DEFAULT_KEEPALIVE_S,
+    def __init__(self, url: str, *, keepalive_s: float | None = None,
                  request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
                  on_crash: Callable[[str, str], None] | None = None,
                  on_lost: Callable[[SessionLost], None] | None = None) -> None:
         self.url = check_url(url)
         self.label = f"janus @ {urlsplit(url).hostname}"
-        self.keepalive_s, self.request_timeout_s = keepalive_s, request_timeout_s
+        #: None until connected: then ``keepalive_s`` as given, or chosen from Janus' session-timeout.
+        self._keepalive_given = keepalive_s
+        self.keepalive_s = DEFAULT_KEEPALIVE_S if keepalive_s is None else keepalive_s
+        self.request_timeout_s = request_timeout_s
+        #: Janus' advertised session-timeout in seconds (None: not advertised or not asked).
+        self.server_session_timeout: int | None = None
         self.session_id: int | None = None
         self.stats = SessionStats()
         self.lost: SessionLost | None = None
@@ -247,7 +269,24 @@ class JanusSession:
         if session_id is None:
             raise JanusProtocolError(f"{self.label}: the answer to create holds no session id")
         self.session_id = session_id
+        if self._keepalive_given is None:
+            await self._choose_keepalive(connect_timeout_s)
         self._start("janus keepalive", self._keepalive_loop)
+
+    async def _choose_keepalive(self, timeout: float) -> None:
+        """A third of Janus' session-timeout when that is shorter than the default (0: never times out)."""
+        try:
+            info = await self._transact({"janus": "info"}, timeout=timeout, in_session=False)
+        except JanusTimeout:
+            return  # an old or trimmed Janus: keep the default
+        except JanusRequestError:
+            return
+        value = info.get("session-timeout")
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            return
+        self.server_session_timeout = value
+        if value > 0:
+            self.keepalive_s = max(MIN_KEEPALIVE_S, min(DEFAULT_KEEPALIVE_S, value / 3))
 
     def _start(self, name: str, loop: Callable[[], Any]) -> None:
         task = asyncio.create_task(supervised(name, loop, self._crashed, stopping=lambda: self._closing
@@ -343,6 +382,8 @@ class JanusSession:
         self._pending[transaction] = (future, wait_for_event)
         limit = self.request_timeout_s if timeout is None else timeout
         try:
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("%s → %s", self.label, _summary(message))
             await self._ws.send_json(message)
             self.stats.sent += 1
             reply = await asyncio.wait_for(future, limit)
@@ -412,6 +453,8 @@ class JanusSession:
             return
         kind = message["janus"]
         transaction = message.get("transaction")
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s ← %s", self.label, _summary(message))
         if isinstance(transaction, str) and transaction in self._pending:
             future, wait_for_event = self._pending[transaction]
             if kind == "ack" and (wait_for_event and "plugindata" not in message):

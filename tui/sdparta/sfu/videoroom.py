@@ -6,10 +6,13 @@
 - :class:`VideoRoomSubscriber` is Janus 1.x multistream: one subscriber handle and one peer
   connection for all feeds; :meth:`~VideoRoomSubscriber.set_feeds` turns a wanted set of feeds into
   ``join`` (first time), ``subscribe``/``unsubscribe`` — each answered by a Janus offer we answer with
-  ``start``. Janus also re-offers by itself when a subscribed publisher leaves (``autoupdate``); every
-  offer, whenever it comes, is applied under one lock. Janus recycles m-lines, and aiortc keeps the
-  receiver's track of a recycled mid, so which feed a track carries is read from ``streams``
-  (mid → feed), never from the track.
+  ``start``. Janus also re-offers by itself when a subscribed publisher's media goes (``autoupdate``)
+  — but not when that publisher sent ``leave`` first: then only our next ``update`` renegotiates, so
+  departed feeds are unsubscribed by m-line (``sub_mid``). Every offer, whenever it comes, is applied
+  under one lock, and each offer's ``streams`` (mid → feed) replaces the mapping once it is answered.
+  Janus recycles inactive m-lines for the next feed of the same kind (with a new SSRC:
+  :func:`~sdparta.sfu.peer.follow_remote_ssrcs`), and aiortc keeps the receiver's track of a recycled
+  mid, so which feed a track carries is read from ``streams``, never from the track.
 - :class:`VideoRoomClient` is both, wired as the engine wants: publish, subscribe to every other
   active publisher (Janus lists a publisher only after its ``webrtcup``, so a listed feed is
   subscribable), follow arrivals and departures, report :class:`RoomEvent`\\ s.
@@ -107,6 +110,19 @@ def _parse_streams(value: object) -> dict[str, tuple[str, int, str]]:
     return streams
 
 
+def _ssrcs_by_mid(sdp: str) -> dict[str, tuple[str, list[str]]]:
+    """mid → (direction, SSRCs) of an SDP, for the debug log."""
+    found: dict[str, tuple[str, list[str]]] = {}
+    for section in sdp.split("\nm=")[1:]:
+        lines = [line.strip() for line in section.splitlines()]
+        mid = next((line[6:] for line in lines if line.startswith("a=mid:")), "?")
+        direction = next((line[2:] for line in lines if line[2:] in ("sendrecv", "sendonly", "recvonly", "inactive")),
+                         "?")
+        ssrcs = sorted({line[7:].split()[0] for line in lines if line.startswith("a=ssrc:")})
+        found[mid] = (f"{lines[0].split()[1] if lines and len(lines[0].split()) > 1 else '?'} {direction}", ssrcs)
+    return found
+
+
 def _room_body(request: str, room: int, pin: str | None, **extra: Any) -> dict[str, Any]:
     body: dict[str, Any] = {"request": request, "room": room, **extra}
     if pin is not None:
@@ -178,8 +194,14 @@ class VideoRoomPublisher:
         return pc
 
     async def leave(self) -> None:
+        """``unpublish``, then ``leave``, then detach. Unpublishing first matters: Janus sends its
+        subscribers their autoupdate offer when a publisher's media goes, but not once the publisher
+        has left the room (the offer is then skipped until each subscriber's next update)."""
         if self.handle is not None and not self.session.lost:
             if self.id is not None:
+                if self.pc is not None:
+                    with contextlib.suppress(JanusError):
+                        await self.handle.request({"request": "unpublish"}, timeout=5)
                 with contextlib.suppress(JanusError):
                     await self.handle.request({"request": "leave"}, timeout=5)
             await self.handle.detach()
@@ -200,6 +222,9 @@ class VideoRoomSubscriber:
         self.streams: dict[str, SubscribedStream] = {}
         self.webrtcup = asyncio.Event()
         self.offers_answered = 0
+        #: The feeds Janus has been asked to send us (the m-line mapping can lag behind it while an
+        #: offer is postponed: asking again would add the same feed's m-lines twice).
+        self._requested: set[int] = set()
         self._lock = asyncio.Lock()
         self._on_change = on_change or (lambda event: None)
         self._on_crash = on_crash or (lambda name, error: None)
@@ -210,41 +235,49 @@ class VideoRoomSubscriber:
         return {stream.feed_id for stream in self.streams.values()}
 
     async def set_feeds(self, wanted: Iterable[int]) -> None:
-        """Subscribe to every feed in ``wanted`` not yet received, unsubscribe the others. Feeds
-        that stopped publishing meanwhile are skipped (Janus: no such feed)."""
+        """Subscribe to every feed in ``wanted`` not yet asked for, unsubscribe the others. Feeds
+        that stopped publishing meanwhile are skipped (Janus: no such feed).
+
+        A dropped feed is unsubscribed by its m-lines (``sub_mid``) where we know them, not by feed
+        id: once a
+        publisher has sent ``leave``, Janus no longer finds it by id ("Publisher … not found, not
+        unsubscribing": nothing changes, no offer), and when its media then goes it turns our m-lines
+        inactive *without* the autoupdate offer (its room pointer is gone). By mid always works.
+        Janus answers an ``update`` at once (an offer, ``updated`` with no change, or ``updating``
+        while an offer of its own awaits our answer — that one then comes as an event), so holding
+        the lock across the request cannot wait on an offer we have to answer."""
         wanted = set(wanted)
         async with self._lock:
             if self.handle is None:
                 if wanted:
                     await self._join(sorted(wanted))
                 return
-            add, drop = sorted(wanted - self.feeds), sorted(self.feeds - wanted)
-            if not add and not drop:
+            add = sorted(wanted - self._requested)
+            drop = sorted(self._requested - wanted)
+            drop_mids = sorted(mid for mid, stream in self.streams.items() if stream.feed_id not in wanted)
+            mapped = {self.streams[mid].feed_id for mid in drop_mids}
+            for _ in range(len(add) + 1):
+                if not add and not drop and not drop_mids:
+                    return
+                body: dict[str, Any] = {"request": "update"}
+                if add:
+                    body["subscribe"] = [{"feed": feed} for feed in add]
+                if drop or drop_mids:
+                    # by m-line where we know them; by feed id only for a feed whose offer is still due
+                    body["unsubscribe"] = ([{"sub_mid": mid} for mid in drop_mids]
+                                           + [{"feed": feed} for feed in drop if feed not in mapped])
+                try:
+                    data, jsep = await self.handle.request(body)
+                except JanusRequestError as exc:
+                    if exc.code != _NO_SUCH_FEED or not add:
+                        raise
+                    add = await self._still_publishing(add)  # one of them left meanwhile
+                    continue
+                self._requested = (self._requested | set(add)) - set(drop)
+                log.debug("subscription update: +%s −%s −mids %s → %s", add, drop, drop_mids,
+                          data.get("videoroom"))
+                await self._apply(data, jsep)
                 return
-            body: dict[str, Any] = {"request": "update"}
-            if add:
-                body["subscribe"] = [{"feed": feed} for feed in add]
-            if drop:
-                body["unsubscribe"] = [{"feed": feed} for feed in drop]
-            try:
-                data, jsep = await self.handle.request(body)
-            except JanusRequestError as exc:
-                if exc.code != _NO_SUCH_FEED or len(add) + len(drop) == 1:
-                    if exc.code == _NO_SUCH_FEED:
-                        return
-                    raise
-                # one of several is gone: one at a time, so the others still go through
-                data, jsep = {}, None
-                for feed in add:
-                    with contextlib.suppress(JanusRequestError):
-                        await self._apply(*await self.handle.request({"request": "subscribe",
-                                                                      "streams": [{"feed": feed}]}))
-                for feed in drop:
-                    with contextlib.suppress(JanusRequestError):
-                        await self._apply(*await self.handle.request({"request": "unsubscribe",
-                                                                      "streams": [{"feed": feed}]}))
-                return
-            await self._apply(data, jsep)
 
     async def _join(self, feeds: list[int]) -> None:
         self.handle = await self.session.attach(PLUGIN)
@@ -264,6 +297,7 @@ class VideoRoomSubscriber:
                 if not feeds:
                     raise
                 extra["streams"] = [{"feed": feed} for feed in feeds]
+        self._requested = set(feeds)
         await self._apply(data, jsep)
 
     async def _still_publishing(self, feeds: list[int]) -> list[int]:
@@ -278,6 +312,8 @@ class VideoRoomSubscriber:
         mapping = _parse_streams(data.get("streams")) if "streams" in data else None
         if jsep is not None and jsep["type"] == "offer":
             assert self.pc is not None and self.handle is not None
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("subscriber offer: %s", _ssrcs_by_mid(jsep["sdp"]))
             answer = await accept_offer(self.pc, jsep)
             await self.handle.request({"request": "start"}, answer)
             self.offers_answered += 1
