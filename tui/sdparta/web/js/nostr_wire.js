@@ -5,7 +5,7 @@
 import { WireError, concat, fromBase64, fromHex, toBase64, toHex, uint64, utf8 } from "sdparta/bytes.js";
 import { canonicalJson, isInt, isObject, loadJson } from "sdparta/json.js";
 import { verifySignature } from "sdparta/keys.js";
-import { SIG_LEN, cleanName, openSealed, seal } from "sdparta/wire.js";
+import { SIG_LEN, cleanName, openSealed, seal, signedName } from "sdparta/wire.js";
 
 export const APP_KIND = 30078;
 export const MAX_PRESENCE_RECORD_BYTES = 2048;
@@ -68,7 +68,7 @@ function presenceSigningBytes(keys, publicKey, sessionId, nostrKey, name, tsMs) 
 /** Seal our presence (or leaving) record for the event published under `nostrKey` (32 bytes, x-only). */
 export async function encodePresenceRecord(keys, identity, sessionId, nostrKey, name, tsMs,
   { leaving = false, nonce = undefined } = {}) {
-  name = cleanName(name);
+  name = signedName(name);
   const signature = await identity.sign(presenceSigningBytes(keys, identity.publicKey, sessionId, nostrKey, name, tsMs));
   const body = { v: 1, pk: toHex(identity.publicKey), sid: sessionId, name, ts: tsMs, sig: toHex(signature), left: leaving };
   const dataKey = await new RoomTags(keys).presenceKey(sessionId);

@@ -74,11 +74,18 @@ export function isPrintable(ch) {
   return ch === " " || !NONPRINTABLE.test(ch);
 }
 
-/** Display names are short single-line printable text (exactly as clean_name in wire.py). */
+/** Display names are short single-line printable text (exactly as clean_name in wire.py, which a
+ *  reader checks a signed name against: name === cleanName(name)). */
 export function cleanName(name) {
   const printable = Array.from(String(name)).filter(isPrintable).join("").replace(/^ +| +$/g, "");
   const cleaned = Array.from(printable).slice(0, MAX_NAME_CHARS).join("");
   return cleaned || "anonymous";
+}
+
+/** The name we sign: cleanName, less the spaces its cut at 48 characters can leave at the end (wire.py
+ *  signs those, and then no reader accepts the record, since cleanName of such a name differs). */
+export function signedName(name) {
+  return cleanName(name).replace(/ +$/, "");
 }
 
 // ------------------------------------------------------------------ pair messages (§4)
@@ -128,7 +135,7 @@ function presenceSigningBytes(keys, publicKey, sessionId, name, tsMs) {
 
 /** A member record {publicKey, sessionId, name, tsMs, signature}, signed by `identity`. */
 export async function signMember(keys, identity, sessionId, name, tsMs) {
-  name = cleanName(name);
+  name = signedName(name);
   const signature = await identity.sign(presenceSigningBytes(keys, identity.publicKey, sessionId, name, tsMs));
   return Object.freeze({ publicKey: identity.publicKey, sessionId, name, tsMs, signature });
 }
