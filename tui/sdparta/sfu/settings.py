@@ -108,8 +108,10 @@ def parse_sfu_entry(value: object) -> SfuEntry:
     if missing:
         raise SfuSettingsError(f"the SFU entry lacks {', '.join(missing)}")
     kind = value["type"]
-    if not isinstance(kind, str) or kind not in _TYPES:
-        raise SfuSettingsError(f"unsupported SFU type {str(kind)[:40]!r} (only 'janus' is supported)")
+    if not isinstance(kind, str):
+        raise SfuSettingsError(f"the SFU type must be a string, not {type(kind).__name__}")
+    if kind not in _TYPES:
+        raise SfuSettingsError(f"unsupported SFU type {kind[:40]!r} (only 'janus' is supported)")
     url = check_url(value["url"])
     room = value["room"]
     if isinstance(room, bool) or not isinstance(room, int):
@@ -127,8 +129,12 @@ def parse_sfu_entry(value: object) -> SfuEntry:
 
 def parse_sfu_json(raw: str | bytes) -> SfuEntry:
     """Parse and validate the serialized entry (bounded before parsing)."""
-    if len(raw) > MAX_ENTRY_BYTES:
-        raise SfuSettingsError(f"the SFU entry is {len(raw)} bytes, more than {MAX_ENTRY_BYTES}")
+    # a str is measured in UTF-8 bytes (a character can take four), encoded only once short enough
+    if isinstance(raw, str) and len(raw) > MAX_ENTRY_BYTES:
+        raise SfuSettingsError(f"the SFU entry is at least {len(raw)} bytes, more than {MAX_ENTRY_BYTES}")
+    size = len(raw) if isinstance(raw, bytes) else len(raw.encode("utf-8", "replace"))
+    if size > MAX_ENTRY_BYTES:
+        raise SfuSettingsError(f"the SFU entry is {size} bytes, more than {MAX_ENTRY_BYTES}")
     try:
         value = safe_json.loads(raw, max_depth=2, what="the SFU entry")
     except safe_json.JSONError as exc:
