@@ -557,6 +557,26 @@ def test_canonical_json_of_random_values_and_random_messages_match_python(web: W
     assert [wire.decode_message(keys, alice.public_key, pair_key, bytes.fromhex(h)) for h in got["sealed"]] == offers
 
 
+JSON_TEXTS = ['{"gen":1,"ts":1.0,"r":18446744073709551615,"s":"1.5 \\" 2e3","n":[-0,0.5e-3,-12,9007199254740993]}',
+              '[1e2, 2E-2, -0.0, 123456789012345678901234567890, "\\u0000n9", {"a": [3]}]', '"x"', "7", "-7.25"]
+
+
+def test_numbers_keep_their_python_types_with_or_without_json_source_access(web: Web) -> None:
+    """1.0 is a float (not an int), big integers stay exact: the same with JSON.parse source text access
+    (Chromium) and with the fallback for browsers that lack it."""
+    got = web.run("""const show = (v) => v instanceof C.json.JsonFloat ? ["float", v.value]
+            : typeof v === "bigint" ? ["bigint", v.toString()] : Array.isArray(v) ? v.map(show)
+            : v && typeof v === "object" ? Object.fromEntries(Object.entries(v).map(([k, x]) => [k, show(x)])) : v;
+        return {access: C.json.SOURCE_ACCESS,
+                exact: a.map((t) => show(C.json.parseNumbersExactly(t, true))),
+                fallback: a.map((t) => show(C.json.parseNumbersExactly(t, false)))};""", JSON_TEXTS)
+    assert got["access"] is True
+    assert got["exact"] == got["fallback"]
+    assert got["exact"][0] == {"gen": 1, "ts": ["float", 1], "r": ["bigint", str(2**64 - 1)], "s": "1.5 \" 2e3",
+                               "n": [0, ["float", 0.0005], -12, ["bigint", "9007199254740993"]]}
+    assert got["exact"][4] == ["float", -7.25]
+
+
 SIGNED_NAMES = ["alice", "  alice\n\u0007 ", "a" * 47 + " b", "x" * 60, "", "Zoë\u200b 😀", "\u00a0"]
 
 

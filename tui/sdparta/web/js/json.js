@@ -2,7 +2,7 @@
 // *before* parsing, integers told apart from floats (1.0 is not an integer), integers past 2^53 kept
 // exact as BigInt. And the canonical JSON the Python side signs: sorted keys, no spaces, ASCII only
 // (Python's json.dumps(sort_keys=True, separators=(",", ":")) with its default ensure_ascii).
-import { WireError, fromUtf8 } from "sdparta/bytes.js";
+import { WireError, fromUtf8, randomBytes, toHex } from "sdparta/bytes.js";
 
 export const MAX_JSON_DEPTH = 8;
 
@@ -35,13 +35,67 @@ export function depthExceeds(text, maxDepth) {
 
 const INTEGER = /^-?(0|[1-9][0-9]*)$/;
 
-function revive(key, value, context) {
-  if (typeof value !== "number") return value;
-  const source = context && context.source;
-  if (typeof source !== "string") throw new WireError("this browser cannot read JSON numbers exactly");
+/** A number from its JSON source text: an int (safe), a BigInt (larger) or a JsonFloat. */
+function number(source, value) {
   if (!INTEGER.test(source)) return new JsonFloat(value);
   if (Number.isSafeInteger(value)) return value === 0 ? 0 : value;
   return BigInt(source);
+}
+
+function revive(key, value, context) {
+  return typeof value === "number" ? number(context.source, value) : value;
+}
+
+// Browsers without JSON.parse source text access (older Safari): numbers that are not safe integers
+// are rewritten, outside strings, into strings with a marker before parsing, then revived. The marker
+// is random per parse, so no string in the input can pass for a number.
+const NUMBER_TOKEN = /-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?/y;
+
+function markNumbers(text, mark) {
+  let out = "";
+  let last = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === '"') {
+      for (i++; i < text.length && text[i] !== '"'; i++) if (text[i] === "\\") i++;
+    } else if (c === "-" || (c >= "0" && c <= "9")) {
+      NUMBER_TOKEN.lastIndex = i;
+      const match = NUMBER_TOKEN.exec(text);
+      if (!match) continue; // not JSON: JSON.parse says so
+      const source = match[0];
+      if (!INTEGER.test(source) || !Number.isSafeInteger(Number(source))) {
+        out += text.slice(last, i) + '"' + mark + source + '"';
+        last = i + source.length;
+      }
+      i += source.length - 1;
+    }
+  }
+  return out + text.slice(last);
+}
+
+function reviveMarked(mark) {
+  return (key, value) => {
+    if (typeof value === "string" && value.startsWith(mark)) {
+      const source = value.slice(mark.length);
+      return number(source, Number(source));
+    }
+    return value;
+  };
+}
+
+export const SOURCE_ACCESS = (() => {
+  try {
+    return JSON.parse("[1]", (k, v, context) => (k === "0" ? context?.source === "1" : v))[0] === true;
+  } catch {
+    return false;
+  }
+})();
+
+/** JSON.parse with Python's number types; `sourceAccess` false forces the fallback (tests). */
+export function parseNumbersExactly(text, sourceAccess = SOURCE_ACCESS) {
+  if (sourceAccess) return JSON.parse(text, revive);
+  const mark = "\\u0000" + toHex(randomBytes(16)) + ":"; // as JSON text; the parsed string starts with NUL
+  return JSON.parse(markNumbers(text, mark), reviveMarked("\u0000" + mark.slice(6)));
 }
 
 /** Parse bytes (UTF-8) or text; WireError for anything that is not JSON or nests too deep. */
@@ -49,9 +103,8 @@ export function loadJson(raw, what = "JSON", maxDepth = MAX_JSON_DEPTH) {
   const text = typeof raw === "string" ? raw : fromUtf8(raw, what);
   if (depthExceeds(text, maxDepth)) throw new WireError(`${what} nests deeper than ${maxDepth} levels`);
   try {
-    return JSON.parse(text, revive);
-  } catch (error) {
-    if (error instanceof WireError) throw error;
+    return parseNumbersExactly(text);
+  } catch {
     throw new WireError(`${what} is not JSON`);
   }
 }
