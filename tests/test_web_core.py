@@ -577,6 +577,77 @@ def test_numbers_keep_their_python_types_with_or_without_json_source_access(web:
     assert got["exact"][4] == ["float", -7.25]
 
 
+def test_presence_lists_and_settings_decode_as_in_python(web: Web, keys: RoomKeys) -> None:
+    """Hand-made bodies (sealed and signed properly, content off) give the browser the same members,
+    rejection counts, TURN lists and refusals as wire.py."""
+    slot, presence_key, settings_key = bytes(32), keys.data_key("presence"), keys.data_key("settings")
+    people = [Identity.from_seed(bytes([i + 1]) * 32) for i in range(70)]
+    members = [wire.sign_member(keys, p, f"{i:016x}", f"member {i}", 1700000000000 + i) for i, p in enumerate(people)]
+    record = {"pk": members[0].public_key.hex(), "sid": members[0].session_id, "name": members[0].name,
+              "ts": members[0].ts_ms, "sig": members[0].signature.hex()}
+
+    def presence(records: list[Any]) -> str:
+        raw = json.dumps({"v": 1, "members": records}, separators=(",", ":"), sort_keys=True).encode()
+        return wire.seal(keys, b"presence", slot, presence_key, raw).hex()
+
+    def settings(turn: list[Any], **extra: Any) -> str:
+        signer = people[0]
+        body = {"v": 1, "author": signer.public_key.hex(), "ts": 1, "turn": turn, **extra}
+        raw = json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
+        signature = signer.sign(b"sdparta/v1/settings\x00" + keys.room_id + settings_key + raw)
+        return wire.seal(keys, b"settings", slot, settings_key, signature + raw).hex()
+
+    turn = {"url": "turns:relay.example:5349?transport=tcp", "username": "u", "credential": "p"}
+    lists = {
+        "full": presence([{"pk": m.public_key.hex(), "sid": m.session_id, "name": m.name, "ts": m.ts_ms,
+                           "sig": m.signature.hex()} for m in members]),
+        "odd": presence([record, 5, [], {**record, "name": "member 0 "}, {**record, "ts": 1.5}, {**record, "ts": -1},
+                         {**record, "sid": "ABCDEF0123456789"}, {**record, "pk": "zz"}, {**record, "sig": 7},
+                         {k: v for k, v in record.items() if k != "name"}, {**record, "ts": True}, record]),
+        "shape": wire.seal(keys, b"presence", slot, presence_key, b'{"v":1,"members":{}}').hex(),
+        "v2": wire.seal(keys, b"presence", slot, presence_key, b'{"v":2,"members":[]}').hex(),
+    }
+    configs = {
+        "many": settings([turn] * 6), "long": settings([{**turn, "credential": "é" * 256}]),
+        "tooLong": settings([{**turn, "credential": "é" * 257}]), "notObject": settings(["turn:a"]),
+        "noUser": settings([{"url": turn["url"], "credential": "p"}]), "v2": settings([turn], v=2),
+        "floatTs": settings([turn], ts=1.0), "shortAuthor": settings([turn], author="00" * 31),
+        "notList": settings({"url": "x"}),  # type: ignore[arg-type]
+    }
+    got = web.run("""const K = await T.room(); const slot = new Uint8Array(32);
+        const pk = await K.dataKey("presence"), sk = await K.dataKey("settings");
+        const lists = {}, configs = {};
+        for (const [name, hex] of Object.entries(a.lists)) {
+          try {
+            const r = await C.wire.decodePresence(K, slot, pk, T.ux(hex));
+            lists[name] = [r.members.map((m) => m.sessionId), r.rejected];
+          } catch (e) { lists[name] = e.name; }
+        }
+        for (const [name, hex] of Object.entries(a.configs)) {
+          try {
+            configs[name] = (await C.wire.decodeSettings(K, slot, sk, T.ux(hex))).turn;
+          } catch (e) { configs[name] = e.name; }
+        }
+        return {lists, configs};""", {"lists": lists, "configs": configs})
+    for name, blob in lists.items():
+        try:
+            found, rejected = wire.decode_presence(keys, slot, presence_key, bytes.fromhex(blob))
+            expected: Any = [[m.session_id for m in found], rejected]
+        except wire.WireError:
+            expected = "WireError"
+        assert got["lists"][name] == expected, name
+    for name, blob in configs.items():
+        try:
+            expected = [{"url": t.url, "username": t.username, "credential": t.credential}
+                        for t in wire.decode_settings(keys, slot, settings_key, bytes.fromhex(blob)).turn]
+        except wire.WireError:
+            expected = "WireError"
+        assert got["configs"][name] == expected, name
+    assert len(got["lists"]["full"][0]) == 64 and got["configs"]["many"] == [turn] * 4
+    assert got["lists"]["odd"] == [[members[0].session_id] * 2, 10]
+    assert got["configs"]["long"] != "WireError" and got["configs"]["tooLong"] == "WireError"
+
+
 SIGNED_NAMES = ["alice", "  alice\n\u0007 ", "a" * 47 + " b", "x" * 60, "", "Zoë\u200b 😀", "\u00a0"]
 
 
