@@ -272,6 +272,40 @@ def test_registry_entries_and_skylinks_agree_with_python(web: Web) -> None:
                    data_key.hex()) == hash_registry_entry(data_key, b"", 2**64 - 1).hex()
 
 
+def test_the_real_portal_takes_the_browsers_registry_entries_and_skyfiles(web: Web, keys: RoomKeys) -> None:
+    """Through the page's own origin (CSP connect-src 'self'): the portal — which verifies with
+    store/crypto.py — accepts the browser's signed entry, refuses a revision that does not grow, and
+    stores a sealed presence list under the skylink the browser computes; what comes back verifies."""
+    got = web.run("""const K = await T.room(); const me = await T.alice();
+        const slot = await C.keys.Identity.fromSeed(K.presenceSeed), dk = await K.dataKey("presence");
+        const member = await C.wire.signMember(K, me, "0011223344556677", "alice", Date.now());
+        const blob = await C.wire.encodePresence(K, slot.publicKey, dk, [member]);
+        const form = new FormData(); form.append("file", new Blob([blob]), "presence");
+        const upload = await (await fetch("/skynet/skyfile", {method: "POST", body: form})).json();
+        const raw = C.skynet.decodeSkylink(upload.skylink);
+        const post = async (revision) => {
+          const e = await C.skynet.signEntry(slot, dk, raw, revision);
+          const body = JSON.stringify({publickey: {algorithm: "ed25519", key: [...e.publicKey]}, datakey: T.hx(dk),
+            revision: Number(e.revision), data: [...e.data], signature: [...e.signature]});
+          const headers = {"Content-Type": "application/json"};
+          return (await fetch("/skynet/registry", {method: "POST", headers, body})).status;
+        };
+        const first = await post(1), again = await post(1);
+        const query = `publickey=ed25519:${T.hx(slot.publicKey)}&datakey=${T.hx(dk)}`;
+        const answer = await (await fetch("/skynet/registry?" + query)).text();
+        const entry = await C.skynet.parseEntry(slot.publicKey, dk, answer);
+        const link = C.skynet.encodeSkylink(entry.data);
+        const stored = new Uint8Array(await (await fetch("/" + link)).arrayBuffer());
+        const list = await C.wire.decodePresence(K, slot.publicKey, dk, stored);
+        return {first, again, revision: entry.revision.toString(), link, expected: C.skynet.skylinkForContent(blob),
+                matches: C.skynet.contentMatches(link, stored), names: list.members.map((m) => m.name),
+                presenceSlot: T.hx(slot.publicKey)};""")
+    assert got["first"] in (200, 204) and got["again"] >= 400
+    assert got["revision"] == "1" and got["link"] == got["expected"] and got["matches"]
+    assert got["names"] == ["alice"]
+    assert got["presenceSlot"] == KeyPair.from_private_bytes(keys.presence_seed).public_key.hex()
+
+
 def test_python_seals_and_signs_the_browser_opens_and_verifies(web: Web, keys: RoomKeys, alice: Identity) -> None:
     bob = Identity.generate()
     pair_key = keys.data_key("pair", SID_B, SID_A)
