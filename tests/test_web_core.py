@@ -160,6 +160,10 @@ def test_room_key_vectors(web: Web, keys: RoomKeys) -> None:
     assert {k: got[k] for k in KEY_VECTORS} == KEY_VECTORS
     assert got["dataKeys"] == [expected for _, expected in DATA_KEY_VECTORS]
     assert got["sealKey"] == keys.seal_key.hex() and got["roomId"] == keys.room_id.hex()
+    epochs = [[slot, f"epoch-{e}"] for slot in ("presence", "settings") for e in (1, 2, 32)]
+    assert web.run("""const K = await T.room(); const out = [];
+        for (const parts of a) out.push(T.hx(await K.dataKey(...parts)));
+        return out;""", epochs) == [keys.data_key(*parts).hex() for parts in epochs]
 
 
 def test_other_rooms_and_unicode_names_derive_as_python(web: Web) -> None:
@@ -526,6 +530,42 @@ def test_tampered_nostr_events_and_records_are_rejected(web: Web, keys: RoomKeys
         assert got[name] is not None and got[name].startswith(f"InvalidEvent: {reason}"), (name, got[name])
     for name in ("otherKey", "otherD", "notBase64", "spaces", "tooLong"):
         assert got[name] is not None and got[name].startswith("WireError: "), (name, got[name])
+
+
+def test_nostr_presence_records_with_content_off_decode_as_in_python(web: Web, keys: RoomKeys,
+                                                                    alice: Identity) -> None:
+    nostr_key = NostrKey()
+    nk = bytes.fromhex(nostr_key.pubkey)
+    tags = RoomTags(keys)
+    good = json.loads(wire.open_sealed(keys, b"nostr-presence", nk, tags.presence_key(SID_A), encode_presence_record(
+        keys, alice, SID_A, nk, "alice", 1700000000000), 4096))
+
+    def sealed(body: Any, sid: str = SID_A) -> str:
+        raw = json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
+        return wire.seal(keys, b"nostr-presence", nk, tags.presence_key(sid), raw).hex()
+
+    without_left = {k: v for k, v in good.items() if k != "left"}
+    cases = {"good": sealed(good), "left": sealed({**good, "left": 1}), "noLeft": sealed(without_left),
+             "otherSid": sealed({**good, "sid": SID_B}, SID_B), "v0": sealed({**good, "v": 0}),
+             "name": sealed({**good, "name": " alice"}), "ts": sealed({**good, "ts": 1700000000001}),
+             "floatTs": sealed({**good, "ts": 1700000000000.0}), "list": sealed([good]),
+             "pk": sealed({**good, "pk": "00" * 32}), "big": sealed({**good, "name": "x" * 3000})}
+    got = web.run("""const K = await T.room(); const out = {};
+        for (const [name, hex] of Object.entries(a.cases)) {
+          try {
+            const r = await C.nostrWire.decodePresenceRecord(K, T.ux(a.nk), a.d, T.ux(hex));
+            out[name] = [T.hx(r.publicKey), r.sessionId, r.tsMs, r.member === null];
+          } catch (e) { out[name] = e.name; }
+        }
+        return out;""", {"cases": cases, "nk": nk.hex(), "d": tags.presence_d(SID_A)})
+    for name, blob in cases.items():
+        try:
+            record = decode_presence_record(keys, nk, tags.presence_d(SID_A), bytes.fromhex(blob))
+            expected: Any = [record.public_key.hex(), record.session_id, record.ts_ms, record.member is None]
+        except wire.WireError:
+            expected = "WireError"
+        assert got[name] == expected, name
+    assert got["good"] == [alice.public_key.hex(), SID_A, 1700000000000, False]
 
 
 def test_a_valid_id_with_a_key_off_the_curve_is_bad_pubkey(web: Web) -> None:
