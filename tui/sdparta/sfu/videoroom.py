@@ -225,6 +225,7 @@ class VideoRoomSubscriber:
         #: The feeds Janus has been asked to send us (the m-line mapping can lag behind it while an
         #: offer is postponed: asking again would add the same feed's m-lines twice).
         self._requested: set[int] = set()
+        self._wanted: set[int] = set()
         self._lock = asyncio.Lock()
         self._on_change = on_change or (lambda event: None)
         self._on_crash = on_crash or (lambda name, error: None)
@@ -235,49 +236,54 @@ class VideoRoomSubscriber:
         return {stream.feed_id for stream in self.streams.values()}
 
     async def set_feeds(self, wanted: Iterable[int]) -> None:
-        """Subscribe to every feed in ``wanted`` not yet asked for, unsubscribe the others. Feeds
-        that stopped publishing meanwhile are skipped (Janus: no such feed).
-
-        A dropped feed is unsubscribed by its m-lines (``sub_mid``) where we know them, not by feed
-        id: once a
-        publisher has sent ``leave``, Janus no longer finds it by id ("Publisher … not found, not
-        unsubscribing": nothing changes, no offer), and when its media then goes it turns our m-lines
-        inactive *without* the autoupdate offer (its room pointer is gone). By mid always works.
-        Janus answers an ``update`` at once (an offer, ``updated`` with no change, or ``updating``
-        while an offer of its own awaits our answer — that one then comes as an event), so holding
-        the lock across the request cannot wait on an offer we have to answer."""
-        wanted = set(wanted)
+        """Receive exactly the feeds in ``wanted``: subscribe to those not yet asked for, unsubscribe
+        the others. Feeds that stopped publishing meanwhile are skipped (Janus: no such feed)."""
         async with self._lock:
+            self._wanted = set(wanted)
             if self.handle is None:
-                if wanted:
-                    await self._join(sorted(wanted))
+                if self._wanted:
+                    await self._join(sorted(self._wanted))
                 return
-            add = sorted(wanted - self._requested)
-            drop = sorted(self._requested - wanted)
-            drop_mids = sorted(mid for mid, stream in self.streams.items() if stream.feed_id not in wanted)
-            mapped = {self.streams[mid].feed_id for mid in drop_mids}
-            for _ in range(len(add) + 1):
-                if not add and not drop and not drop_mids:
-                    return
-                body: dict[str, Any] = {"request": "update"}
-                if add:
-                    body["subscribe"] = [{"feed": feed} for feed in add]
-                if drop or drop_mids:
-                    # by m-line where we know them; by feed id only for a feed whose offer is still due
-                    body["unsubscribe"] = ([{"sub_mid": mid} for mid in drop_mids]
-                                           + [{"feed": feed} for feed in drop if feed not in mapped])
-                try:
-                    data, jsep = await self.handle.request(body)
-                except JanusRequestError as exc:
-                    if exc.code != _NO_SUCH_FEED or not add:
-                        raise
-                    add = await self._still_publishing(add)  # one of them left meanwhile
-                    continue
-                self._requested = (self._requested | set(add)) - set(drop)
-                log.debug("subscription update: +%s −%s −mids %s → %s", add, drop, drop_mids,
-                          data.get("videoroom"))
-                await self._apply(data, jsep)
+            await self._converge()
+
+    async def _converge(self) -> None:
+        """One ``update`` towards the wanted set, if anything differs (called under the lock, after
+        ``set_feeds`` and after every offer of Janus' own).
+
+        A feed is unsubscribed by its m-lines (``sub_mid``), never by feed id: once a publisher has
+        sent ``leave``, Janus no longer finds it by id ("Publisher … not found, not unsubscribing":
+        nothing changes, no offer), and when its media then goes Janus turns our m-lines inactive
+        *without* the autoupdate offer (its room pointer is gone). By mid always renegotiates. A feed
+        asked for whose m-lines no answered offer has shown yet is just forgotten: the offer that
+        shows them runs this again. Janus answers an ``update`` at once (an offer, ``updated`` with no
+        change, or ``updating`` while an offer of its own awaits our answer — that one then comes as
+        an event), so holding the lock across the request never waits on an offer we must answer."""
+        assert self.handle is not None
+        wanted = self._wanted
+        self._requested &= wanted | self.feeds  # forgotten: asked for, unwanted, not (yet) in a mapping
+        add = sorted(wanted - self._requested)
+        drop_mids = sorted(mid for mid, stream in self.streams.items() if stream.feed_id not in wanted)
+        for _ in range(len(add) + 1):
+            if not add and not drop_mids:
                 return
+            body: dict[str, Any] = {"request": "update"}
+            if add:
+                body["subscribe"] = [{"feed": feed} for feed in add]
+            if drop_mids:
+                body["unsubscribe"] = [{"sub_mid": mid} for mid in drop_mids]
+            try:
+                data, jsep = await self.handle.request(body)
+            except JanusRequestError as exc:
+                if exc.code != _NO_SUCH_FEED or not add:
+                    raise
+                live = await self._still_publishing(add)  # one of them left meanwhile: not asked again
+                self._wanted -= set(add) - set(live)
+                add = live
+                continue
+            self._requested = (self._requested | set(add)) - {self.streams[mid].feed_id for mid in drop_mids}
+            log.debug("subscription update: +%s −mids %s → %s", add, drop_mids, data.get("videoroom"))
+            await self._apply(data, jsep)
+            return
 
     async def _join(self, feeds: list[int]) -> None:
         self.handle = await self.session.attach(PLUGIN)
@@ -341,6 +347,8 @@ class VideoRoomSubscriber:
             async with self._lock:  # an offer of Janus' own (a subscribed publisher left: autoupdate)
                 try:
                     await self._apply(event.data, event.jsep)
+                    if self.handle is not None and event.jsep is not None:
+                        await self._converge()  # it may show feeds dropped while it was due
                 except SessionLost:
                     return
                 except (JanusError, ValueError) as exc:
