@@ -759,6 +759,43 @@ def test_a_name_with_a_newer_emoji_signed_in_the_browser_is_accepted_by_python(w
     assert rejected == 0 and [m.name for m in members] == [got[0]]
 
 
+CONTROL_MESSAGES = [
+    '{"t":"ping"}', '{"t":"chat","text":"hi\\u0007 there \\ud83d\\ude00\\u202e","ts":1}', '{"t":5}', "[]", "nope",
+    '{"t":"state","name":"a","muted":[],"camera_off":{},"audio_only":"x"}', '{"t":"state","muted":1,"camera_off":0.0}',
+    '{"t":"signal","body":{"type":"offer","sdp":"v=0","gen":2}}', '{"t":"signal","body":{"type":"offer","sdp":"v=0",'
+    '"gen":true}}', '{"t":"signal","body":{"type":"answer","sdp":"v=0","gen":1.0}}', '{"t":"chat","text":7}',
+    '{"t":"chat","text":"' + "é" * 2100 + '"}', '{"t":"chat","text":"' + "x" * 16400 + '"}', "[" * 9 + "]" * 9,
+    '{"t":"bye"}', '{"t":"restart"}',
+]
+
+
+def test_data_channel_messages_read_as_the_engine_reads_them(web: Web) -> None:
+    from sdparta.engine.negotiation import _valid_signal
+    from sdparta.engine.peer import MAX_CHAT_CHARS, PeerLink
+
+    got = web.run("""const H = C.channel;
+        return a.map((raw) => {
+          const m = H.parseControl(raw);
+          if (m === null) return null;
+          return {t: m.t, chat: H.chatText(m), state: m.t === "state" ? H.peerState(m) : null,
+                  signal: m.t === "signal" ? H.validSignal(m.body) : null};
+        });""", CONTROL_MESSAGES)
+    for raw, item in zip(CONTROL_MESSAGES, got, strict=True):
+        message = PeerLink.parse_control(raw)
+        if message is None:
+            assert item is None, raw[:60]
+            continue
+        chat = ("".join(ch for ch in message["text"] if ch.isprintable())[:MAX_CHAT_CHARS]
+                if message["t"] == "chat" and isinstance(message.get("text"), str) else None)
+        state = ({"muted": bool(message.get("muted")), "cameraOff": bool(message.get("camera_off")),
+                  "audioOnly": bool(message.get("audio_only"))} if message["t"] == "state" else None)
+        signal = _valid_signal(message.get("body")) if message["t"] == "signal" else None
+        assert item == {"t": message["t"], "chat": chat, "state": state, "signal": signal}, raw[:60]
+    assert web.run("return C.channel.encodeControl(a)", {"t": "chat", "text": "é", "ts": 1}) == (
+        '{"t":"chat","text":"\\u00e9","ts":1}')
+    assert web.run("return C.channel.encodeControl({t: 'chat', text: 'x'.repeat(17000)})") is None
+
+
 def test_fingerprint_and_identicon_match_the_terminal(web: Web) -> None:
     public_keys = [Identity.from_seed(bytes([i]) * 32).public_key for i in range(12)] + [bytes.fromhex(IDENTITY_PUBLIC)]
     got = web.run("""return a.map((pk) => {

@@ -7,3 +7,4 @@ export * as skynet from "sdparta/skynet.js";
 export * as nostr from "sdparta/nostr.js";
 export * as nostrWire from "sdparta/nostr_wire.js";
 export * as identicon from "sdparta/identicon.js";
+export * as channel from "sdparta/channel.js";
