@@ -796,6 +796,20 @@ def test_data_channel_messages_read_as_the_engine_reads_them(web: Web) -> None:
     assert web.run("return C.channel.encodeControl({t: 'chat', text: 'x'.repeat(17000)})") is None
 
 
+def test_the_offerer_of_a_pair_is_the_one_python_picks(web: Web) -> None:
+    from sdparta.engine.negotiation import offers_first
+
+    rng = random.Random(7)
+    keys_ = [bytes(32), b"\x01" * 32, b"\x00" * 31 + b"\x01", b"\xff" * 32, rng.randbytes(32), rng.randbytes(32)]
+    sessions = [SID_A, SID_B, "0011223344556678"]
+    pairs = [(a, s1, b, s2) for a in keys_ for b in keys_ for s1 in sessions for s2 in sessions]
+    got = web.run("""return a.map(([ours, sid, theirs, other]) =>
+        C.wire.offersFirst(T.ux(ours), sid, {publicKey: T.ux(theirs), sessionId: other}));""",
+                  [[a.hex(), s1, b.hex(), s2] for a, s1, b, s2 in pairs])
+    expected = [offers_first(a, s1, wire.Member(b, s2, "x", 0, bytes(64))) for a, s1, b, s2 in pairs]
+    assert got == expected and any(got) and not all(got)
+
+
 def test_fingerprint_and_identicon_match_the_terminal(web: Web) -> None:
     public_keys = [Identity.from_seed(bytes([i]) * 32).public_key for i in range(12)] + [bytes.fromhex(IDENTITY_PUBLIC)]
     got = web.run("""return a.map((pk) => {

@@ -232,3 +232,16 @@ export async function decodeSettings(keys, slotPublicKey, dataKey, blob) {
   return Object.freeze({ author, tsMs, turn: Object.freeze(turn) });
 }
 
+
+// ------------------------------------------------------------------ negotiation (§6)
+function compareBytes(a, b) {
+  for (let i = 0; i < Math.min(a.length, b.length); i++) if (a[i] !== b[i]) return a[i] - b[i];
+  return a.length - b.length;
+}
+
+/** Deterministic offerer of a pair: the smaller (public key, session id) offers, so there is no glare. */
+export function offersFirst(ourKey, ourSession, member) {
+  const byKey = compareBytes(ourKey, member.publicKey);
+  if (byKey !== 0) return byKey < 0;
+  return ourSession < member.sessionId; // session ids are lowercase hex: code unit order is Python's
+}
