@@ -32,6 +32,8 @@ export async function pbkdf2Sha256(password, salt, iterations, length = 32) {
   return new Uint8Array(bits);
 }
 
+const aesKeys = new WeakMap(); // RoomKeys → Promise<CryptoKey>
+
 /** The secrets everyone holding the room name and password computes (RoomKeys in keys.py). */
 export class RoomKeys {
   constructor({ sealKey, tagKey, presenceSeed, roomId }) {
@@ -39,8 +41,6 @@ export class RoomKeys {
     this.tagKey = tagKey;
     this.presenceSeed = presenceSeed;
     this.roomId = roomId;
-    this._aes = null;
-    this._tag = null;
     Object.freeze(this);
   }
 
@@ -62,9 +62,14 @@ export class RoomKeys {
     return hmacSha256(this.tagKey, utf8(parts.join("/")));
   }
 
-  /** The room's AES-256-GCM key as a (non-extractable) CryptoKey. */
-  async aesKey() {
-    return subtle().importKey("raw", this.sealKey, { name: "AES-GCM" }, false, ["encrypt", "decrypt"]);
+  /** The room's AES-256-GCM key as a (non-extractable) CryptoKey, imported once. */
+  aesKey() {
+    let key = aesKeys.get(this);
+    if (key === undefined) {
+      key = subtle().importKey("raw", this.sealKey, { name: "AES-GCM" }, false, ["encrypt", "decrypt"]);
+      aesKeys.set(this, key);
+    }
+    return key;
   }
 }
 
