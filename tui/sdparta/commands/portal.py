@@ -15,14 +15,14 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from sdparta.commands.options import check_portal_command_args
-    from sdparta.portal.server import run_portal
+    from sdparta.portal.server import DEFAULT_HOST, run_portal
 
     try:  # also belongs in cli.CHECKS (it runs before anything starts either way)
         tls = check_portal_command_args(args)
         if getattr(args, "tls", None) == "self-signed":
             from sdparta.portal.tls import self_signed
 
-            tls = self_signed(args.host or "127.0.0.1")
+            tls = self_signed(args.host if args.host is not None else DEFAULT_HOST)
     except ValueError as exc:
         print(f"sdparta portal: {exc}", file=sys.stderr)
         return 2
