@@ -39,8 +39,9 @@ CONTENT_TYPES = {
 }
 COMPRESSIBLE = {".html", ".js", ".mjs", ".css", ".json", ".svg", ".txt", ".webmanifest", ".wasm"}
 
+# Only features Chromium knows: an unknown one ("bluetooth") is a console warning on every load.
 PERMISSIONS_POLICY = ("camera=(self), microphone=(self), display-capture=(), geolocation=(), payment=(), "
-                      "usb=(), serial=(), hid=(), bluetooth=(), midi=(), accelerometer=(), gyroscope=(), "
+                      "usb=(), serial=(), hid=(), midi=(), accelerometer=(), gyroscope=(), "
                       "magnetometer=()")
 CONNECT_SRC = "'self' ws: wss:"
 
