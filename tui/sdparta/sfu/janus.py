@@ -49,7 +49,7 @@ from sdparta.supervise import supervised
 
 log = logging.getLogger(__name__)
 
-__all__ = ["HandleEvent", "JanusHandle", "JanusSession", "SessionStats", "clean_text", "janus_id"]
+__all__ = ["HandleEvent", "JanusHandle", "JanusSession", "SessionStats", "clean_text", "janus_id", "stop_task"]
 
 MAX_MESSAGE_BYTES = 1024 * 1024  # an SDP offer for 30 m-lines is ~40 KB
 MAX_DEPTH = 12
@@ -77,6 +77,21 @@ def clean_text(value: object, limit: int = MAX_TEXT) -> str:
     text = value if isinstance(value, str) else ""
     text = "".join(ch if ch.isprintable() else " " for ch in text[: limit * 2])
     return text[:limit] + ("…" if len(text) > limit else "")
+
+
+async def stop_task(task: asyncio.Task[Any], *, grace_s: float = 1.0) -> None:
+    """Cancel ``task`` and wait until it has ended, cancelling again while it runs on.
+
+    Python 3.11 can lose a cancellation that lands just as the future a task awaits completes
+    (``asyncio.wait_for`` returns the result instead; libraries still use it): a loop waiting for its
+    next event then waits forever and a plain ``cancel(); await task`` hangs the caller with it.
+    Whatever the task raised or returned is dropped (it was being stopped)."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=grace_s)
+    if not task.cancelled():
+        with contextlib.suppress(Exception):
+            task.result()
 
 
 def janus_id(value: object) -> int | None:
@@ -184,7 +199,8 @@ class JanusHandle:
         return data, _jsep(reply.get("jsep"))
 
     async def next_event(self, timeout: float | None = None) -> HandleEvent:
-        return await asyncio.wait_for(self.events.get(), timeout)
+        async with asyncio.timeout(timeout):
+            return await self.events.get()
 
     async def hangup(self) -> None:
         with contextlib.suppress(JanusError):
@@ -246,9 +262,10 @@ class JanusSession:
     async def _open(self, connect_timeout_s: float) -> None:
         self._http = aiohttp.ClientSession()
         try:
-            self._ws = await asyncio.wait_for(self._http.ws_connect(
-                self.url, protocols=(SUBPROTOCOL,), max_msg_size=MAX_MESSAGE_BYTES, autoping=True,
-                compress=0, timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=2.0)), connect_timeout_s)
+            async with asyncio.timeout(connect_timeout_s):  # not wait_for: it can swallow a cancellation
+                self._ws = await self._http.ws_connect(
+                    self.url, protocols=(SUBPROTOCOL,), max_msg_size=MAX_MESSAGE_BYTES, autoping=True,
+                    compress=0, timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=2.0))
         except TimeoutError:
             raise SfuUnreachable(f"{self.label} is unreachable: no answer from {self.url} within "
                                  f"{connect_timeout_s:g} s") from None
@@ -310,10 +327,7 @@ class JanusSession:
             with contextlib.suppress(Exception):
                 await self._ws.close()
         for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            await stop_task(task)
         if self._http is not None:
             await self._http.close()
         self._fail_all(SessionLost(f"{self.label}: the session was closed"), report=False)
@@ -386,7 +400,8 @@ class JanusSession:
                 log.debug("%s → %s", self.label, _summary(message))
             await self._ws.send_json(message)
             self.stats.sent += 1
-            reply = await asyncio.wait_for(future, limit)
+            async with asyncio.timeout(limit):  # not wait_for: in 3.11 it can swallow a cancellation
+                reply = await future
         except TimeoutError:
             raise JanusTimeout(f"{self.label} did not answer {message['janus']!r} within {limit:g} s") from None
         except (ConnectionError, aiohttp.ClientError, RuntimeError) as exc:

@@ -31,7 +31,7 @@ from aiortc import RTCIceServer, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamTrack
 
 from sdparta.sfu.errors import JanusError, JanusProtocolError, JanusRequestError, SessionLost
-from sdparta.sfu.janus import HandleEvent, JanusHandle, JanusSession, clean_text, janus_id
+from sdparta.sfu.janus import HandleEvent, JanusHandle, JanusSession, clean_text, janus_id, stop_task
 from sdparta.sfu.peer import accept_offer, apply_answer, make_offer, new_peer_connection
 from sdparta.supervise import supervised
 
@@ -151,9 +151,8 @@ class _Worker:
 
     async def stop(self) -> None:
         self._stopping = True
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await self.task
+        if self.task is not asyncio.current_task():
+            await stop_task(self.task)
 
 
 class VideoRoomPublisher:
