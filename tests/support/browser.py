@@ -87,3 +87,58 @@ class IsolatedNamespace:
 
     def __exit__(self, *exc: object) -> None:
         run("ip", "netns", "del", self.name, check=False)
+
+
+class CallNamespaces:
+    """Chromium's namespace and the bots' namespace, joined by a veth pair, no route out (as
+    tests/support/browser_pair.py, on its own subnet so both can exist at once); removed on exit.
+
+    Servers the page uses run in the browser namespace listening on every interface: the page reaches
+    them at 127.0.0.1 (a secure context, so WebCrypto and getUserMedia work), bots in the peer
+    namespace at ``browser_ip``. Bots get host candidates on the veth (aioice skips 127.0.0.1);
+    Chromium without media permission hides its address behind mDNS names, whose answers cross the
+    veth (multicast on, a multicast route each side)."""
+
+    def __init__(self, workdir: Path, subnet: str = "10.204.0") -> None:
+        tag = uuid.uuid4().hex[:5]
+        self.subnet = subnet
+        self.browser_ip, self.peer_ip = f"{subnet}.1", f"{subnet}.2"
+        self.browser_ns, self.peer_ns = f"sdpc{tag}-br", f"sdpc{tag}-pe"
+        self.wrapper = workdir / "chromium-in-call-netns"
+
+    def browser_prefix(self) -> list[str]:
+        return ["ip", "netns", "exec", self.browser_ns]
+
+    def peer_prefix(self) -> list[str]:
+        return ["ip", "netns", "exec", self.peer_ns]
+
+    def __enter__(self) -> CallNamespaces:
+        if f" {self.subnet}." in run("ip", "-o", "addr", "show").stdout:
+            raise RuntimeError(f"{self.subnet}.0/30 is in use on this machine")
+        made: list[str] = []
+        try:
+            for ns in (self.browser_ns, self.peer_ns):
+                run("ip", "netns", "add", ns)
+                made.append(ns)
+                run("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
+            run("ip", "link", "add", "sdpcv0", "netns", self.browser_ns, "type", "veth",
+                "peer", "name", "sdpcv1", "netns", self.peer_ns)
+            for ns, dev, ip in ((self.browser_ns, "sdpcv0", self.browser_ip), (self.peer_ns, "sdpcv1", self.peer_ip)):
+                ex = ("ip", "netns", "exec", ns)
+                run(*ex, "ip", "addr", "add", f"{ip}/30", "dev", dev)
+                run(*ex, "ip", "link", "set", dev, "multicast", "on", "up")
+                run(*ex, "ip", "route", "add", "224.0.0.0/4", "dev", dev)
+            # Without media permission Chromium gathers only on its default route's interface: point it
+            # at the peer namespace, which has no route on and forwards nothing.
+            run("ip", "netns", "exec", self.browser_ns, "ip", "route", "add", "default", "via", self.peer_ip)
+            check_no_route_out(self.peer_ns)
+            write_wrapper(self.wrapper, self.browser_ns)
+        except Exception:
+            for ns in made:
+                run("ip", "netns", "del", ns, check=False)
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for ns in (self.browser_ns, self.peer_ns):
+            run("ip", "netns", "del", ns, check=False)
