@@ -25,6 +25,12 @@ Example config.toml::
     url = "turn:turn.example.org:3478"
     username = "ana"
     password = "secret"
+
+    # name a Janus SFU in the sealed settings of every room joined (like --share-sfu)
+    [share_sfu]
+    url = "wss://sfu.example.org/janus"
+    room = 1234
+    pin = "optional"
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ from sdparta.engine import defaults  # the engine's defaults (constants only: no
 
 if TYPE_CHECKING:
     from sdparta.engine.call_config import CallConfig
+    from sdparta.sfu.settings import SfuEntry
 
 VIDEO_MODES = ("truecolor", "256", "mono")
 SSH_FPS = 8
@@ -207,6 +214,20 @@ def _turn(key: str, value: Any) -> list[dict[str, str]]:
     return servers
 
 
+def _share_sfu(key: str, value: Any) -> dict[str, Any]:
+    """``{url, room[, pin][, type]}``: an SFU entry as the room settings carry it (sdparta.sfu.settings)."""
+    from sdparta.sfu.settings import parse_sfu_entry  # pure parsing (no network, no aiortc)
+
+    if not isinstance(value, dict):
+        raise ValueError(f'{key} must be a table {{url = "wss://…", room = N, pin = "…" (optional)}}, '
+                         f"not {type(value).__name__}")
+    try:
+        entry = parse_sfu_entry({"type": "janus", "pin": None, **value})
+    except ValueError as exc:
+        raise ValueError(f"{key}: {exc}") from None
+    return entry.to_json()
+
+
 def check_room_name(room: str) -> str:
     """Everyone must type the same name (it derives the room's keys): refuse one that is empty,
     blank, absurdly long or holds control characters, before anything starts."""
@@ -255,6 +276,9 @@ class UserSettings:
     """TURN relays, one entry per URL with its credentials."""
     relay_only: bool = False
     """Offer only TURN relay candidates (hides this machine's addresses from the peers)."""
+    share_sfu: SfuEntry | None = None
+    """A Janus SFU to name in the sealed settings of every room joined (``--share-sfu``); calls do not
+    move onto it yet (the room stays a mesh)."""
     video_mode: str = "truecolor"
     """How video tiles are drawn: truecolor, 256 or mono."""
     fps: int = 15
@@ -277,6 +301,7 @@ CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "stun": _stun,
     "turn": _turn,
     "relay_only": _bool,
+    "share_sfu": _share_sfu,
     "video_mode": _video_mode,
     "fps": _int_in(1, 30),
     "opus_bitrate": _int_in(6000, 510000),
@@ -292,6 +317,7 @@ def _defaults() -> dict[str, Any]:
     defaults = UserSettings()
     values = {f.name: getattr(defaults, f.name) for f in fields(UserSettings)}
     values["turn"] = [{"url": t.url, "username": t.username, "password": t.password} for t in defaults.turn]
+    values["share_sfu"] = defaults.share_sfu.to_json() if defaults.share_sfu is not None else None
     return values
 
 
@@ -315,7 +341,11 @@ class Settings:
     @property
     def typed(self) -> UserSettings:
         """The values as a typed (frozen) record."""
-        values = {**self.values, "turn": [TurnSetting(**t) for t in self.values["turn"]]}
+        from sdparta.sfu.settings import parse_sfu_entry
+
+        sfu = self.values["share_sfu"]
+        values = {**self.values, "turn": [TurnSetting(**t) for t in self.values["turn"]],
+                  "share_sfu": parse_sfu_entry(sfu) if sfu is not None else None}
         return UserSettings(**values)
 
 
@@ -362,6 +392,8 @@ def format_settings(settings: Settings) -> str:
              f"identity:    {identity_path()}", ""]
     for key, value in settings.values.items():
         shown = [{**t, "password": "***" if t.get("password") else ""} for t in value] if key == "turn" else value
+        if key == "share_sfu" and value is not None and value.get("pin") is not None:
+            shown = {**value, "pin": "***"}
         note = ""
         if public and key == "relays":
             note = f" (none named: {defaults.PUBLIC_RELAYS_PER_ROOM} public relays per room, below)"
@@ -412,6 +444,12 @@ class CallFlags:
     """``--relay-only`` (False = not given)."""
     share_turn: bool = False
     """``--share-turn``: put our TURN relay into the room's sealed settings."""
+    share_sfu: str | None = None
+    """``--share-sfu URL``: name this Janus SFU in the room's sealed settings (with ``sfu_room``)."""
+    sfu_room: int | None = None
+    """``--sfu-room N``: the Janus room of ``--share-sfu``."""
+    sfu_pin: str | None = None
+    """``--sfu-pin PIN``: that room's PIN, if it has one."""
     opus_bitrate: int | None = None
     """``--opus-bitrate`` in bit/s."""
     opus_channels: int | None = None
@@ -439,6 +477,8 @@ class CallFlags:
         """Portals, STUN/TURN and --relay-only as settings overrides (None: keep the config's)."""
         overrides: dict[str, Any] = {"portals": self.portals, "relays": self.relays, "stun": self.stun,
                                      "relay_only": True if self.relay_only else None}
+        if self.share_sfu is not None:
+            overrides["share_sfu"] = {"url": self.share_sfu, "room": self.sfu_room, "pin": self.sfu_pin}
         if self.turn:
             overrides["turn"] = [{"url": url, "username": self.turn_user or "", "password": self.turn_password or ""}
                                  for url in self.turn]
@@ -479,6 +519,7 @@ def call_config(room: str, flags: CallFlags, *, config_file: bool = True,
         audio_out=flags.audio_out, audio_only=values.audio_only, opus_bitrate=values.opus_bitrate,
         opus_channels=values.opus_channels, ice_servers=ice, relay_only=values.relay_only,
         connect_timeout=values.connect_timeout, push=flags.push, share_turn=flags.share_turn,
+        share_sfu=values.share_sfu,
         opus_frame_ms=flags.opus_frame_ms,
     )
     return config, settings

@@ -22,6 +22,11 @@ def add_call_options(p: argparse.ArgumentParser) -> None:
     add_network_options(p)
     p.add_argument("--share-turn", action="store_true",
                    help="share your TURN relay (with its credentials) with everyone who has the room password")
+    p.add_argument("--share-sfu", default=None, metavar="URL",
+                   help="name a Janus SFU (wss://HOST[:PORT]/PATH, with --sfu-room) in the room's sealed settings; "
+                        "calls stay a mesh for now")
+    p.add_argument("--sfu-room", type=int, default=None, metavar="N", help="the Janus room of --share-sfu")
+    p.add_argument("--sfu-pin", default=None, metavar="PIN", help="that Janus room's PIN, if it has one")
     p.add_argument("--opus-bitrate", type=int, default=None, help="Opus bitrate in bit/s")
     p.add_argument("--opus-channels", type=int, choices=(1, 2), default=None, help="Opus channels")
     p.add_argument("--opus-frame-ms", type=int, choices=(20, 40, 60), default=None,
@@ -55,7 +60,8 @@ def call_flags(args: argparse.Namespace, *, audio_out: str) -> CallFlags:
         portals=args.portal, relays=args.relay, password=args.password, name=args.name, identity=args.identity,
         stun=args.stun,
         turn=args.turn, turn_user=args.turn_user, turn_password=args.turn_password, relay_only=args.relay_only,
-        share_turn=args.share_turn, opus_bitrate=args.opus_bitrate, opus_channels=args.opus_channels,
+        share_turn=args.share_turn, share_sfu=args.share_sfu, sfu_room=args.sfu_room, sfu_pin=args.sfu_pin,
+        opus_bitrate=args.opus_bitrate, opus_channels=args.opus_channels,
         opus_frame_ms=args.opus_frame_ms, audio_only=args.audio_only, connect_timeout=args.connect_timeout,
         push=not args.no_push, video=args.video, audio=args.audio, audio_out=audio_out,
         video_mode=getattr(args, "video_mode", None), fps=getattr(args, "fps", None),
@@ -103,10 +109,23 @@ def check_network_args(args: argparse.Namespace) -> None:
                          "(TURN servers from the config file carry their own username and password)")
 
 
+def check_sfu_args(args: argparse.Namespace) -> None:
+    """``--share-sfu URL`` with ``--sfu-room N`` (and ``--sfu-pin``): checked as the room's readers
+    will check the entry (sdparta.sfu.settings.parse_sfu_entry, through the setting's check)."""
+    if args.share_sfu is None:
+        if args.sfu_room is not None or args.sfu_pin is not None:
+            raise ValueError("--sfu-room/--sfu-pin describe the SFU of --share-sfu: add --share-sfu wss://HOST/janus")
+        return
+    if args.sfu_room is None:
+        raise ValueError(f"--share-sfu {args.share_sfu}: add --sfu-room N (the Janus room everyone joins)")
+    _setting("--share-sfu", "share_sfu", {"url": args.share_sfu, "room": args.sfu_room, "pin": args.sfu_pin})
+
+
 def check_call_args(args: argparse.Namespace) -> None:
     """Everything ``join`` and ``bot`` share: the room, the network, codec and source flags."""
     check_room_name(args.room)
     check_network_args(args)
+    check_sfu_args(args)
     _setting("--name", "name", args.name)
     _setting("--opus-bitrate", "opus_bitrate", args.opus_bitrate)
     _setting("--connect-timeout", "connect_timeout", args.connect_timeout)

@@ -204,7 +204,8 @@ class Call:
             self._snapshot = replace(self._snapshot, relays=tuple(relay_urls), public_relays=cfg.public_relays)
             self._session = open_room(keys, self.identity, cfg.name, self.session_id, members, store=self._store,
                                       relays=pool, push=cfg.push, timing=cfg.timing, relay_timing=cfg.relay_timing,
-                                      share_turn=share)
+                                      share_turn=share,
+                                      share_sfu=cfg.share_sfu.to_json() if cfg.share_sfu is not None else None)
             diagnosis = Diagnosis(lambda: members.ice_servers, relay_only=cfg.relay_only, notice=self._notice)
             members.context = PeerContext(
                 room=self._session, media=media, diagnosis=diagnosis, new_pc=members.new_pc, finish=members.finish,
@@ -374,7 +375,9 @@ class Call:
             chat=tuple(self._chat),
             notices=tuple(self._notices),
             networks=tuple(session.networks()) if session is not None else (),
-            **_counter_fields(session.counters if session is not None else None),
+            room_sfu=self._members.room_sfu_label if self._members is not None else None,
+            **_counter_fields(session.counters if session is not None else None,
+                              self._members.counters if self._members is not None else None),
             **self._presence_fields(peers),
         )
         with self._lock:
@@ -419,11 +422,16 @@ class Call:
         self._changed()
 
 
-def _counter_fields(counters: SessionCounters | None) -> dict[str, Any]:
-    """The room session's counters as snapshot fields (all zero before the session exists)."""
+def _counter_fields(counters: SessionCounters | None, engine: SessionCounters | None = None) -> dict[str, Any]:
+    """The room session's counters as snapshot fields (all zero before the session exists), with
+    what the engine itself rejected (``engine``: a room's invalid SFU entry) among the invalid."""
     if counters is None:
         return {}
+    reasons = dict(counters.invalid_reasons)
+    for reason, n in (engine.invalid_reasons.items() if engine is not None else ()):
+        reasons[reason] = reasons.get(reason, 0) + n
     return {"requests_counted": True, "gets": counters.gets, "sets": counters.sets, "uploads": counters.uploads,
             "downloads": counters.downloads, "conflicts": counters.conflicts,
-            "invalid_messages": counters.invalid_messages, "invalid_reasons": tuple(counters.invalid_reasons.items()),
+            "invalid_messages": counters.invalid_messages + (engine.invalid_messages if engine is not None else 0),
+            "invalid_reasons": tuple(reasons.items()),
             "epoch_moves": counters.epoch_moves, "loop_restarts": counters.loop_restarts}

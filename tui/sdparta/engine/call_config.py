@@ -11,6 +11,7 @@ from sdparta.engine import defaults
 from sdparta.engine.codec_tuning import CodecSettings
 from sdparta.room.events import SessionTiming
 from sdparta.room.keys import Identity, RoomKeys
+from sdparta.sfu.settings import SfuEntry
 from sdparta.store.base import Store
 
 
@@ -45,6 +46,7 @@ class CallConfig:
     ice_servers: list[RTCIceServer] = field(default_factory=list)
     relay_only: bool = False
     share_turn: bool = False  # put our TURN relay into the room's sealed settings for everyone
+    share_sfu: SfuEntry | None = None  # name this SFU in the room's sealed settings (calls stay a mesh for now)
     connect_timeout: float = defaults.CONNECT_TIMEOUT
     push: bool = True
     timing: SessionTiming | None = None

@@ -25,9 +25,11 @@ from sdparta.engine.local_media import LocalMedia
 from sdparta.engine.negotiation import Negotiation, PeerContext, offers_first
 from sdparta.engine.peer import BYE_REASON, PeerLink
 from sdparta.engine.state import PeerStatus
-from sdparta.room.events import RoomEvents
+from sdparta.room.events import RoomEvents, SessionCounters
 from sdparta.room.keys import fingerprint
 from sdparta.room.wire import Member, RoomSettings
+from sdparta.sfu.errors import SfuSettingsError
+from sdparta.sfu.settings import SfuEntry, parse_sfu_entry
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,13 @@ class Membership(RoomEvents):
         self.public_key, self.session_id, self.started = public_key, session_id, started
         self.media = media
         self.ice_servers = list(ice_servers)  # + the room's relay, if one is shared
+        self._own_turn = bool(turn_servers_of(self.ice_servers))  # then the room's relay is never used
+        self.room_turn: tuple[Any, ...] = ()
+        self._room_ice: list[RTCIceServer] = []  # the room's TURN relays we use (none: ours, or none shared)
+        # The SFU the room's settings name (None: the room is a mesh). Calls do not move onto it yet.
+        self.room_sfu: SfuEntry | None = None
+        self._rejected_sfu: dict[str, Any] | None = None  # the last invalid entry (told once)
+        self.counters = SessionCounters()  # what the engine itself rejected (a room's invalid SFU entry)
         self.relay_only = relay_only
         self._notice, self._changed = notice, changed
         self.pairs: dict[str, Negotiation] = {}  # what snapshots show
@@ -163,15 +172,54 @@ class Membership(RoomEvents):
         self._changed()
 
     def settings(self, settings: RoomSettings) -> None:
-        """Someone shared a TURN relay with the room: use it unless we have our own."""
-        if not settings.turn or turn_servers_of(self.ice_servers):
-            return
-        self.ice_servers = [*self.ice_servers, *(RTCIceServer(urls=t.url, username=t.username,
-                                                              credential=t.credential) for t in settings.turn)]
+        """The room's settings, on joining and with every newer record: its TURN relay is used unless
+        we have our own (a newer relay replaces the room's older one; a record without one keeps
+        it); its SFU entry is validated and kept (an invalid one is told, counted and ignored)."""
         shared = "us" if settings.author == self.public_key else fingerprint(settings.author)
+        self._room_sfu(settings.sfu, shared)
+        if not settings.turn or self._own_turn or settings.turn == self.room_turn:
+            return
+        own = [s for s in self.ice_servers if s not in self._room_ice]
+        self.room_turn = settings.turn
+        self._room_ice = [RTCIceServer(urls=t.url, username=t.username, credential=t.credential) for t in settings.turn]
+        self.ice_servers = [*own, *self._room_ice]
         self._notice("information", f"using the room's TURN relay {settings.turn[0].url} (shared by {shared})")
         for negotiation in self.pairs.values():  # pairs still trying without a relay: try again with it
             negotiation.relay_added()
+
+    def _room_sfu(self, value: dict[str, Any] | None, shared: str) -> None:
+        if value is None:
+            if self.room_sfu is not None:
+                self._notice("information", f"the room no longer names an SFU ({self.room_sfu.label()}); "
+                                            "the call is a mesh")
+                self.room_sfu = None
+                self._changed()
+            return
+        if value == self._rejected_sfu:
+            return  # the same invalid entry in a newer record (someone shared a relay): told already
+        try:
+            entry = parse_sfu_entry(value)
+        except SfuSettingsError as exc:
+            self._rejected_sfu = value
+            reason = f"room settings: invalid SFU entry ({exc})"
+            self.counters.invalid(reason)
+            log.info("%s", reason)
+            self._notice("warning", f"the room's SFU entry (shared by {shared}) is invalid: {exc}; "
+                                    "the call stays a mesh")
+            self.room_sfu = None
+            self._changed()
+            return
+        self._rejected_sfu = None
+        if entry != self.room_sfu:
+            self.room_sfu = entry
+            self._notice("information", f"the room names an SFU: {entry.label()}, room {entry.room} "
+                                        f"(shared by {shared}; not used yet: the call stays a mesh)")
+            self._changed()
+
+    @property
+    def room_sfu_label(self) -> str | None:
+        """What the snapshot shows of the room's SFU ("janus @ host room N"; never its PIN)."""
+        return None if self.room_sfu is None else f"{self.room_sfu.label()} room {self.room_sfu.room}"
 
     def alive(self, member: Member) -> bool:
         negotiation = self.pairs.get(member.session_id)

@@ -180,6 +180,9 @@ class CallSnapshot:
     audio_out: str = "none"  # device | wav | none | missing
     audio_only: bool = False
     peers: tuple[PeerSnapshot, ...] = ()
+    # The SFU the room's sealed settings name ("janus @ host room N"; never its PIN), or None: a mesh.
+    # Named only: calls do not use it yet, media still flows peer to peer (say "named (not used yet)").
+    room_sfu: str | None = None
     chat: tuple[ChatMessage, ...] = ()
     invalid_messages: int = 0
     notices: tuple[Notice, ...] = ()

@@ -54,6 +54,9 @@ class _NetworkEvents(RoomEvents):
     def settings(self, settings: RoomSettings) -> None:
         self.room._settings(settings)
 
+    def known_settings(self) -> RoomSettings | None:
+        return self.room.settings
+
     def alive(self, member: Member) -> bool:
         return self.room.events.alive(member)
 
@@ -228,8 +231,8 @@ class CombinedRoom:
         self.events.message(self._newest.get(member.key, member), body, via)
 
     def _settings(self, settings: RoomSettings) -> None:
+        """The newest record any network brings (by its signed ts) is the room's: told once each
+        (every network delivers the same record)."""
         if self.settings is None or settings.ts_ms > self.settings.ts_ms:
-            first = self.settings is None
             self.settings = settings
-            if first:
-                self.events.settings(settings)
+            self.events.settings(settings)

@@ -21,7 +21,12 @@ class RoomEvents:
         relay's URL) for the user to see."""
     def invalid(self, reason: str) -> None: ...
     def settings(self, settings: RoomSettings) -> None:
-        """The room's shared settings (TURN relays), read on joining, before any member is seen."""
+        """The room's shared settings (TURN relays, an SFU entry): read on joining, before any member
+        is seen, and again with every newer record (by its signed ts) the room's networks bring."""
+    def known_settings(self) -> RoomSettings | None:
+        """The newest room settings the owner knows from elsewhere (another network of a combined
+        room), which a writer merges its own fields into besides what its network holds."""
+        return None
     def alive(self, member: Member) -> bool:
         """Is this member heard on a live connection? Such records are kept first when a writer has
         to cut the presence list (a flood of fake records must not push real members out)."""
@@ -44,6 +49,9 @@ class SessionTiming:
     poll_slow: float = 2.0  # poll interval backs off to this when nothing is pending
     poll_push: float = 15.0  # safety poll of presence when push is in use
     poll_urgent_timeout: float = 2.0  # bound on one poll while a pair reconnects
+    # Portals: read the settings slot this often (besides on every new member and its push), so a
+    # newer record reaches every member (docs/architecture.md "Shared relay"). Relays push them.
+    settings_reread: float = 30.0
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from sdparta.nostr.pool import RelayPool
 from sdparta.room.combined import CombinedRoom
@@ -20,16 +21,17 @@ from sdparta.store.base import Store
 def open_room(keys: RoomKeys, identity: Identity, name: str, session_id: str, events: RoomEvents, *,
               store: Store | None, relays: RelayPool | None, push: bool = True,
               timing: SessionTiming | None = None, relay_timing: SessionTiming | None = None,
-              share_turn: list[TurnServer] | None = None) -> Rendezvous:
+              share_turn: list[TurnServer] | None = None, share_sfu: dict[str, Any] | None = None) -> Rendezvous:
     """The room over the portals (``store``) and/or the relays; one network is used directly, two are
-    combined (written to both, read from both)."""
+    combined (written to both, read from both). ``share_turn`` / ``share_sfu``: our fields of the room's
+    settings (protocol.md §5a), merged into what the room holds on joining."""
     makers: list[Callable[[RoomEvents], Rendezvous]] = []
     if store is not None:
         makers.append(lambda ev: RoomSession(store, keys, identity, name, session_id, ev, push=push, timing=timing,
-                                             share_turn=share_turn))
+                                             share_turn=share_turn, share_sfu=share_sfu))
     if relays is not None:
         makers.append(lambda ev: NostrRoom(relays, keys, identity, name, session_id, ev, timing=relay_timing,
-                                           share_turn=share_turn))
+                                           share_turn=share_turn, share_sfu=share_sfu))
     if not makers:
         raise ValueError("a room needs a portal or a relay (--portal URL or --relay wss://…)")
     if len(makers) == 1:

@@ -39,6 +39,7 @@ from sdparta.room.nostr_wire import (
 )
 from sdparta.room.rendezvous import NetworkState, message_body
 from sdparta.room.roster import Roster
+from sdparta.room.settings import SettingsShare, merged
 from sdparta.room.wire import (
     MAX_MESSAGE_BYTES,
     MAX_SETTINGS_BYTES,
@@ -66,6 +67,8 @@ SINCE_MARGIN_S = 30
 #: Joining waits this long for a relay to open, and then for the relays' stored events (EOSE).
 CONNECT_WAIT_S = 6.0
 STORED_WAIT_S = 3.0
+#: Settings records kept per room (the newest, one per publisher): what a sharer merges into.
+MAX_SETTINGS_RECORDS = 16
 
 
 class NostrRoom:
@@ -73,7 +76,8 @@ class NostrRoom:
 
     def __init__(self, relays: RelayPool, keys: RoomKeys, identity: Identity, name: str, session_id: str,
                  events: RoomEvents, *, timing: SessionTiming | None = None, clock: Callable[[], float] = time.time,
-                 share_turn: list[TurnServer] | None = None, nostr_key: NostrKey | None = None) -> None:
+                 share_turn: list[TurnServer] | None = None, share_sfu: dict[str, Any] | None = None,
+                 nostr_key: NostrKey | None = None) -> None:
         self.relays = relays
         self.keys = keys
         self.identity = identity
@@ -82,11 +86,15 @@ class NostrRoom:
         self.events = events
         self.timing = timing or NOSTR_TIMING
         self.clock = clock
-        self.share_turn = share_turn
+        # our fields of the room's settings (TURN relays, an SFU entry), merged in on joining
+        self.share = SettingsShare(tuple(share_turn or ()), share_sfu)
         self.nostr_key = nostr_key or NostrKey.generate()
         self.counters = SessionCounters()
         self._reports = SessionReports(self.counters, events, "relay", lambda: self._closing)
-        self.settings: RoomSettings | None = None
+        self.settings: RoomSettings | None = None  # the newest record seen (by its signed ts)
+        self._settings_records: dict[str, RoomSettings] = {}  # newest per publishing Nostr key (merge source)
+        self._resharing: asyncio.Task[None] | None = None
+        self._settings_shared = False  # our fields went out once (a reshare only follows that)
         self.tags = RoomTags(keys)
         self.roster = Roster((identity.public_key, session_id), events, self.timing, clock,
                              on_new=self._member_arrived)
@@ -122,8 +130,8 @@ class NostrRoom:
             ])
             self._tasks.append(asyncio.create_task(self._reports.supervise("events", self._read_loop)))
             await self._sub.wait_stored(STORED_WAIT_S)
-        if self.share_turn:
-            await self.share_settings(self.share_turn)
+        if self.share:
+            await self.share_settings()
         await self._announce()
         if not self._started:
             self._started = True
@@ -209,14 +217,19 @@ class NostrRoom:
                                        tuple(sorted(reasons.items()))))
         return states
 
-    async def share_settings(self, turn: list[TurnServer]) -> None:
+    async def share_settings(self, turn: list[TurnServer] | None = None, *,
+                             sfu: dict[str, Any] | None = None) -> None:
+        """Merge our fields (``self.share``, or those given) into the settings the relays hold (called
+        after their stored events arrived) and publish the result as our settings record."""
+        share = self.share if turn is None and sfu is None else SettingsShare(tuple(turn or ()), sfu)
+        record = merged([*self._settings_records.values(), self.settings, self.events.known_settings()], share,
+                        self.identity, int(self.clock() * 1000))
         settings_key = self.keys.data_key("nostr", "settings")
-        ts_ms = int(self.clock() * 1000)
         blob = encode_settings(self.keys, self.identity, bytes.fromhex(self.nostr_key.pubkey), settings_key,
-                               turn, ts_ms)
+                               record.turn, record.ts_ms, sfu=record.sfu)
         await self._publish(self.tags.settings, self.tags.settings, b64(blob))
-        self.settings = RoomSettings(self.identity.public_key, ts_ms, tuple(turn))
-        self.events.settings(self.settings)
+        self._settings_shared = True
+        self._adopt_settings(record)
 
     # ------------------------------------------------------------------ publishing
     async def _announce(self, *, leaving: bool = False) -> None:
@@ -313,8 +326,32 @@ class NostrRoom:
     def _on_settings(self, event: Event) -> None:
         settings = decode_settings(self.keys, bytes.fromhex(event.pubkey), self.keys.data_key("nostr", "settings"),
                                    unb64(event.content, MAX_SETTINGS_BYTES))
-        if self.settings is None or settings.ts_ms > self.settings.ts_ms:
-            first = self.settings is None
-            self.settings = settings
-            if first:
-                self.events.settings(settings)
+        known = self._settings_records.get(event.pubkey)
+        if known is not None and settings.ts_ms <= known.ts_ms:
+            return  # a relay replaying an older (or the same) record of this publisher
+        self._settings_records[event.pubkey] = settings
+        if len(self._settings_records) > MAX_SETTINGS_RECORDS:  # keep the newest (what a merge reads)
+            oldest = min(self._settings_records, key=lambda k: self._settings_records[k].ts_ms)
+            del self._settings_records[oldest]
+        self._adopt_settings(settings)
+
+    def _adopt_settings(self, settings: RoomSettings) -> None:
+        """A record newer than ours (by its signed ts, never by arrival) is the room's: the engine
+        is told of each; one that dropped a field we share (its writer had not seen ours: relays have
+        no compare-and-set) gets it merged in again."""
+        if self.settings is not None and settings.ts_ms <= self.settings.ts_ms:
+            return
+        self.settings = settings
+        if settings.sfu_rejected:
+            self._reports.invalid(f"relay: room settings: {settings.sfu_rejected} (dropped; the rest is used)")
+        self.events.settings(settings)
+        wanted = self.share and self._settings_shared and self.share.missing_from(settings) and not self._closing
+        if wanted and (self._resharing is None or self._resharing.done()):
+            self._resharing = asyncio.get_running_loop().create_task(self._reshare())
+            self._tasks = [task for task in self._tasks if not task.done()] + [self._resharing]
+
+    async def _reshare(self) -> None:
+        try:
+            await self.share_settings()
+        except StoreError as exc:
+            log.info("could not share the room settings again: %s", exc)

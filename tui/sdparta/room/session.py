@@ -20,7 +20,7 @@ from sdparta.room.keys import Identity, RoomKeys
 from sdparta.room.presence import fair_list
 from sdparta.room.rendezvous import NetworkState, message_body
 from sdparta.room.roster import Roster
-from sdparta.room.settings import read_settings, write_settings
+from sdparta.room.settings import SettingsShare, read_entry_settings, read_settings, write_settings
 from sdparta.room.slots import (
     EPOCH_REVISION_LIMIT,
     PairSlots,
@@ -54,7 +54,8 @@ class RoomSession:
 
     def __init__(self, store: Store, keys: RoomKeys, identity: Identity, name: str, session_id: str,
                  events: RoomEvents, *, push: bool = True, timing: SessionTiming | None = None,
-                 clock: Callable[[], float] = time.time, share_turn: list[TurnServer] | None = None) -> None:
+                 clock: Callable[[], float] = time.time, share_turn: list[TurnServer] | None = None,
+                 share_sfu: dict[str, Any] | None = None) -> None:
         self.store = store
         self.keys = keys
         self.identity = identity
@@ -66,8 +67,9 @@ class RoomSession:
         self.clock = clock
         self.counters = SessionCounters()
         self._reports = SessionReports(self.counters, events, "room", lambda: self._closing)
-        self.share_turn = share_turn  # write these relays into the room's settings on joining
-        self.settings: RoomSettings | None = None
+        # our fields of the room's settings (TURN relays, an SFU entry), merged in on joining
+        self.share = SettingsShare(tuple(share_turn or ()), share_sfu)
+        self.settings: RoomSettings | None = None  # the newest record read or written (by its signed ts)
         self.push_active = False
         self._transfers = Transfers(store, self.counters)
         self._shared = SharedSlots(self._transfers, keys, self._epoch_moved)
@@ -85,6 +87,9 @@ class RoomSession:
         self._urgent_until = 0.0
         self._closing = False
         self._settings_reading: asyncio.Task[None] | None = None
+        self._settings_lock = asyncio.Lock()  # one settings read or write at a time
+        self._settings_read: tuple[bytes, bytes] | None = None  # (data key, skylink) last opened
+        self._resharing: asyncio.Task[None] | None = None
         self._presence_lock = asyncio.Lock()
         self._last_presence: list[Member] = []
         self._presence_full = False  # the last list read was at the member limit (a cut, maybe)
@@ -107,7 +112,7 @@ class RoomSession:
         await self._update_presence(leaving=False)
         self._tasks.append(asyncio.create_task(self._reports.supervise("poll", self._poll_loop)))
         self._tasks.append(asyncio.create_task(self._reports.supervise("re-announce", self._announce_loop)))
-
+        self._tasks.append(asyncio.create_task(self._reports.supervise("settings", self._settings_loop)))
 
     async def _open_push(self) -> None:
         if not self.want_push:
@@ -123,56 +128,105 @@ class RoomSession:
             self._subscription = None
         if self._subscription is not None:
             await self._subscription.add(self._room_keypair.public_key, self._presence_key)
+            await self._subscription.add(self._room_keypair.public_key, self._shared.key("settings"))
             self.push_active = True
             subscription = self._subscription
             push = self._reports.supervise("push", lambda: self._push_loop(subscription))
             self._tasks.append(asyncio.create_task(push))
 
     async def _settings_on_join(self) -> None:
-        """Share our relays, or take the room's; settings trouble never stops a join."""
-        if self.share_turn:
+        """Share our fields (merged into the room's), or read the room's; settings trouble never
+        stops a join."""
+        if self.share:
             try:
-                await self.share_settings(self.share_turn)
+                await self.share_settings()
             except StoreError as exc:
                 log.info("could not share the room settings: %s", exc)
-            if self.settings is not None:
-                self.events.settings(self.settings)
             return
         await self._read_settings()
 
-    async def _read_settings(self) -> None:
-        """Take the room's settings if there are some (once: the first found wins)."""
+    async def _read_settings(self, entry: RegistryEntry | None = None) -> None:
+        """Read the settings slot (or use a pushed entry) and take a newer record than ours; the blob
+        is opened once per content (junk is counted once, not on every re-read)."""
+        settings = None
         try:
-            settings = await self.fetch_settings()
+            async with self._settings_lock:
+                if entry is None or entry.revision >= EPOCH_REVISION_LIMIT:
+                    entry = await self._shared.live_entry("settings")
+                if entry is None or (self._shared.key("settings"), entry.data) == self._settings_read:
+                    return
+                settings = await read_entry_settings(self._shared, self._transfers, self.keys, entry,
+                                                     self._reports.invalid)
+                self._settings_read = (self._shared.key("settings"), entry.data)
         except StoreError as exc:
             log.info("room settings unavailable: %s", exc)
+        if settings is not None:
+            self._adopt_settings(settings)
+
+    def _adopt_settings(self, settings: RoomSettings) -> None:
+        """A record newer than ours (by its signed ts) is the room's: the engine is told of each."""
+        if self.settings is not None and settings.ts_ms <= self.settings.ts_ms:
             return
-        if settings is not None and self.settings is None:
-            self.settings = settings
-            self.events.settings(settings)
+        self.settings = settings
+        if settings.sfu_rejected:
+            self._reports.invalid(f"room settings: {settings.sfu_rejected} (dropped; the rest is used)")
+        self.events.settings(settings)
+        if self.share and self.share.missing_from(settings) and not self._closing:
+            self._reshare_soon()
+
+    def _reshare_soon(self) -> None:
+        """A newer record lacks a field we share (its writer had not seen ours): merge it in again."""
+        if self._resharing is not None and not self._resharing.done():
+            return
+        async def reshare() -> None:
+            try:
+                await self.share_settings()
+            except StoreError as exc:
+                log.info("could not share the room settings again: %s", exc)
+        self._resharing = asyncio.get_running_loop().create_task(reshare())
+        self._tasks = [task for task in self._tasks if not task.done()] + [self._resharing]
 
     def _reread_settings_soon(self) -> None:
-        """A newcomer may have shared a relay just before announcing itself (sharers write the settings
-        first): read them again (one read at a time) until we have some."""
-        if self.settings is not None or self.share_turn or self._closing:
+        """A newcomer may have shared settings just before announcing itself (sharers write them
+        first): read them again (one read at a time; unchanged content costs one registry read)."""
+        if self._closing:
             return
         if self._settings_reading is not None and not self._settings_reading.done():
             return
         self._settings_reading = asyncio.get_running_loop().create_task(self._read_settings())
         self._tasks = [task for task in self._tasks if not task.done()] + [self._settings_reading]
 
+    async def _settings_loop(self) -> None:
+        """Re-read the settings slot every ``settings_reread`` s: members converge on the newest
+        record even without push and when nobody joins (docs/architecture.md "Shared relay")."""
+        while not self._closing:
+            await asyncio.sleep(self.timing.settings_reread * random.uniform(0.8, 1.0))
+            if not self._closing:
+                await self._read_settings()
+
     async def fetch_settings(self) -> RoomSettings | None:
         """The room's shared settings (room/settings.py); None when there are none or they cannot be used."""
         return await read_settings(self._shared, self._transfers, self.keys, self._reports.invalid)
 
-    async def share_settings(self, turn: list[TurnServer]) -> None:
-        """Write the room's settings (compare-and-set on the revision, retried on conflict)."""
-        self.settings = await write_settings(self._shared, self._transfers, self.keys, self.identity, turn,
-                                             int(self.clock() * 1000))
+    async def share_settings(self, turn: list[TurnServer] | None = None, *,
+                             sfu: dict[str, Any] | None = None) -> None:
+        """Merge our fields (``self.share``, or those given) into the room's settings and write them
+        (compare-and-set on the revision, merged again on conflict)."""
+        share = self.share if turn is None and sfu is None else SettingsShare(tuple(turn or ()), sfu)
+        async with self._settings_lock:
+            record = await write_settings(self._shared, self._transfers, self.keys, self.identity, share,
+                                          lambda: int(self.clock() * 1000), self._reports.invalid,
+                                          known=[self.settings, self.events.known_settings()])
+        self._adopt_settings(record)
 
     async def _epoch_moved(self, label: str, old_key: bytes, new_key: bytes) -> None:
         """A shared slot moved to its next epoch: presence revisions start again there (the last good
         list stays and is carried over soon), and push follows."""
+        if label == "settings":
+            if self._subscription is not None:
+                await self._subscription.add(self._room_keypair.public_key, new_key)
+                await self._subscription.remove(self._room_keypair.public_key, old_key)
+            return
         if label != "presence":
             return
         self._presence = SlotState()
@@ -386,6 +440,9 @@ class RoomSession:
             members = await self._fetch_presence(entry)
             if members is not None:
                 self._apply_presence(members)
+            return
+        if entry.public_key == self._room_keypair.public_key and entry.data_key == self._shared.key("settings"):
+            await self._read_settings(entry)
             return
         for member in list(self._members.values()):
             if member.public_key == entry.public_key and entry.data_key == self._pairs.key(

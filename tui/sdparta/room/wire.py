@@ -7,6 +7,7 @@ sizes, authenticate, and raise :class:`WireError` on anything off.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -208,6 +209,13 @@ def _decode_member(keys: RoomKeys, record: Any) -> Member:
 MAX_SETTINGS_BYTES = 8 * 1024
 MAX_ROOM_TURN = 4
 _TURN_URL_RE = re.compile(r"^turns?:[A-Za-z0-9.\-\[\]:]{1,200}(\?transport=(udp|tcp))?$")
+#: The room's SFU entry is carried, not interpreted, here (the engine validates it with
+#: sdparta.sfu.settings.parse_sfu_entry): a JSON object of at most this many bytes (canonical JSON)…
+MAX_SFU_ENTRY_BYTES = 2048
+#: … nesting at most this deep (the object itself is level 1; a Janus entry is flat).
+MAX_SFU_ENTRY_DEPTH = 2
+#: Settings timestamps stay within JavaScript's safe integers (the browser page orders them too).
+MAX_SETTINGS_TS = 2**53 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,29 +229,72 @@ class TurnServer:
 
 @dataclass(frozen=True, slots=True)
 class RoomSettings:
-    """Settings one participant shared with everyone holding the password (last writer wins)."""
+    """Settings one participant shared with everyone holding the password (last writer wins: the
+    record with the newest signed ``ts_ms`` is the room's)."""
 
-    author: bytes  # the sharer's identity public key
+    author: bytes  # the sharer's identity public key (who signed this record)
     ts_ms: int
     turn: tuple[TurnServer, ...]
+    #: The room's SFU entry as carried (a bounded JSON object), or None: the room is a mesh.
+    sfu: dict[str, Any] | None = None
+    #: Why an ``sfu`` value in the record was dropped by the room's bounds (the rest is kept), if one was.
+    sfu_rejected: str | None = dataclasses.field(default=None, compare=False)
+
+
+def _depth(value: Any) -> int:
+    """Container nesting of decoded JSON (already bounded by load_json, so the recursion is too)."""
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
+
+
+def canonical_json(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
+
+
+def check_sfu_entry(value: Any) -> dict[str, Any]:
+    """The room's bounds on a carried SFU entry (not its meaning): a JSON object, ≤ MAX_SFU_ENTRY_BYTES
+    as canonical JSON, nesting ≤ MAX_SFU_ENTRY_DEPTH. Raises WireError naming what is off."""
+    if not isinstance(value, dict):
+        raise WireError(f"the room's SFU entry is not an object ({type(value).__name__})")
+    if _depth(value) > MAX_SFU_ENTRY_DEPTH:
+        raise WireError(f"the room's SFU entry nests deeper than {MAX_SFU_ENTRY_DEPTH} levels")
+    size = len(canonical_json(value))
+    if size > MAX_SFU_ENTRY_BYTES:
+        raise WireError(f"the room's SFU entry is {size} bytes, more than {MAX_SFU_ENTRY_BYTES}")
+    return value
 
 
 def _settings_signing_bytes(keys: RoomKeys, data_key: bytes, raw: bytes) -> bytes:
     return b"sdparta/v1/settings\x00" + keys.room_id + data_key + raw
 
 
+def settings_body(author: Identity, turn: list[TurnServer] | tuple[TurnServer, ...], ts_ms: int,
+                  sfu: dict[str, Any] | None = None) -> bytes:
+    """The canonical settings body; ``sfu`` is present only when the room names one (so a TURN-only
+    record is byte-identical to what readers before the SFU entry wrote and read)."""
+    body: dict[str, Any] = {"v": 1, "author": author.public_key.hex(), "ts": ts_ms,
+                            "turn": [{"url": t.url, "username": t.username, "credential": t.credential} for t in turn]}
+    if sfu is not None:
+        body["sfu"] = check_sfu_entry(sfu)
+    return canonical_json(body)
+
+
 def encode_settings(keys: RoomKeys, author: Identity, slot_public_key: bytes, data_key: bytes,
-                    turn: list[TurnServer], ts_ms: int, nonce: bytes | None = None) -> bytes:
+                    turn: list[TurnServer] | tuple[TurnServer, ...], ts_ms: int, nonce: bytes | None = None, *,
+                    sfu: dict[str, Any] | None = None) -> bytes:
     """Sign the settings with the author's identity and seal them for the room's settings slot."""
-    body = {"v": 1, "author": author.public_key.hex(), "ts": ts_ms,
-            "turn": [{"url": t.url, "username": t.username, "credential": t.credential} for t in turn]}
-    raw = json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
+    raw = settings_body(author, turn, ts_ms, sfu)
     signature = author.sign(_settings_signing_bytes(keys, data_key, raw))
     return seal(keys, b"settings", slot_public_key, data_key, signature + raw, nonce)
 
 
 def decode_settings(keys: RoomKeys, slot_public_key: bytes, data_key: bytes, blob: bytes) -> RoomSettings:
-    """Open, verify and validate the room settings; raises WireError for anything off."""
+    """Open, verify and validate the room settings; raises WireError for anything off. An ``sfu``
+    value outside the room's bounds does not void the record: it is dropped (``sfu_rejected`` says
+    why, the reader counts it) and the TURN part stays usable."""
     plain = open_sealed(keys, b"settings", slot_public_key, data_key, blob, MAX_SETTINGS_BYTES)
     signature, raw = plain[:SIG_LEN], plain[SIG_LEN:]
     body = load_json(raw, "room settings")
@@ -252,7 +303,8 @@ def decode_settings(keys: RoomKeys, slot_public_key: bytes, data_key: bytes, blo
         ts_ms, records = body["ts"], body["turn"]
     except (KeyError, TypeError, ValueError) as exc:
         raise WireError("room settings are malformed") from exc
-    if body.get("v") != 1 or len(author) != 32 or not isinstance(ts_ms, int) or not isinstance(records, list):
+    if (body.get("v") != 1 or len(author) != 32 or not isinstance(ts_ms, int) or isinstance(ts_ms, bool)
+            or not 0 <= ts_ms <= MAX_SETTINGS_TS or not isinstance(records, list)):
         raise WireError("room settings have an unknown shape")
     if not verify_signature(author, signature, _settings_signing_bytes(keys, data_key, raw)):
         raise WireError("room settings signature does not verify")
@@ -266,4 +318,10 @@ def decode_settings(keys: RoomKeys, slot_public_key: bytes, data_key: bytes, blo
         if not isinstance(user, str) or not isinstance(credential, str) or len(user) > 256 or len(credential) > 256:
             raise WireError("a room TURN entry has invalid credentials")
         turn.append(TurnServer(url, user, credential))
-    return RoomSettings(author, ts_ms, tuple(turn))
+    sfu, rejected = None, None
+    if body.get("sfu") is not None:
+        try:
+            sfu = check_sfu_entry(body["sfu"])
+        except WireError as exc:
+            rejected = str(exc)
+    return RoomSettings(author, ts_ms, tuple(turn), sfu, rejected)
