@@ -1,0 +1,212 @@
+"""The browser page in a real call with terminal bots (issue 13): headless Debian Chromium with fake
+media, the real ``sdparta portal`` serving the page, real ``sdparta bot`` processes.
+
+Chromium and the portal run in one network namespace, the bots in another, joined by a veth pair with
+no route out (tests/support/browser.py CallNamespaces). The page is the portal's own ``/web/`` at
+http://127.0.0.1 (a secure context) and uses that portal as its network; the bots reach the same portal
+over the veth. Chromium's microphone is a WAV file with a tone the test writes; its camera is
+Chromium's fake device. One Chromium (one page per test) and one portal are shared by the tests.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import time
+import wave
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sdparta.media.analysis import read_wav, tone_power
+from support.browser import BASE_ARGS, FAKE_MEDIA_ARGS, CallNamespaces, browser_unavailable
+from support.procs import BotProcess, PortalProcess, peers_seen_by_name, start_bot, start_portal
+
+pytestmark = pytest.mark.skipif(browser_unavailable() is not None, reason=browser_unavailable() or "")
+
+BROWSER_TONE = 880.0
+TONES = {"bot1": 440.0, "bot2": 660.0}
+DEADLINE = 90.0  # generous: a loaded 2-core machine runs Chromium, a portal and two bots
+PASSWORD = "pw-of-the-web-call"
+
+
+def write_tone(path: Path, freq: float, seconds: float = 20.0, rate: int = 48000) -> Path:
+    """A mono 16-bit WAV of a sine tone (Chromium loops the fake capture file)."""
+    frames = b"".join(struct.pack("<h", int(12000 * math.sin(2 * math.pi * freq * i / rate)))
+                      for i in range(int(seconds * rate)))
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(frames)
+    return path
+
+
+@dataclass
+class Lab:
+    ns: CallNamespaces
+    portal: PortalProcess
+    port: int
+    browser: Any
+    workdir: Path
+    pages: list[Any] = field(default_factory=list)
+
+    @property
+    def page_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/web/"
+
+    @property
+    def bot_portal(self) -> str:
+        return f"http://{self.ns.browser_ip}:{self.port}"
+
+    def bot(self, room: str, name: str, **kwargs: Any) -> BotProcess:
+        extra = ["--password", PASSWORD, *kwargs.pop("extra", [])]
+        return start_bot(self.workdir, room, [self.bot_portal], name, extra=extra,
+                         argv_prefix=self.ns.peer_prefix(), **kwargs)
+
+
+def until(predicate: Callable[[], Any], what: str, timeout: float = DEADLINE,
+          diagnostics: Callable[[], str] | None = None) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.25)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{diagnostics() if diagnostics else ''}")
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    from playwright.sync_api import sync_playwright
+
+    workdir = tmp_path_factory.mktemp("web-call")
+    tone = write_tone(workdir / "browser-tone.wav", BROWSER_TONE)
+    with CallNamespaces(workdir) as ns, sync_playwright() as pw:
+        portal = start_portal(workdir / "portal.sqlite3", host="0.0.0.0", argv_prefix=ns.browser_prefix())
+        browser = None
+        try:
+            port = int(portal.url.rsplit(":", 1)[1])
+            browser = pw.chromium.launch(executable_path=str(ns.wrapper), args=[
+                *BASE_ARGS, *FAKE_MEDIA_ARGS, f"--use-file-for-fake-audio-capture={tone}",
+                "--autoplay-policy=no-user-gesture-required"])
+            yield Lab(ns, portal, port, browser, workdir)
+        finally:
+            if browser is not None:
+                browser.close()
+            portal.stop()
+
+
+class Page:
+    """One tab of the page, with what it logged."""
+
+    def __init__(self, lab: Lab, context: Any) -> None:
+        self.context = context
+        self.page = context.new_page()
+        self.errors: list[str] = []
+        self.page.on("pageerror", lambda exc: self.errors.append(f"page error: {exc}"))
+        # an empty registry slot is a 404 (the Skynet API's answer), which Chromium logs as a failed load
+        self.page.on("console", lambda msg: self.errors.append(f"console {msg.type}: {msg.text}")
+                     if msg.type == "error" and not msg.text.startswith("Failed to load resource") else None)
+
+    def report(self) -> dict[str, Any] | None:
+        return self.page.evaluate("globalThis.sdparta && globalThis.sdparta.report()")  # type: ignore[no-any-return]
+
+    def pairs(self) -> dict[str, dict[str, Any]]:
+        report = self.report() or {}
+        return {p["name"]: p for p in [*report.get("departed", []), *report.get("pairs", [])]}
+
+    def join(self, url: str, name: str) -> None:
+        self.page.goto(url)
+        self.page.fill("input[name=name]", name)
+        self.page.click("[data-testid=join]")
+        self.page.wait_for_selector("[data-testid=call]", timeout=DEADLINE * 1000)
+
+    def close(self) -> None:
+        self.context.close()
+
+
+def describe(page: Page, bots: list[BotProcess]) -> str:
+    lines = [f"page: {page.report()}", f"page errors: {page.errors[-10:]}"]
+    for bot in bots:
+        lines.append(f"{bot.name}: {peers_seen_by_name(bot.report())}")
+        lines.append(f"{bot.name} log tail: {bot.log_path.read_text()[-1500:] if bot.log_path.exists() else ''}")
+    return "\n".join(lines)
+
+
+def connect_page_and_bots(lab: Lab, page: Page, bots: list[BotProcess], page_name: str) -> Callable[[], str]:
+    diag = lambda: describe(page, bots)  # noqa: E731
+    until(lambda: all(page.pairs().get(b.name, {}).get("status") == "connected" for b in bots),
+          "the page connected to every bot", diagnostics=diag)
+    for bot in bots:
+        until(lambda bot=bot: peers_seen_by_name(bot.report()).get(page_name, {}).get("status") == "connected",
+              f"{bot.name} connected to the page", diagnostics=diag)
+    # the page's rows carry the states (the stable test hook)
+    states = page.page.eval_on_selector_all("[data-testid=peer]", "rows => rows.map(r => r.dataset.state)")
+    assert states == ["connected"] * len(bots), states
+    return diag
+
+
+def page_hears(page: Page, sid: str, hz: float) -> bool:
+    """The page's AnalyserNode for this peer peaks at ``hz`` (one FFT bin is 48000/8192 ≈ 5.9 Hz)."""
+    peak = page.page.evaluate("(sid) => globalThis.sdparta.peak(sid)", sid)
+    return bool(peak and abs(peak["hz"] - hz) < 12 and peak["overMedianDb"] > 30)
+
+
+def test_browser_and_two_bots_call(lab: Lab) -> None:
+    """All pairs connect; chat both ways; each side hears the other's tone at its pitch; video frames
+    both ways; the page's leave is reported `left` by the bots."""
+    room = "web-call-room"
+    bots = [lab.bot(room, name, tone=TONES[name], chat=f"hello from {name}") for name in TONES]
+    page = Page(lab, lab.browser.new_context())
+    try:
+        page.join(f"{lab.page_url}#room={room}&pw={PASSWORD}", "phone")
+        diag = connect_page_and_bots(lab, page, bots, "phone")
+        # each pair of bots connects too
+        for bot in bots:
+            others = [b.name for b in bots if b is not bot]
+            until(lambda bot=bot, others=others: all(peers_seen_by_name(bot.report()).get(o, {}).get("status")
+                                                    == "connected" for o in others),
+                  f"{bot.name} connected to the other bot", diagnostics=diag)
+        # chat: the bots' greetings reach the page, the page's line reaches both bots
+        until(lambda: {c["text"] for c in (page.report() or {}).get("chat", [])} >= {f"hello from {n}" for n in TONES},
+              "the bots' chat on the page", diagnostics=diag)
+        page.page.fill("[data-testid=chat-input]", "hello from the page")
+        page.page.click("[data-testid=chat-send]")
+        for bot in bots:
+            until(lambda bot=bot: any(c["text"] == "hello from the page" and c["from"] == "phone"
+                                      for c in (bot.report() or {}).get("chat_received", [])),
+                  f"the page's chat at {bot.name}", diagnostics=diag)
+        # the page hears each bot at its pitch
+        for bot in bots:
+            sid = page.pairs()[bot.name]["sessionId"]
+            until(lambda sid=sid, bot=bot: page_hears(page, sid, TONES[bot.name]),
+                  f"the page hearing {bot.name}'s {TONES[bot.name]} Hz", diagnostics=diag)
+        # video both ways: frames painted on the page, frames decoded by each bot
+        until(lambda: all(page.pairs()[b.name]["videoFrames"] > 30 for b in bots), "video frames on the page",
+              diagnostics=diag)
+        for bot in bots:
+            until(lambda bot=bot: peers_seen_by_name(bot.report()).get("phone", {}).get("video_frames", 0) > 30,
+                  f"the page's video at {bot.name}", diagnostics=diag)
+            until(lambda bot=bot: peers_seen_by_name(bot.report()).get("phone", {}).get("audio_seconds", 0) > 4,
+                  f"4 s of the page's audio at {bot.name}", diagnostics=diag)
+        # leave: bye and presence removed; the bots report the page `left`
+        page.page.click("[data-testid=leave]")
+        page.page.wait_for_selector("[data-testid=left]", timeout=DEADLINE * 1000)
+        for bot in bots:
+            until(lambda bot=bot: peers_seen_by_name(bot.report()).get("phone", {}).get("status") == "left",
+                  f"{bot.name} reporting the page left", diagnostics=diag)
+    finally:
+        for bot in bots:
+            bot.stop()
+        page.close()
+    # each bot's recording holds the browser's tone
+    for bot in bots:
+        samples, rate = read_wav(bot.wav_path)  # type: ignore[arg-type]
+        power, own = tone_power(samples, rate, BROWSER_TONE), tone_power(samples, rate, TONES[bot.name])
+        assert power > 0.003, f"{bot.name}'s WAV lacks the browser's {BROWSER_TONE} Hz tone ({power:.4f})"
+        assert power > 20 * own, f"{bot.name} hears the browser no louder than silence at its own tone"
+    assert page.errors == []
