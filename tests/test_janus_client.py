@@ -181,8 +181,7 @@ class VideoPeer:
     async def close(self) -> None:
         await self.client.leave()
         for task in self.readers.values():
-            task.cancel()
-        await asyncio.gather(*self.readers.values(), return_exceptions=True)
+            await stop_task(task)
 
 
 async def join_video(session: JanusSession, name: str, hz: float) -> VideoPeer:
