@@ -123,6 +123,16 @@ def test_an_audio_out_file_in_a_missing_directory(capsys: pytest.CaptureFixture[
     (["doctor", "--timeout", "0"], "--timeout must be a positive number of seconds"),
     (["doctor", "--portal", "127.0.0.1:8787"], "is not a URL starting with http"),
     (["skydb", "get", "--portal", "not-a-url", "--seed", "s", "k"], "is not a URL starting with http"),
+    (["join", "r", "--share-sfu", "https://127.0.0.1/janus", "--sfu-room", "1"],
+     "--share-sfu: the SFU url must start with wss:// or ws:// (got https scheme)"),
+    (["bot", "r", "--share-sfu", "wss://127.0.0.1/janus"], "--share-sfu wss://127.0.0.1/janus: add --sfu-room N"),
+    (["join", "r", "--share-sfu", "wss://127.0.0.1/janus", "--sfu-room", "0"], "the SFU room must be between 1 and"),
+    (["join", "r", "--share-sfu", "wss://127.0.0.1/janus", "--sfu-room", "one"], "--sfu-room: invalid int value"),
+    (["bot", "r", "--share-sfu", "wss://u:p@127.0.0.1/janus", "--sfu-room", "3"], "must not carry a user name"),
+    (["join", "r", "--share-sfu", "wss://127.0.0.1/janus", "--sfu-room", "3", "--sfu-pin", "a\tb"],
+     "the SFU pin must be 1–128 printable characters"),
+    (["join", "r", "--sfu-room", "3"], "--sfu-room/--sfu-pin describe the SFU of --share-sfu: add --share-sfu"),
+    (["bot", "r", "--sfu-pin", "1234"], "add --share-sfu"),
 ])
 def test_every_flag_is_checked(argv: list[str], expected: str, capsys: pytest.CaptureFixture[str],
                                started: list[str]) -> None:
@@ -136,6 +146,8 @@ def test_every_flag_is_checked(argv: list[str], expected: str, capsys: pytest.Ca
      "--turn-user", "u", "--turn-password", "p", "--duration", "1.5", "--audio", "tone", "--video", "none"],
     ["join", "r", "--turn", "turns:127.0.0.1:5349", "--turn-user", "u", "--turn-password", "p"],
     ["demo", "--fps", "5", "--video-mode", "256"],
+    ["join", "r", "--share-sfu", "wss://127.0.0.1:8989/janus", "--sfu-room", "1234", "--sfu-pin", "secret"],
+    ["bot", "r", "--share-sfu", "ws://127.0.0.1:8188", "--sfu-room", "7", "--share-turn"],
     ["doctor", "--portal", "http://127.0.0.1:8787", "--timeout", "0.5"],
 ])
 def test_good_flags_reach_the_command(argv: list[str], capsys: pytest.CaptureFixture[str],

@@ -86,6 +86,12 @@ def test_ssh_lowers_the_default_fps_only(isolated: Path, monkeypatch: pytest.Mon
     ("opus_bitrate = 100\n", "opus_bitrate must be a whole number from 6000"),
     ('audio_only = "yes"\n', "audio_only must be true or false"),
     ("name = \n", "cannot read"),
+    ('share_sfu = "wss://sfu.example/janus"\n', "share_sfu must be a table {url = "),
+    ('[share_sfu]\nurl = "wss://sfu.example/janus"\n', "share_sfu: the SFU entry lacks room"),
+    ('[share_sfu]\nurl = "https://sfu.example/janus"\nroom = 1\n', "share_sfu: the SFU url must start with wss://"),
+    ('[share_sfu]\nurl = "wss://sfu.example/janus"\nroom = "1"\n', "share_sfu: the SFU room must be an integer"),
+    ('[share_sfu]\nurl = "wss://sfu.example/janus"\nroom = 1\ntype = "mcu"\n', "unsupported SFU type 'mcu'"),
+    ('[share_sfu]\nurl = "wss://sfu.example/janus"\nroom = 1\nsecret = "x"\n', "unknown keys: 'secret'"),
 ])
 def test_bad_files_name_the_file_and_the_key(isolated: Path, toml: str, message: str) -> None:
     isolated.write_text(toml)
@@ -213,3 +219,21 @@ def test_config_show_with_only_stun_named_says_it_is_used(isolated: Path) -> Non
     isolated.write_text('stun = ["stun:stun.example.org:3478"]\n')
     text = format_settings(load_settings({}))
     assert "uses the STUN servers above" in text.replace("\n", " ") and "stun.l.google.com" not in text
+
+
+def test_a_shared_sfu_from_the_file_or_the_flags_reaches_the_call_and_show_masks_its_pin(isolated: Path) -> None:
+    isolated.write_text('[share_sfu]\nurl = "wss://sfu.example/janus"\nroom = 1234\npin = "hunter2"\n')
+    config, settings = call_config("room", CallFlags())
+    assert config.share_sfu is not None and (config.share_sfu.url, config.share_sfu.room) == ("wss://sfu.example/janus",
+                                                                                          1234)
+    assert config.share_sfu.pin == "hunter2"
+    text = format_settings(settings)
+    line = next(line for line in text.splitlines() if line.startswith("share_sfu"))
+    assert "hunter2" not in text and "'pin': '***'" in line and line.endswith(f"# config file {isolated}")
+    flags = CallFlags(share_sfu="ws://127.0.0.1:8188", sfu_room=7)  # the command line wins over the file
+    config, settings = call_config("room", flags)
+    assert config.share_sfu is not None and (config.share_sfu.url, config.share_sfu.room, config.share_sfu.pin) == (
+        "ws://127.0.0.1:8188", 7, None)
+    assert settings.sources["share_sfu"] == "command line"
+    isolated.write_text("")
+    assert call_config("room", CallFlags())[0].share_sfu is None  # none named: the room stays a mesh

@@ -212,8 +212,8 @@ class Membership(RoomEvents):
         self._rejected_sfu = None
         if entry != self.room_sfu:
             self.room_sfu = entry
-            self._notice("information", f"the room names an SFU: {entry.label()}, room {entry.room} "
-                                        f"(shared by {shared}; not used yet: the call stays a mesh)")
+            self._notice("information", f"room SFU named (not used yet): {entry.label()} room {entry.room}, "
+                                        f"shared by {shared}; media still goes peer to peer")
             self._changed()
 
     @property
