@@ -178,6 +178,26 @@ def test_shared_room_turn_reaches_a_peer_without_turn_settings(lab, tmp_path: Pa
     assert any("using the room's TURN relay" in text for text in notices), notices
 
 
+def test_a_member_sharing_an_sfu_keeps_the_relay_another_shared(lab, tmp_path: Path, stopped) -> None:  # type: ignore[no-untyped-def]
+    """The room's settings are one record: b names an SFU while a shares its relay (both at once,
+    compare-and-set merges them), and b — without TURN settings of its own — still crosses the
+    symmetric NATs through a's relay; both are told of the SFU, which calls do not use yet."""
+    portal, coturn = lab.start_portal(tmp_path), lab.start_coturn(tmp_path)
+    hosts = lab.add_private("a", "symmetric"), lab.add_private("b", "symmetric")
+    sharer = [*stun_flags(coturn), *turn_flags(coturn), "--share-turn"]
+    sfu = [*stun_flags(coturn), "--share-sfu", "ws://127.0.0.1:8188/janus", "--sfu-room", "1234"]
+    pair = start_pair(lab, tmp_path, hosts, portal, flags=(sharer, sfu))
+    stopped.append(pair)
+    wait_connected(pair)
+    assert pair.peer(pair.b)["path"] == "turn", pair.describe()
+    for bot in (pair.a, pair.b):
+        wait_for(lambda bot=bot: any("room SFU named (not used yet): janus @ 127.0.0.1 room 1234" in n["text"]
+                                     for n in (bot.report() or {}).get("notices", [])), 20,
+                 f"{bot.name} told of the room's SFU", diagnostics=pair.describe)
+    notices = [n["text"] for n in (pair.b.report() or {}).get("notices", [])]
+    assert any("using the room's TURN relay" in text for text in notices), notices
+
+
 def connected_stun_pair(lab: Any, tmp_path: Path, stopped: list[Pair]) -> tuple[Pair, tuple[Any, Any]]:
     portal, coturn = lab.start_portal(tmp_path), lab.start_coturn(tmp_path)
     hosts = lab.add_private("a", "eim"), lab.add_private("b", "eim")
