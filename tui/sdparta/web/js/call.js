@@ -48,7 +48,8 @@ export class Pair {
     this.reason = null;
     this.history = [{ t: performance.now(), status: "discovered" }];
     this.startedAt = performance.now();
-    this.connectedAfterMs = null;
+    this.connectedAfterMs = null; // from discovery
+    this.connectedAt = null; // performance.now() of the first "connected"
     this.gen = 0;
     this.remoteGen = -1;
     this.answered = false;
@@ -82,7 +83,10 @@ export class Pair {
     this.reason = reason;
     this.history.push({ t: performance.now(), status, reason });
     if (this.history.length > 200) this.history.splice(0, 50);
-    if (status === "connected" && this.connectedAfterMs === null) this.connectedAfterMs = performance.now() - this.startedAt;
+    if (status === "connected" && this.connectedAfterMs === null) {
+      this.connectedAt = performance.now();
+      this.connectedAfterMs = this.connectedAt - this.startedAt;
+    }
     this.call.changed();
   }
 
@@ -359,6 +363,7 @@ export class Pair {
     return {
       sessionId: this.sessionId, name: this.name, fingerprint: this.fingerprint, status: this.status,
       reason: this.reason, weOffer: this.weOffer, connectedAfterMs: this.connectedAfterMs,
+      connectedAt: this.connectedAt,
       history: this.history.map((h) => h.status), videoFrames: this.videoFrames, remote: { ...this.remote },
       connectionState: this.pc ? this.pc.connectionState : "new", gen: this.gen, remoteGen: this.remoteGen,
     };
@@ -512,6 +517,7 @@ export class Call {
   report() {
     return {
       sessionId: this.sessionId, fingerprint: this.fingerprint, name: this.name, left: this.left,
+      joinTapAt: this.joinTapAt ?? null,
       push: Boolean(this.room && this.room.pushActive), invalid: this.invalidCount + (this.room ? this.room.invalid : 0),
       pairs: [...this.pairs.values()].map((p) => p.summary()),
       departed: [...this.departed.values()].map((p) => p.summary()),

@@ -298,6 +298,7 @@ function App() {
 
   const join = async ({ room: roomName, password, name }) => {
     // Inside the tap: the AudioContext and the camera/microphone prompt need this user gesture.
+    const tappedAt = performance.now();
     const hearing = new Hearing();
     hearing.resume();
     const media = new LocalMedia();
@@ -317,6 +318,7 @@ function App() {
       if (name) saveName(name);
       const call = new Call({ portal: new Portal(location.origin), keys, identity: who.identity, name: displayName,
         media, onChange: () => setTick((t) => t + 1) });
+      call.joinTapAt = tappedAt;
       session.call = call;
       session.media = media;
       session.hearing = hearing;
