@@ -430,3 +430,24 @@ def test_the_snapshot_counts_what_the_engine_rejected_among_the_invalid() -> Non
     fields = _counter_fields(session, engine)
     assert fields["invalid_messages"] == 2
     assert dict(fields["invalid_reasons"]) == {"presence: junk": 1, "room settings: invalid SFU entry (x)": 1}
+
+
+async def test_a_record_dated_far_ahead_cannot_pin_the_rooms_settings(portal: PortalProcess, members: Members) -> None:
+    """A password holder writing a ts no honest writer could beat (an hour ahead) is not taken: it is
+    counted, and the next sharer's record (dated by its own clock) is the room's."""
+    import time
+
+    keys = room_keys("portal-future")
+    hostile = Identity.from_seed(b"\x66" * 32)
+    body = {"v": 1, "author": hostile.public_key.hex(), "ts": int(time.time() * 1000) + 3_600_000,
+            "turn": [{"url": OTHER_TURN.url, "username": OTHER_TURN.username, "credential": OTHER_TURN.credential}]}
+    await _write_settings_slot(portal.url, keys, _signed_body(keys, hostile, slot_data_key(keys, "settings", 0), body))
+    reader_events = Recorder()
+    reader = members.portal(portal.url, keys, "reader", 1, reader_events)
+    await reader.start()
+    assert reader_events.settings_seen == []
+    assert [r for r in reader.counters.invalid_reasons if "ahead of our clock" in r], reader.counters.invalid_reasons
+    await members.portal(portal.url, keys, "sharer", 2, Recorder(), share_sfu=SFU).start()
+    await wait_until(lambda: latest(reader_events) is not None and latest(reader_events).sfu == SFU,
+                     "the sharer's record", 30)
+    assert latest(reader_events).turn == ()  # the far-future record's relay was never taken, nor merged

@@ -39,7 +39,7 @@ from sdparta.room.nostr_wire import (
 )
 from sdparta.room.rendezvous import NetworkState, message_body
 from sdparta.room.roster import Roster
-from sdparta.room.settings import SettingsShare, merged
+from sdparta.room.settings import SettingsShare, from_the_future, merged
 from sdparta.room.wire import (
     MAX_MESSAGE_BYTES,
     MAX_SETTINGS_BYTES,
@@ -326,6 +326,8 @@ class NostrRoom:
     def _on_settings(self, event: Event) -> None:
         settings = decode_settings(self.keys, bytes.fromhex(event.pubkey), self.keys.data_key("nostr", "settings"),
                                    unb64(event.content, MAX_SETTINGS_BYTES))
+        if (reason := from_the_future(settings, int(self.clock() * 1000))) is not None:
+            raise WireError(reason)
         known = self._settings_records.get(event.pubkey)
         if known is not None and settings.ts_ms <= known.ts_ms:
             return  # a relay replaying an older (or the same) record of this publisher

@@ -156,7 +156,7 @@ class RoomSession:
                 if entry is None or (self._shared.key("settings"), entry.data) == self._settings_read:
                     return
                 settings = await read_entry_settings(self._shared, self._transfers, self.keys, entry,
-                                                     self._reports.invalid)
+                                                     self._reports.invalid, self._now_ms)
                 self._settings_read = (self._shared.key("settings"), entry.data)
         except StoreError as exc:
             log.info("room settings unavailable: %s", exc)
@@ -206,7 +206,10 @@ class RoomSession:
 
     async def fetch_settings(self) -> RoomSettings | None:
         """The room's shared settings (room/settings.py); None when there are none or they cannot be used."""
-        return await read_settings(self._shared, self._transfers, self.keys, self._reports.invalid)
+        return await read_settings(self._shared, self._transfers, self.keys, self._reports.invalid, self._now_ms)
+
+    def _now_ms(self) -> int:
+        return int(self.clock() * 1000)
 
     async def share_settings(self, turn: list[TurnServer] | None = None, *,
                              sfu: dict[str, Any] | None = None) -> None:
@@ -215,7 +218,7 @@ class RoomSession:
         share = self.share if turn is None and sfu is None else SettingsShare(tuple(turn or ()), sfu)
         async with self._settings_lock:
             record = await write_settings(self._shared, self._transfers, self.keys, self.identity, share,
-                                          lambda: int(self.clock() * 1000), self._reports.invalid,
+                                          self._now_ms, self._reports.invalid,
                                           known=[self.settings, self.events.known_settings()])
         self._adopt_settings(record)
 

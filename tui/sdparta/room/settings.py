@@ -26,6 +26,19 @@ from sdparta.room.wire import (
 from sdparta.store.base import RegistryEntry
 from sdparta.store.crypto import decode_skylink
 
+#: A record dated further ahead of our clock than this is not taken (seconds): members' clocks agree
+#: within seconds (NTP), and one password holder must not pin the room's settings for ever with a
+#: timestamp no honest writer can beat.
+MAX_FUTURE_S = 600
+
+
+def from_the_future(settings: RoomSettings, now_ms: int) -> str | None:
+    """Why ``settings`` are not taken (dated too far ahead), or None."""
+    ahead = settings.ts_ms - now_ms
+    if ahead > MAX_FUTURE_S * 1000:
+        return f"room settings dated {ahead // 1000} s ahead of our clock (not taken)"
+    return None
+
 
 @dataclass(frozen=True)
 class SettingsShare:
@@ -71,25 +84,29 @@ def merged(records: Iterable[RoomSettings | None], share: SettingsShare, author:
 
 
 async def read_entry_settings(shared: SharedSlots, transfers: Transfers, keys: RoomKeys, entry: RegistryEntry,
-                              invalid: Callable[[str], None]) -> RoomSettings | None:
+                              invalid: Callable[[str], None], now_ms: Callable[[], int]) -> RoomSettings | None:
     """The settings stored in exactly this entry of the settings slot; None when they cannot be
-    used (junk, a blob the portal no longer has: counted through ``invalid``). Raises
-    StoreUnavailable only."""
+    used (junk, a blob the portal no longer has, dated too far ahead: counted through ``invalid``).
+    Raises StoreUnavailable only."""
     async def opening() -> RoomSettings:
         blob = await transfers.download(entry.data, MAX_SETTINGS_BYTES)
         return decode_settings(keys, shared.keypair.public_key, shared.key("settings"), blob)
 
-    return await opened_or_counted(opening(), "room settings", invalid)
+    settings = await opened_or_counted(opening(), "room settings", invalid)
+    if settings is not None and (reason := from_the_future(settings, now_ms())) is not None:
+        invalid(reason)
+        return None
+    return settings
 
 
 async def read_settings(shared: SharedSlots, transfers: Transfers, keys: RoomKeys,
-                        invalid: Callable[[str], None]) -> RoomSettings | None:
+                        invalid: Callable[[str], None], now_ms: Callable[[], int]) -> RoomSettings | None:
     """The room's settings, verified; None when there are none or they cannot be used (counted
     through ``invalid``). Raises StoreUnavailable only."""
     entry = await shared.live_entry("settings")
     if entry is None:
         return None
-    return await read_entry_settings(shared, transfers, keys, entry, invalid)
+    return await read_entry_settings(shared, transfers, keys, entry, invalid, now_ms)
 
 
 async def write_settings(shared: SharedSlots, transfers: Transfers, keys: RoomKeys, author: Identity,
@@ -105,7 +122,7 @@ async def write_settings(shared: SharedSlots, transfers: Transfers, keys: RoomKe
     async def settings_for(entry: RegistryEntry | None, data_key: bytes) -> bytes:
         slot = entry.data if entry is not None else b""
         if (data_key, slot) not in sealed:
-            current = (await read_entry_settings(shared, transfers, keys, entry, invalid)
+            current = (await read_entry_settings(shared, transfers, keys, entry, invalid, now_ms)
                        if entry is not None else None)
             record = merged([current, *others], share, author, now_ms())
             blob = encode_settings(keys, author, shared.keypair.public_key, data_key, record.turn, record.ts_ms,
