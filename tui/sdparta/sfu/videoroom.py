@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiortc import RTCIceServer, RTCPeerConnection
+from aiortc.exceptions import InvalidStateError
 from aiortc.mediastreams import MediaStreamTrack
 
 from sdparta.sfu.errors import JanusError, JanusProtocolError, JanusRequestError, SessionLost
@@ -350,8 +351,10 @@ class VideoRoomSubscriber:
                         await self._converge()  # it may show feeds dropped while it was due
                 except SessionLost:
                     return
-                except (JanusError, ValueError) as exc:
-                    error = exc if isinstance(exc, JanusError) else JanusProtocolError(str(exc))
+                except (JanusError, ValueError, InvalidStateError) as exc:
+                    # InvalidStateError: our peer connection closed by itself (ICE consent expired)
+                    error = exc if isinstance(exc, JanusError) else JanusProtocolError(
+                        f"{self.session.label}: the subscription's offer could not be applied: {exc}")
                     self._on_change(RoomEvent("error", what="subscriber", error=error))
 
     async def close(self) -> None:
