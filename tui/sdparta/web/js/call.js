@@ -9,6 +9,8 @@ import { CHANNEL_LABEL, chatText, encodeControl, parseControl, peerState, validS
 import { fingerprint, newSessionId } from "sdparta/keys.js";
 import { offersFirst } from "sdparta/wire.js";
 import { PortalRoom } from "sdparta/room.js";
+import { NostrRoom } from "sdparta/nostr_room.js";
+import { CombinedRoom } from "sdparta/combined.js";
 
 export const NEGOTIATION = Object.freeze({
   connectTimeout: 20000, silence: 4000, giveUp: 120000, reoffer: 15000, answeredTimeout: 8000,
@@ -372,8 +374,10 @@ export class Pair {
 
 /** The page's call: the room, the pairs, chat. `onChange` is called (batched) whenever something shown changed. */
 export class Call {
-  constructor({ portal, keys, identity, name, media, onChange, iceServers = [] }) {
+  /** `portal`: a Portal (or null), `relays`: Nostr relay URLs (possibly none). */
+  constructor({ portal, relays = [], keys, identity, name, media, onChange, iceServers = [] }) {
     this.portal = portal;
+    this.relays = relays;
     this.keys = keys;
     this.identity = identity;
     this.name = name;
@@ -395,7 +399,11 @@ export class Call {
   }
 
   async start() {
-    this.room = new PortalRoom(this.portal, this.keys, this.identity, this.name, this.sessionId, this);
+    const makers = [];
+    if (this.portal) makers.push((events) => new PortalRoom(this.portal, this.keys, this.identity, this.name, this.sessionId, events));
+    if (this.relays.length) makers.push((events) => new NostrRoom(this.relays, this.keys, this.identity, this.name, this.sessionId, events));
+    if (!makers.length) throw new Error("no network: choose this portal, a Nostr relay, or both");
+    this.room = makers.length === 1 ? makers[0](this) : new CombinedRoom(makers, this);
     await this.room.start();
     this.joinedAt = performance.now();
     this.heartbeat = setInterval(() => {
@@ -518,7 +526,8 @@ export class Call {
     return {
       sessionId: this.sessionId, fingerprint: this.fingerprint, name: this.name, left: this.left,
       joinTapAt: this.joinTapAt ?? null,
-      push: Boolean(this.room && this.room.pushActive), invalid: this.invalidCount + (this.room ? this.room.invalid : 0),
+      push: Boolean(this.room && this.room.pushActive),
+      networks: { portal: this.portal ? this.portal.url : null, relays: [...this.relays] }, invalid: this.invalidCount + (this.room ? this.room.invalid : 0),
       pairs: [...this.pairs.values()].map((p) => p.summary()),
       departed: [...this.departed.values()].map((p) => p.summary()),
       chat: this.chat.map((c) => ({ from: c.from, own: c.own, text: c.text })),

@@ -19,7 +19,8 @@ document.documentElement.dataset.core = secure ? "ready" : "insecure";
 /** The join form's fields from the shareable link's fragment (#room=…&pw=…&name=…). */
 function fromFragment() {
   const params = new URLSearchParams(location.hash.replace(/^#/, ""));
-  return { room: params.get("room") || "", password: params.get("pw") || "", name: params.get("name") || "" };
+  return { room: params.get("room") || "", password: params.get("pw") || "", name: params.get("name") || "",
+    relays: params.getAll("relay").join(" "), portal: params.get("portal") !== "off" };
 }
 
 function savedName() {
@@ -131,9 +132,14 @@ function JoinForm({ initial, me, onJoin, error }) {
   const [room, setRoom] = useState(initial.room);
   const [password, setPassword] = useState(initial.password);
   const [name, setName] = useState(initial.name);
+  const [usePortal, setUsePortal] = useState(initial.portal);
+  const [relays, setRelays] = useState(initial.relays);
+  const relayList = relays.split(/[\s,]+/).filter(Boolean);
+  const badRelay = relayList.find((url) => !/^wss?:\/\/[^\s/]+/.test(url));
+  const usable = room.trim() && (usePortal || relayList.length) && !badRelay;
   const submit = (event) => {
     event.preventDefault();
-    if (room.trim()) onJoin({ room: room.trim(), password, name: name.trim() });
+    if (usable) onJoin({ room: room.trim(), password, name: name.trim(), usePortal, relays: relayList });
   };
   return html`
     <form class="panel join" onSubmit=${submit}>
@@ -144,11 +150,18 @@ function JoinForm({ initial, me, onJoin, error }) {
         onInput=${(e) => setPassword(e.target.value)} /></label>
       <label>Your name<input name="name" value=${name} maxlength="48" autocomplete="nickname"
         onInput=${(e) => setName(e.target.value)} /></label>
-      <p class="network">Network: this portal, <code>${location.origin}</code></p>
+      <fieldset class="networks">
+        <legend>Networks</legend>
+        <label class="check"><input type="checkbox" name="portal" checked=${usePortal}
+          onChange=${(e) => setUsePortal(e.target.checked)} /> this portal, <code>${location.origin}</code></label>
+        <label>Nostr relays (optional, wss://…, space-separated)<input name="relays" value=${relays}
+          autocomplete="off" autocapitalize="off" placeholder="wss://relay.example" onInput=${(e) => setRelays(e.target.value)} /></label>
+        ${badRelay ? html`<p class="error">${badRelay} is not a ws:// or wss:// URL</p>` : null}
+      </fieldset>
       ${me ? html`<p class="me">You are <${Fingerprint} fp=${me.fingerprint} />
         ${me.persistent ? "" : html`<span class="warn"> (not stored: it changes on reload)</span>`}</p>` : null}
       ${error ? html`<p class="error" role="alert">${error}</p>` : null}
-      <button type="submit" class="primary" data-testid="join" disabled=${!room.trim()}>Join</button>
+      <button type="submit" class="primary" data-testid="join" disabled=${!usable}>Join</button>
     </form>`;
 }
 
@@ -296,7 +309,7 @@ function App() {
     return () => removeEventListener("pagehide", bye);
   }, []);
 
-  const join = async ({ room: roomName, password, name }) => {
+  const join = async ({ room: roomName, password, name, usePortal, relays }) => {
     // Inside the tap: the AudioContext and the camera/microphone prompt need this user gesture.
     const tappedAt = performance.now();
     const hearing = new Hearing();
@@ -316,7 +329,7 @@ function App() {
       setStep("Joining the room…");
       const displayName = core.wire.signedName(name || `web-${who.fingerprint.slice(0, 4)}`);
       if (name) saveName(name);
-      const call = new Call({ portal: new Portal(location.origin), keys, identity: who.identity, name: displayName,
+      const call = new Call({ portal: usePortal ? new Portal(location.origin) : null, relays, keys, identity: who.identity, name: displayName,
         media, onChange: () => setTick((t) => t + 1) });
       call.joinTapAt = tappedAt;
       session.call = call;

@@ -122,7 +122,11 @@ export class PortalRoom {
 
   /** Seal, sign and publish a message in our pair slot to `member` (newest wins). */
   async send(member, body) {
-    const message = { v: 1, from: this.sessionId, to: member.sessionId, name: this.name, ts: Date.now(), ...body };
+    await this.publish(member, { v: 1, from: this.sessionId, to: member.sessionId, name: this.name, ts: Date.now(), ...body });
+  }
+
+  /** A full message exactly as given (a combined room sends the same bytes over every network). */
+  async publish(member, message) {
     const dataKey = await this._pairKey(this.sessionId, member.sessionId);
     const blob = await encodeMessage(this.keys, this.identity, dataKey, message);
     const skylink = await this.portal.upload(blob);
