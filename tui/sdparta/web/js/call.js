@@ -471,6 +471,18 @@ export class Call {
     this.changed();
   }
 
+  /** Someone shared a TURN relay with the room: use it (we have none of our own), and pairs still
+   *  trying without one start again through it (membership.py settings / relay_added). */
+  settings(settings) {
+    if (!settings.turn.length || this.iceServers.some((s) => /^turns?:/.test(String(s.urls)))) return;
+    this.iceServers = [...this.iceServers, ...settings.turn.map((t) => ({ urls: t.url, username: t.username,
+      credential: t.credential }))];
+    this.notice(`using the room's TURN relay ${settings.turn[0].url} (shared by ${fingerprint(settings.author)})`);
+    for (const pair of this.pairs.values()) {
+      if (pair.weOffer && pair.status === "connecting" && pair.pc !== null) pair.beginReconnect("trying again through the room's TURN relay");
+    }
+  }
+
   alive(member) {
     const pair = this.pairs.get(member.sessionId);
     return Boolean(pair && toHex(pair.member.publicKey) === toHex(member.publicKey) && pair.status === "connected");
@@ -527,7 +539,8 @@ export class Call {
       sessionId: this.sessionId, fingerprint: this.fingerprint, name: this.name, left: this.left,
       joinTapAt: this.joinTapAt ?? null,
       push: Boolean(this.room && this.room.pushActive),
-      networks: { portal: this.portal ? this.portal.url : null, relays: [...this.relays] }, invalid: this.invalidCount + (this.room ? this.room.invalid : 0),
+      networks: { portal: this.portal ? this.portal.url : null, relays: [...this.relays] },
+      iceServers: this.iceServers.map((s) => String(s.urls)), notices: this.notices.map((n) => n.text), invalid: this.invalidCount + (this.room ? this.room.invalid : 0),
       pairs: [...this.pairs.values()].map((p) => p.summary()),
       departed: [...this.departed.values()].map((p) => p.summary()),
       chat: this.chat.map((c) => ({ from: c.from, own: c.own, text: c.text })),

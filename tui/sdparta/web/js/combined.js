@@ -15,6 +15,7 @@ export class CombinedRoom {
       memberGone: (m, status, reason) => this._gone(i, m, status, reason),
       message: (m, body, via) => this._message(m, body, via),
       invalid: (reason) => events.invalid?.(reason),
+      settings: (settings) => events.settings?.(settings),
       alive: (m) => events.alive(m),
     }));
   }

@@ -7,8 +7,8 @@ import { toHex } from "sdparta/bytes.js";
 import { NostrKey, parseEvent, tagValue } from "sdparta/nostr.js";
 import { APP_KIND, MAX_PRESENCE_RECORD_BYTES, RoomTags, decodePresenceRecord, encodePresenceRecord, messageEvent,
   presenceEvent, unb64 } from "sdparta/nostr_wire.js";
-import { MAX_MESSAGE_BYTES, decodeMessage, encodeMessage } from "sdparta/wire.js";
-import { memberKey } from "sdparta/room.js";
+import { MAX_MESSAGE_BYTES, MAX_SETTINGS_BYTES, decodeMessage, decodeSettings, encodeMessage } from "sdparta/wire.js";
+import { MAX_SETTINGS_FUTURE_MS, memberKey } from "sdparta/room.js";
 import { StoreError } from "sdparta/portal.js";
 
 export const NOSTR_TIMING = Object.freeze({ reannounce: 60000, reannounceRetry: 5000, ttl: 150000 });
@@ -151,6 +151,7 @@ export class NostrRoom {
     this.invalid = 0;
     this.relays = [];
     this._timers = [];
+    this.settings = null; // the newest record seen (by its signed ts)
   }
 
   get pushActive() {
@@ -311,9 +312,20 @@ export class NostrRoom {
     try {
       if (x === this.roomTag) await this._onPresence(event, d);
       else if (x === this.toTag) await this._onMessage(event, d, via);
+      else if (x === this.settingsTag) await this._onSettings(event);
     } catch (error) {
       this._countInvalid(`relay: ${error.message}`);
     }
+  }
+
+  async _onSettings(event) {
+    const publisher = Uint8Array.from(event.pubkey.match(/../g), (h) => parseInt(h, 16));
+    const settings = await decodeSettings(this.keys, publisher, await this.tags.settingsKey(),
+      unb64(event.content, MAX_SETTINGS_BYTES));
+    if (settings.tsMs - Date.now() > MAX_SETTINGS_FUTURE_MS) throw new Error("room settings dated ahead of our clock");
+    if (this.settings !== null && settings.tsMs <= this.settings.tsMs) return;
+    this.settings = settings;
+    this.events.settings?.(settings);
   }
 
   async _onPresence(event, d) {

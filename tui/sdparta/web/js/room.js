@@ -6,8 +6,8 @@
 import { WireError, equal, toHex } from "sdparta/bytes.js";
 import { Identity } from "sdparta/keys.js";
 import { signEntry } from "sdparta/skynet.js";
-import { MAX_MEMBERS, MAX_MESSAGE_BYTES, MAX_PRESENCE_BYTES, decodeMessage, decodePresence, encodeMessage,
-  encodePresence, signMember } from "sdparta/wire.js";
+import { MAX_MEMBERS, MAX_MESSAGE_BYTES, MAX_PRESENCE_BYTES, MAX_SETTINGS_BYTES, decodeMessage, decodePresence,
+  decodeSettings, encodeMessage, encodePresence, signMember } from "sdparta/wire.js";
 import { RevisionConflict, StoreError } from "sdparta/portal.js";
 
 export const TIMING = Object.freeze({
@@ -18,6 +18,8 @@ const EPOCH_REVISION_LIMIT = 2n ** 63n;
 const MAX_EPOCHS = 32;
 const MAX_SESSIONS_PER_IDENTITY = 4;
 const CAS_ATTEMPTS = 12;
+/** Room settings dated further ahead of our clock than this are not taken (room/settings.py). */
+export const MAX_SETTINGS_FUTURE_MS = 600000;
 
 export const memberKey = (m) => toHex(m.publicKey) + "/" + m.sessionId;
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -33,7 +35,9 @@ export class PortalRoom {
     this.wantPush = push;
     this.ownKey = toHex(identity.publicKey) + "/" + sessionId;
     this.members = new Map(); // memberKey → member (freshest record)
-    this.epoch = { presence: 0 };
+    this.epoch = { presence: 0, settings: 0 };
+    this.settings = null;
+    this._settingsReading = null;
     this.presenceRevision = -1n;
     this.presenceSkylink = new Uint8Array(0);
     this.lastPresence = [];
@@ -68,6 +72,7 @@ export class PortalRoom {
   // ---------------------------------------------------------------- lifecycle
   async start() {
     const roomKp = await this._roomKeyPair();
+    const settings = this._readSettings();
     if (this.wantPush) {
       this.subscription = this.portal.subscribe((entry) => this._onPushed(entry).catch(() => {}));
       this.pushActive = await this.subscription.start();
@@ -77,6 +82,7 @@ export class PortalRoom {
         this.subscription = null;
       }
     }
+    await settings;
     await this._updatePresence(false);
     this._pollLoop();
     this._announceLoop();
@@ -134,6 +140,43 @@ export class PortalRoom {
     const revision = (this.outgoing.get(key) ?? -1) + 1;
     this.outgoing.set(key, revision);
     await this.portal.setEntry(await signEntry(this.identity, dataKey, skylink, BigInt(revision)));
+  }
+
+  // ---------------------------------------------------------------- settings (§5a)
+  _settingsKey(epoch = this.epoch.settings) {
+    return epoch === 0 ? this.keys.dataKey("settings") : this.keys.dataKey("settings", `epoch-${epoch}`);
+  }
+
+  /** Take the room's shared settings (TURN relays) if there are some; trouble never stops a join. */
+  async _readSettings() {
+    if (this.settings !== null) return;
+    try {
+      const roomKp = await this._roomKeyPair();
+      let entry = null;
+      for (let i = 0; i < MAX_EPOCHS; i++) {
+        entry = await this.portal.getEntry(roomKp.publicKey, await this._settingsKey());
+        if (entry === null || entry.revision < EPOCH_REVISION_LIMIT) break;
+        this.epoch.settings++;
+      }
+      if (entry === null || entry.data.length !== 34) return;
+      const blob = await this.portal.download(entry.data, MAX_SETTINGS_BYTES);
+      const settings = await decodeSettings(this.keys, roomKp.publicKey, await this._settingsKey(), blob);
+      if (settings.tsMs - Date.now() > MAX_SETTINGS_FUTURE_MS) throw new WireError("room settings dated ahead of our clock");
+      if (this.settings === null) {
+        this.settings = settings;
+        this.events.settings?.(settings);
+      }
+    } catch (error) {
+      if (error instanceof WireError) this._countInvalid(`settings: ${error.message}`);
+    }
+  }
+
+  /** A newcomer may have shared a relay just before announcing itself: read again (one read at a time). */
+  _rereadSettingsSoon() {
+    if (this.settings !== null || this.closing || this._settingsReading) return;
+    this._settingsReading = this._readSettings().finally(() => {
+      this._settingsReading = null;
+    });
   }
 
   // ---------------------------------------------------------------- presence
@@ -220,6 +263,7 @@ export class PortalRoom {
     this.members.set(key, member);
     if (!known) {
       this.markPending();
+      this._rereadSettingsSoon();
       this.events.memberSeen(member);
     }
   }
