@@ -52,6 +52,8 @@ class Lab:
     port: int
     browser: Any
     workdir: Path
+    launch: Callable[..., Any]
+    devices: dict[str, Any]
     pages: list[Any] = field(default_factory=list)
 
     @property
@@ -90,10 +92,13 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         browser = None
         try:
             port = int(portal.url.rsplit(":", 1)[1])
-            browser = pw.chromium.launch(executable_path=str(ns.wrapper), args=[
-                *BASE_ARGS, *FAKE_MEDIA_ARGS, f"--use-file-for-fake-audio-capture={tone}",
-                "--autoplay-policy=no-user-gesture-required"])
-            yield Lab(ns, portal, port, browser, workdir)
+            def launch(*args: str) -> Any:
+                return pw.chromium.launch(executable_path=str(ns.wrapper), args=[
+                    *BASE_ARGS, f"--use-file-for-fake-audio-capture={tone}",
+                    "--use-fake-device-for-media-stream", "--autoplay-policy=no-user-gesture-required", *args])
+
+            browser = launch(*FAKE_MEDIA_ARGS)
+            yield Lab(ns, portal, port, browser, workdir, launch, pw.devices)
         finally:
             if browser is not None:
                 browser.close()
@@ -165,6 +170,9 @@ def test_browser_and_two_bots_call(lab: Lab) -> None:
     try:
         page.join(f"{lab.page_url}#room={room}&pw={PASSWORD}", "phone")
         diag = connect_page_and_bots(lab, page, bots, "phone")
+        report = page.report() or {}
+        figures = {p["name"]: round((p["connectedAt"] - report["joinTapAt"]) / 1000, 3) for p in report["pairs"]}
+        print(f"join tap → connected (s): {figures}")  # a figure for the report, never asserted
         # each pair of bots connects too
         for bot in bots:
             others = [b.name for b in bots if b is not bot]
@@ -210,3 +218,192 @@ def test_browser_and_two_bots_call(lab: Lab) -> None:
         assert power > 0.003, f"{bot.name}'s WAV lacks the browser's {BROWSER_TONE} Hz tone ({power:.4f})"
         assert power > 20 * own, f"{bot.name} hears the browser no louder than silence at its own tone"
     assert page.errors == []
+
+
+def test_a_killed_bot_is_reported_gone_by_the_page(lab: Lab) -> None:
+    """A bot SIGKILLed (no bye) goes silent: the page reconnects, then reports it gone once its
+    presence record is stale (50 s); the other bot stays connected."""
+    room = "web-kill-room"
+    bots = [lab.bot(room, name, tone=TONES[name], record=False) for name in TONES]
+    page = Page(lab, lab.browser.new_context())
+    try:
+        page.join(f"{lab.page_url}#room={room}&pw={PASSWORD}", "phone")
+        diag = connect_page_and_bots(lab, page, bots, "phone")
+        victim, survivor = bots
+        victim.kill()
+        until(lambda: page.pairs().get(victim.name, {}).get("status") == "gone",
+              f"the page reporting {victim.name} gone", timeout=150, diagnostics=diag)
+        history = page.pairs()[victim.name]["history"]
+        assert "left" not in history, history  # a crash is not a leave
+        assert page.pairs()[survivor.name]["status"] == "connected", diag()
+    finally:
+        for bot in bots:
+            if bot.proc.poll() is None:
+                bot.stop()
+        page.close()
+
+
+def test_receive_only_without_camera_and_microphone_permission(lab: Lab) -> None:
+    """Permission refused: the page says it is receive-only and still connects to both bots (its host
+    candidates are mDNS names then), hears them and sees their video."""
+    room = "web-recvonly-room"
+    bots = [lab.bot(room, name, tone=TONES[name]) for name in TONES]
+    denying = lab.launch("--use-fake-ui-for-media-stream=deny")
+    page = Page(lab, denying.new_context())
+    try:
+        page.join(f"{lab.page_url}#room={room}&pw={PASSWORD}", "viewer")
+        media = (page.report() or {})["media"]
+        assert not media["audio"] and not media["video"] and "receive-only" in media["problem"], media
+        assert "receive-only" in page.page.inner_text("[data-testid=media-problem]")
+        diag = connect_page_and_bots(lab, page, bots, "viewer")
+        for bot in bots:
+            sid = page.pairs()[bot.name]["sessionId"]
+            until(lambda sid=sid, bot=bot: page_hears(page, sid, TONES[bot.name]),
+                  f"the page hearing {bot.name}'s {TONES[bot.name]} Hz", diagnostics=diag)
+        until(lambda: all(page.pairs()[b.name]["videoFrames"] > 30 for b in bots), "video frames on the page",
+              diagnostics=diag)
+    finally:
+        for bot in bots:
+            bot.stop()
+        page.close()
+        denying.close()
+
+
+def _boxes(page: Page, selector: str) -> list[dict[str, float]]:
+    return [el.bounding_box() for el in page.page.query_selector_all(selector)]  # type: ignore[misc]
+
+
+def _assert_on_screen(page: Page, selectors: list[str], width: int, height: int) -> None:
+    """Each element is wholly inside the viewport (nothing cut off, reachable without scrolling sideways)."""
+    for selector in selectors:
+        boxes = _boxes(page, selector)
+        assert boxes, f"no {selector} on the page"
+        for box in boxes:
+            assert box is not None, f"{selector} is not displayed"
+            assert box["x"] >= 0 and box["x"] + box["width"] <= width + 0.5, (selector, box)
+            assert box["y"] >= 0 and box["y"] + box["height"] <= height + 0.5, (selector, box)
+    scroll_width = page.page.evaluate("document.scrollingElement.scrollWidth")
+    assert scroll_width <= width, f"the page scrolls sideways ({scroll_width} > {width} px)"
+
+
+def test_phone_viewport_join_form_and_call_view(lab: Lab) -> None:
+    """Playwright's Pixel 7 profile (412×839): the join form and the call view fit, their buttons are
+    on screen and work by tap; the fingerprint is the one the bot sees and survives a reload."""
+    room = "web-phone-room"
+    bot = lab.bot(room, "bot1", tone=TONES["bot1"], record=False)
+    pixel = lab.devices["Pixel 7"]
+    width, height = pixel["viewport"]["width"], pixel["viewport"]["height"]
+    page = Page(lab, lab.browser.new_context(**pixel))
+    try:
+        page.page.goto(f"{lab.page_url}#room={room}&pw={PASSWORD}")
+        page.page.wait_for_selector(".me code")
+        assert page.page.input_value("input[name=room]") == room  # filled from the link's fragment
+        assert page.page.input_value("input[name=password]") == PASSWORD
+        fingerprint = page.page.inner_text(".me code")
+        page.page.reload()
+        page.page.wait_for_selector(".me code")
+        assert page.page.inner_text(".me code") == fingerprint  # the IndexedDB identity survives reloads
+        page.page.fill("input[name=name]", "pixel")
+        page.page.screenshot(path=str(lab.workdir / "phone-join.png"))
+        _assert_on_screen(page, ["input[name=room]", "input[name=password]", "input[name=name]",
+                                 "[data-testid=join]"], width, height)
+        page.page.tap("[data-testid=join]")
+        page.page.wait_for_selector("[data-testid=call]", timeout=DEADLINE * 1000)
+        diag = connect_page_and_bots(lab, page, [bot], "pixel")
+        until(lambda: page.pairs()["bot1"]["videoFrames"] > 10, "video on the phone", diagnostics=diag)
+        page.page.screenshot(path=str(lab.workdir / "phone-call.png"))
+        _assert_on_screen(page, ["[data-testid=mute]", "[data-testid=camera]", "[data-testid=leave]",
+                                 "[data-testid=own-tile]", "[data-testid=tile]"], width, height)
+        for selector in ("[data-testid=chat-input]", "[data-testid=chat-send]", "[data-testid=peer]"):
+            for box in _boxes(page, selector):  # below the tiles (the page scrolls down), never sideways
+                assert box["x"] >= 0 and box["x"] + box["width"] <= width + 0.5, (selector, box)
+        # the fingerprints are the terminal's: the bot's report names the page's, the page the bot's
+        assert peers_seen_by_name(bot.report())["pixel"]["fingerprint"] == fingerprint
+        row = page.page.query_selector("[data-testid=peer]")
+        assert row.get_attribute("data-fingerprint") == (bot.report() or {})["fingerprint"]
+        page.page.tap("[data-testid=mute]")
+        assert page.page.get_attribute("[data-testid=mute]", "aria-pressed") == "true"
+        assert (page.report() or {})["media"]["muted"]
+    finally:
+        bot.stop()
+        page.close()
+
+
+def test_insecure_origin_explains_itself(lab: Lab) -> None:
+    """At a non-loopback http:// address the browser gives no WebCrypto or getUserMedia: the page
+    says why and what to do, and offers no join button."""
+    page = Page(lab, lab.browser.new_context())
+    try:
+        page.page.goto(f"http://{lab.ns.browser_ip}:{lab.port}/web/")
+        page.page.wait_for_selector("[data-testid=insecure]")
+        text = page.page.inner_text("[data-testid=insecure]")
+        assert "sdparta portal --tls self-signed" in text and "127.0.0.1" in text, text
+        assert page.page.query_selector("[data-testid=join]") is None
+        assert page.page.evaluate("document.documentElement.dataset.core") == "insecure"
+    finally:
+        page.close()
+
+
+def test_browser_and_two_bots_over_a_nostr_relay(lab: Lab) -> None:
+    """The same call with no portal at all: a real Nostr relay (PyPI nostr-relay) in the browser's
+    namespace carries the room; the page's link names the relay and turns the portal off."""
+    from support.nostr_relay import start_relay
+
+    relay = start_relay(lab.workdir / "relay", host="0.0.0.0", argv_prefix=tuple(lab.ns.browser_prefix()))
+    room = "web-relay-room"
+    bot_relay = f"ws://{lab.ns.browser_ip}:{relay.port}/"
+    bots = [start_bot(lab.workdir, room, [], name, tone=TONES[name], chat=f"relayed hello from {name}", record=False,
+                      extra=["--password", PASSWORD, "--relay", bot_relay], argv_prefix=lab.ns.peer_prefix())
+            for name in TONES]
+    page = Page(lab, lab.browser.new_context())
+    try:
+        page.join(f"{lab.page_url}#room={room}&pw={PASSWORD}&portal=off&relay=ws://127.0.0.1:{relay.port}/", "phone")
+        assert (page.report() or {})["networks"] == {"portal": None, "relays": [f"ws://127.0.0.1:{relay.port}/"]}
+        diag = connect_page_and_bots(lab, page, bots, "phone")
+        until(lambda: {c["text"] for c in (page.report() or {}).get("chat", [])}
+              >= {f"relayed hello from {n}" for n in TONES}, "the bots' chat on the page", diagnostics=diag)
+        page.page.fill("[data-testid=chat-input]", "hello over the relay")
+        page.page.click("[data-testid=chat-send]")
+        for bot in bots:
+            until(lambda bot=bot: any(c["text"] == "hello over the relay"
+                                      for c in (bot.report() or {}).get("chat_received", [])),
+                  f"the page's chat at {bot.name}", diagnostics=diag)
+            sid = page.pairs()[bot.name]["sessionId"]
+            until(lambda sid=sid, bot=bot: page_hears(page, sid, TONES[bot.name]),
+                  f"the page hearing {bot.name}'s {TONES[bot.name]} Hz", diagnostics=diag)
+            until(lambda bot=bot: peers_seen_by_name(bot.report()).get("phone", {}).get("video_frames", 0) > 30,
+                  f"the page's video at {bot.name}", diagnostics=diag)
+        until(lambda: all(page.pairs()[b.name]["videoFrames"] > 30 for b in bots), "video frames on the page",
+              diagnostics=diag)
+        page.page.click("[data-testid=leave]")
+        page.page.wait_for_selector("[data-testid=left]", timeout=DEADLINE * 1000)
+        for bot in bots:
+            until(lambda bot=bot: peers_seen_by_name(bot.report()).get("phone", {}).get("status") == "left",
+                  f"{bot.name} reporting the page left", diagnostics=diag)
+    finally:
+        for bot in bots:
+            bot.stop()
+        page.close()
+        relay.stop()
+    assert page.errors == []
+
+
+def test_the_rooms_shared_turn_relay_is_taken(lab: Lab) -> None:
+    """A bot shares a TURN relay with the room (--share-turn writes the sealed settings slot before it
+    announces): the page reads the settings, uses that relay (it has none of its own) and says so.
+    Nothing listens at the relay's address, so the call still connects directly."""
+    room = "web-turn-room"
+    turn = f"turn:{lab.ns.browser_ip}:3478?transport=udp"
+    bot = lab.bot(room, "bot1", tone=TONES["bot1"], record=False,
+                  extra=["--turn", turn, "--turn-user", "sdparta", "--turn-password", "secret", "--share-turn"])
+    page = Page(lab, lab.browser.new_context())
+    try:
+        until(lambda: bool((bot.report() or {}).get("status") == "joined"), "the bot joined (settings shared)")
+        page.join(f"{lab.page_url}#room={room}&pw={PASSWORD}", "phone")
+        connect_page_and_bots(lab, page, [bot], "phone")
+        report = page.report() or {}
+        assert turn in report["iceServers"], report
+        assert any(n.startswith(f"using the room's TURN relay {turn}") for n in report["notices"]), report["notices"]
+    finally:
+        bot.stop()
+        page.close()
