@@ -365,7 +365,7 @@ export class Pair {
     return {
       sessionId: this.sessionId, name: this.name, fingerprint: this.fingerprint, status: this.status,
       reason: this.reason, weOffer: this.weOffer, connectedAfterMs: this.connectedAfterMs,
-      connectedAt: this.connectedAt,
+      connectedAt: this.connectedAt, discoveredAt: this.startedAt,
       history: this.history.map((h) => h.status), videoFrames: this.videoFrames, remote: { ...this.remote },
       connectionState: this.pc ? this.pc.connectionState : "new", gen: this.gen, remoteGen: this.remoteGen,
     };
@@ -537,7 +537,7 @@ export class Call {
   report() {
     return {
       sessionId: this.sessionId, fingerprint: this.fingerprint, name: this.name, left: this.left,
-      joinTapAt: this.joinTapAt ?? null,
+      joinTapAt: this.joinTapAt ?? null, keysAt: this.keysAt ?? null, joinedAt: this.joinedAt,
       push: Boolean(this.room && this.room.pushActive),
       networks: { portal: this.portal ? this.portal.url : null, relays: [...this.relays] },
       iceServers: this.iceServers.map((s) => String(s.urls)), notices: this.notices.map((n) => n.text), invalid: this.invalidCount + (this.room ? this.room.invalid : 0),

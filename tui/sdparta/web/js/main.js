@@ -181,7 +181,7 @@ function Tile({ pair, stream, local, name, level, muted }) {
     <figure class=${classes} data-testid=${local ? "own-tile" : "tile"} data-session=${pair ? pair.sessionId : ""}>
       ${stream ? html`<${StreamVideo} stream=${stream} local=${local} pair=${pair} />`
         : html`<div class="novideo">${local ? "not sending video" : "no video"}</div>`}
-      <figcaption>${name}${muted ? " 🔇" : ""}${pair && pair.status !== "connected" ? ` · ${statusLabel(pair)}` : ""}</figcaption>
+      <figcaption>${name}${muted ? " · muted" : ""}${pair && pair.status !== "connected" ? ` · ${statusLabel(pair)}` : ""}</figcaption>
     </figure>`;
 }
 
@@ -324,6 +324,7 @@ function App() {
       const [keys, who] = await Promise.all([core.keys.RoomKeys.derive(roomName, password),
         me ? Promise.resolve(me) : loadIdentity().then(({ identity, persistent }) =>
           ({ identity, fingerprint: identity.fingerprint, persistent }))]);
+      const keysAt = performance.now();
       setMe(who);
       await opened;
       setStep("Joining the room…");
@@ -332,6 +333,7 @@ function App() {
       const call = new Call({ portal: usePortal ? new Portal(location.origin) : null, relays, keys, identity: who.identity, name: displayName,
         media, onChange: () => setTick((t) => t + 1) });
       call.joinTapAt = tappedAt;
+      call.keysAt = keysAt;
       session.call = call;
       session.media = media;
       session.hearing = hearing;
