@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -87,6 +89,33 @@ def test_presence_round_trip_and_forged_record(keys: RoomKeys, alice: Identity) 
     assert rejected == 1
 
 
+def test_every_name_we_sign_reads_back_and_newer_characters_are_kept(keys: RoomKeys, alice: Identity) -> None:
+    """A name cut at 48 characters kept a trailing space, which no reader accepted: that member was
+    invisible to everyone. A character this Python's Unicode does not know yet (U+1FA77, Unicode 15,
+    unassigned in Python 3.11's database) signed by a browser must not make its member invisible."""
+    slot_pk, data_key = b"\x01" * 32, keys.data_key("presence")
+    names = ["a" * 47 + " b", "  spaced  ", "x" * 60, "", "tab\there", "pink \U0001fa77 heart"]
+    members = [wire.sign_member(keys, alice, SID_A, name, 1700000000000 + i) for i, name in enumerate(names)]
+    assert members[0].name == "a" * 47 and members[4].name == "tabhere"
+    decoded, rejected = wire.decode_presence(keys, slot_pk, data_key,
+                                             wire.encode_presence(keys, slot_pk, data_key, members))
+    assert rejected == 0 and [m.name for m in decoded] == [m.name for m in members]
+    newer = wire.Member(alice.public_key, SID_A, "pink \U0001fa77 heart", 5, b"")
+    signed = wire.Member(*dataclasses.astuple(newer)[:4], alice.sign(
+        wire._presence_signing_bytes(keys, alice.public_key, SID_A, newer.name, 5)))
+    decoded, rejected = wire.decode_presence(keys, slot_pk, data_key,
+                                             wire.encode_presence(keys, slot_pk, data_key, [signed]))
+    assert rejected == 0 and decoded[0].name == newer.name
+    for bad in ("ends with a space ", "line\nbreak", "x" * 49, "\u0007bell"):
+        forged = wire.Member(alice.public_key, SID_B, bad, 6, alice.sign(
+            wire._presence_signing_bytes(keys, alice.public_key, SID_B, bad, 6)))
+        assert wire.decode_presence(keys, slot_pk, data_key,
+                                    wire.encode_presence(keys, slot_pk, data_key, [forged]))[1] == 1, bad
+    session_record = wire.Member(alice.public_key, SID_A + "\n", "alice", 7, b"\0" * 64)
+    assert wire.decode_presence(keys, slot_pk, data_key,
+                                wire.encode_presence(keys, slot_pk, data_key, [session_record]))[1] == 1
+
+
 def test_oversized_blob_rejected(keys: RoomKeys, alice: Identity) -> None:
     with pytest.raises(wire.WireError, match="too large"):
         wire.decode_message(keys, alice.public_key, b"\0" * 32, b"SDP1" + bytes(wire.MAX_MESSAGE_BYTES))
@@ -139,7 +168,7 @@ def test_room_settings_reject_forgery_and_bad_urls(keys: RoomKeys, alice: Identi
     forged = plain[:64] + plain[64:].replace(mallory.public_key.hex().encode(), alice.public_key.hex().encode())
     with pytest.raises(wire.WireError, match="signature"):
         wire.decode_settings(keys, slot, data_key, wire.seal(keys, b"settings", slot, data_key, forged))
-    for url in ("stun:203.0.113.1", "turn:evil host", "http://x", "turn:a?transport=sctp"):
+    for url in ("stun:203.0.113.1", "turn:evil host", "http://x", "turn:a?transport=sctp", "turn:a\n"):
         bad = wire.encode_settings(keys, alice, slot, data_key, [wire.TurnServer(url, "u", "p")], 1)
         with pytest.raises(wire.WireError, match="URL"):
             wire.decode_settings(keys, slot, data_key, bad)

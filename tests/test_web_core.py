@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import random
-import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -741,14 +740,6 @@ def test_names_the_browser_signs_are_accepted_by_python(web: Web, keys: RoomKeys
     assert [m.name for m in members] == [wire.clean_name(n).rstrip(" ") for n in SIGNED_NAMES]
 
 
-def _unicode_version() -> tuple[int, ...]:
-    return tuple(int(part) for part in unicodedata.unidata_version.split("."))
-
-
-@pytest.mark.xfail(_unicode_version() < (15,), strict=True, reason=(
-    "protocol mismatch: 'printable' depends on the Unicode version. Python "
-    f"{unicodedata.unidata_version} takes U+1FA77 (Unicode 15) for unassigned, so it rejects a name that "
-    "Chromium's newer Unicode keeps: a browser member with such a name is dropped as 'bad name'"))
 def test_a_name_with_a_newer_emoji_signed_in_the_browser_is_accepted_by_python(web: Web, keys: RoomKeys) -> None:
     got = web.run("""const K = await T.room(); const me = await T.alice();
         const member = await C.wire.signMember(K, me, "0011223344556677", a, 1);

@@ -23,6 +23,7 @@ from sdparta.room.wire import (
     clean_name,
     load_json,
     open_sealed,
+    readable_name,
     seal,
 )
 
@@ -126,7 +127,7 @@ def decode_presence_record(keys: RoomKeys, nostr_key: bytes, d_tag: str, blob: b
         raise WireError("bad session id")
     if tags.presence_d(session_id) != d_tag:
         raise WireError("presence record is for another session than its d tag")
-    if not isinstance(name, str) or name != clean_name(name) or not isinstance(left, bool):
+    if not readable_name(name) or not isinstance(left, bool):
         raise WireError("bad name or flag")
     if not isinstance(ts_ms, int) or isinstance(ts_ms, bool) or not 0 <= ts_ms < 2**63:
         raise WireError("bad timestamp")

@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,7 +113,7 @@ def decode_message(keys: RoomKeys, author_public_key: bytes, data_key: bytes, bl
     if not isinstance(body.get("name", ""), str):
         raise WireError("message field 'name' is not text")
     for field in ("from", "to"):
-        if not isinstance(body.get(field), str) or not _SID_RE.match(body[field]):
+        if not isinstance(body.get(field), str) or not _SID_RE.fullmatch(body[field]):
             raise WireError(f"message field {field!r} is not a session id")
     if not isinstance(body.get("gen", 0), int) or isinstance(body.get("gen", 0), bool):
         raise WireError("message field 'gen' is not an integer")
@@ -148,9 +149,18 @@ def sign_member(keys: RoomKeys, identity: Identity, session_id: str, name: str, 
 
 
 def clean_name(name: str) -> str:
-    """Display names are short single-line printable text."""
-    cleaned = "".join(ch for ch in name if ch.isprintable()).strip()[:MAX_NAME_CHARS]
+    """Display names are short single-line printable text (no space left at the end by the cut:
+    a name that does not read back as itself would make its member invisible)."""
+    cleaned = "".join(ch for ch in name if ch.isprintable()).strip()[:MAX_NAME_CHARS].rstrip()
     return cleaned or "anonymous"
+
+
+def readable_name(name: object) -> bool:
+    """A name as a record may carry it: what :func:`clean_name` makes, also with characters this
+    Python's Unicode database does not know yet (category Cn: a newer emoji a browser signed), so a
+    member is never dropped for our Unicode version; the UI cleans names for display anyway."""
+    return (isinstance(name, str) and 0 < len(name) <= MAX_NAME_CHARS and name == name.strip()
+            and all(ch.isprintable() or unicodedata.category(ch) == "Cn" for ch in name))
 
 
 def encode_presence(keys: RoomKeys, slot_public_key: bytes, data_key: bytes, members: list[Member],
@@ -193,9 +203,9 @@ def _decode_member(keys: RoomKeys, record: Any) -> Member:
     public_key = bytes.fromhex(record["pk"])
     signature = bytes.fromhex(record["sig"])
     session_id, name, ts_ms = record["sid"], record["name"], record["ts"]
-    if not isinstance(session_id, str) or not _SID_RE.match(session_id):
+    if not isinstance(session_id, str) or not _SID_RE.fullmatch(session_id):
         raise WireError("bad session id")
-    if not isinstance(name, str) or name != clean_name(name):
+    if not readable_name(name):
         raise WireError("bad name")
     if not isinstance(ts_ms, int) or isinstance(ts_ms, bool) or not 0 <= ts_ms < 2**63:
         raise WireError("bad timestamp")
@@ -313,7 +323,7 @@ def decode_settings(keys: RoomKeys, slot_public_key: bytes, data_key: bytes, blo
         if not isinstance(record, dict):
             raise WireError("a room TURN entry is not an object")
         url, user, credential = record.get("url"), record.get("username"), record.get("credential")
-        if not isinstance(url, str) or not _TURN_URL_RE.match(url):
+        if not isinstance(url, str) or not _TURN_URL_RE.fullmatch(url):
             raise WireError("a room TURN entry has an invalid URL")
         if not isinstance(user, str) or not isinstance(credential, str) or len(user) > 256 or len(credential) > 256:
             raise WireError("a room TURN entry has invalid credentials")

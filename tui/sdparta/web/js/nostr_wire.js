@@ -5,7 +5,7 @@
 import { WireError, concat, fromBase64, fromHex, toBase64, toHex, uint64, utf8 } from "sdparta/bytes.js";
 import { canonicalJson, isInt, isObject, loadJson } from "sdparta/json.js";
 import { verifySignature } from "sdparta/keys.js";
-import { SIG_LEN, cleanName, openSealed, seal, signedName } from "sdparta/wire.js";
+import { SIG_LEN, openSealed, readableName, seal, signedName } from "sdparta/wire.js";
 
 export const APP_KIND = 30078;
 export const MAX_PRESENCE_RECORD_BYTES = 2048;
@@ -95,7 +95,7 @@ export async function decodePresenceRecord(keys, nostrKey, dTag, blob) {
   if ((await new RoomTags(keys).presenceD(sessionId)) !== dTag) {
     throw new WireError("presence record is for another session than its d tag");
   }
-  if (typeof name !== "string" || name !== cleanName(name) || typeof left !== "boolean") throw new WireError("bad name or flag");
+  if (!readableName(name) || typeof left !== "boolean") throw new WireError("bad name or flag");
   if (!isInt(tsMs) || tsMs < 0) throw new WireError("bad timestamp");
   if (sig.length !== SIG_LEN || !(await verifySignature(publicKey, sig,
     presenceSigningBytes(keys, publicKey, sessionId, nostrKey, name, tsMs)))) {

@@ -74,18 +74,28 @@ export function isPrintable(ch) {
   return ch === " " || !NONPRINTABLE.test(ch);
 }
 
-/** Display names are short single-line printable text (exactly as clean_name in wire.py, which a
- *  reader checks a signed name against: name === cleanName(name)). */
+/** Display names are short single-line printable text (exactly as clean_name in wire.py): printable
+ *  characters, outer spaces stripped, cut at 48 characters and no space left at the end by the cut. */
 export function cleanName(name) {
   const printable = Array.from(String(name)).filter(isPrintable).join("").replace(/^ +| +$/g, "");
-  const cleaned = Array.from(printable).slice(0, MAX_NAME_CHARS).join("");
+  const cleaned = Array.from(printable).slice(0, MAX_NAME_CHARS).join("").replace(/ +$/, "");
   return cleaned || "anonymous";
 }
 
-/** The name we sign: cleanName, less the spaces its cut at 48 characters can leave at the end (wire.py
- *  signs those, and then no reader accepts the record, since cleanName of such a name differs). */
+/** The name we sign (cleanName: every name it makes reads back as itself). */
 export function signedName(name) {
-  return cleanName(name).replace(/ +$/, "");
+  return cleanName(name);
+}
+
+const UNASSIGNED = /\p{Cn}/u;
+
+/** A name as a record may carry it (readable_name in wire.py): what cleanName makes, also with
+ *  characters this browser's Unicode does not know yet, so no member is dropped for our version. */
+export function readableName(name) {
+  if (typeof name !== "string") return false;
+  const chars = Array.from(name);
+  return chars.length > 0 && chars.length <= MAX_NAME_CHARS && name === name.replace(/^ +| +$/g, "")
+    && chars.every((ch) => isPrintable(ch) || UNASSIGNED.test(ch));
 }
 
 // ------------------------------------------------------------------ pair messages (§4)
@@ -159,7 +169,7 @@ async function decodeMember(keys, record) {
   const signature = fromHex(record.sig, SIG_LEN, "member signature");
   const { sid: sessionId, name, ts: tsMs } = record;
   if (typeof sessionId !== "string" || !SESSION_ID.test(sessionId)) throw new WireError("bad session id");
-  if (typeof name !== "string" || name !== cleanName(name)) throw new WireError("bad name");
+  if (!readableName(name)) throw new WireError("bad name");
   checkTs(tsMs);
   if (!(await verifySignature(publicKey, signature, presenceSigningBytes(keys, publicKey, sessionId, name, tsMs)))) {
     throw new WireError("member record signature does not verify");
