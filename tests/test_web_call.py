@@ -168,11 +168,16 @@ def test_browser_and_two_bots_call(lab: Lab) -> None:
     bots = [lab.bot(room, name, tone=TONES[name], chat=f"hello from {name}") for name in TONES]
     page = Page(lab, lab.browser.new_context())
     try:
+        for bot in bots:  # the bots wait in the room: the figure below is a browser joining waiting peers
+            until(lambda bot=bot: (bot.report() or {}).get("status") == "joined", f"{bot.name} joined")
         page.join(f"{lab.page_url}#room={room}&pw={PASSWORD}", "phone")
         diag = connect_page_and_bots(lab, page, bots, "phone")
         report = page.report() or {}
         figures = {p["name"]: round((p["connectedAt"] - report["joinTapAt"]) / 1000, 3) for p in report["pairs"]}
-        print(f"join tap → connected (s): {figures}")  # a figure for the report, never asserted
+        steps = {k: round((report[k] - report["joinTapAt"]) / 1000, 3) for k in ("keysAt", "joinedAt")}
+        found = {p["name"]: round((p["discoveredAt"] - report["joinTapAt"]) / 1000, 3) for p in report["pairs"]}
+        # figures for the report, never asserted
+        print(f"join tap → connected (s): {figures}; keys derived, joined: {steps}; bots discovered: {found}")
         # each pair of bots connects too
         for bot in bots:
             others = [b.name for b in bots if b is not bot]
@@ -324,6 +329,22 @@ def test_phone_viewport_join_form_and_call_view(lab: Lab) -> None:
         page.page.tap("[data-testid=mute]")
         assert page.page.get_attribute("[data-testid=mute]", "aria-pressed") == "true"
         assert (page.report() or {})["media"]["muted"]
+        # a second browser, on a desktop viewport, in the same room: browser ↔ browser too
+        desk = Page(lab, lab.browser.new_context(viewport={"width": 1280, "height": 800}))
+        try:
+            desk.join(f"{lab.page_url}#room={room}&pw={PASSWORD}", "desk")
+            until(lambda: all(desk.pairs().get(n, {}).get("status") == "connected" for n in ("bot1", "pixel")),
+                  "the desktop page connected to the bot and the phone", diagnostics=diag)
+            until(lambda: page.pairs().get("desk", {}).get("status") == "connected",
+                  "the phone connected to the desktop", diagnostics=diag)
+            until(lambda: all(desk.pairs()[n]["videoFrames"] > 10 for n in ("bot1", "pixel")),
+                  "the bot's and the phone's video on the desktop", diagnostics=diag)
+            desk.page.screenshot(path=str(lab.workdir / "desktop-call.png"))
+            _assert_on_screen(desk, ["[data-testid=mute]", "[data-testid=camera]", "[data-testid=leave]",
+                                     "[data-testid=own-tile]", "[data-testid=tile]", "[data-testid=peer]",
+                                     "[data-testid=chat-input]", "[data-testid=chat-send]"], 1280, 800)
+        finally:
+            desk.close()
     finally:
         bot.stop()
         page.close()
@@ -406,4 +427,35 @@ def test_the_rooms_shared_turn_relay_is_taken(lab: Lab) -> None:
         assert any(n.startswith(f"using the room's TURN relay {turn}") for n in report["notices"]), report["notices"]
     finally:
         bot.stop()
+        page.close()
+
+
+def test_the_identicon_is_drawn_as_the_terminal_draws_it(lab: Lab) -> None:
+    """The join form's identicon canvas holds, cell for cell, the terminal's identicon of the page's
+    fingerprint (ui/identicon.py: the same glyph levels, the same colours; empty cells transparent)."""
+    from sdparta.ui.identicon import identicon_colours, identicon_grid
+
+    page = Page(lab, lab.browser.new_context())
+    try:
+        page.page.goto(lab.page_url)
+        page.page.wait_for_selector(".me canvas")
+        fingerprint = page.page.inner_text(".me code")
+        pixels = page.page.eval_on_selector(".me canvas", """c => {
+            const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+            const out = [];
+            for (let y = 0; y < c.height; y++) {
+              const row = [];
+              for (let x = 0; x < c.width; x++) {
+                const i = 4 * (y * c.width + x);
+                row.push(d[i + 3] === 0 ? null : "#" + [d[i], d[i + 1], d[i + 2]]
+                  .map(v => v.toString(16).padStart(2, "0")).join(""));
+              }
+              out.push(row);
+            }
+            return out;
+        }""")
+        colours = identicon_colours(fingerprint)
+        expected = [[None if glyph == " " else colours[glyph] for glyph in row] for row in identicon_grid(fingerprint)]
+        assert pixels == expected
+    finally:
         page.close()
