@@ -139,6 +139,15 @@ class CallNamespaces:
             raise
         return self
 
+    def set_link(self, up: bool) -> None:
+        """Take the veth down (an outage between the browser's side and the bots) or bring it back up
+        with the routes a link going down takes along."""
+        ex = ("ip", "netns", "exec", self.browser_ns)
+        run(*ex, "ip", "link", "set", "sdpcv0", "up" if up else "down")
+        if up:
+            run(*ex, "ip", "route", "replace", "224.0.0.0/4", "dev", "sdpcv0")
+            run(*ex, "ip", "route", "replace", "default", "via", self.peer_ip)
+
     def __exit__(self, *exc: object) -> None:
         for ns in (self.browser_ns, self.peer_ns):
             run("ip", "netns", "del", ns, check=False)

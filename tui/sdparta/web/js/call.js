@@ -166,7 +166,9 @@ export class Pair {
       this._wireChannel(pc, pc.createDataChannel(CHANNEL_LABEL, { ordered: true }));
       if (!restart) this.setStatus("connecting");
       await pc.setLocalDescription(await pc.createOffer());
+      const gathering = performance.now();
       await waitForGathering(pc, NEGOTIATION.gatherTimeout);
+      this.gatherMs = performance.now() - gathering;
       if (this.pc !== pc || this.finished) return false;
       const body = { type: "offer", sdp: pc.localDescription.sdp, gen: this.gen };
       if (oldChannel) this._sendSignal(oldChannel, body);
@@ -191,7 +193,9 @@ export class Pair {
     await pc.setRemoteDescription({ type: "offer", sdp: body.sdp });
     this.call.media.addTo(pc, false);
     await pc.setLocalDescription(await pc.createAnswer());
+    const gathering = performance.now();
     await waitForGathering(pc, NEGOTIATION.gatherTimeout);
+    this.gatherMs = performance.now() - gathering;
     if (this.pc !== pc || this.finished) return;
     const answer = { type: "answer", sdp: pc.localDescription.sdp, gen };
     if (oldChannel) this._sendSignal(oldChannel, answer);
@@ -365,7 +369,7 @@ export class Pair {
     return {
       sessionId: this.sessionId, name: this.name, fingerprint: this.fingerprint, status: this.status,
       reason: this.reason, weOffer: this.weOffer, connectedAfterMs: this.connectedAfterMs,
-      connectedAt: this.connectedAt, discoveredAt: this.startedAt,
+      connectedAt: this.connectedAt, discoveredAt: this.startedAt, gatherMs: this.gatherMs ?? null,
       history: this.history.map((h) => h.status), videoFrames: this.videoFrames, remote: { ...this.remote },
       connectionState: this.pc ? this.pc.connectionState : "new", gen: this.gen, remoteGen: this.remoteGen,
     };
