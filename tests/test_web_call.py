@@ -185,7 +185,8 @@ def test_browser_and_two_bots_call(lab: Lab) -> None:
                                                     == "connected" for o in others),
                   f"{bot.name} connected to the other bot", diagnostics=diag)
         page_pair = {p["name"]: (round((p["connectedAt"] - p["discoveredAt"]) / 1000, 3),
-                                 "offers" if p["weOffer"] else "answers", f"gathering {p.get('gatherMs')} ms")
+                                 "offers" if p["weOffer"] else "answers", f"gathering {p.get('gatherMs')} ms",
+                                 "prepared" if p.get("preparedOffer") else "fresh")
                      for p in report["pairs"]}
         bot_pair = {b.name: {o: peer.get("connected_after_discovery_s")
                              for o, peer in peers_seen_by_name(b.report()).items()} for b in bots}
