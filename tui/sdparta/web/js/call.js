@@ -20,6 +20,7 @@ const BYE_REASON = "left the call (said bye)";
 const OUTBOX_LIMIT = 50;
 const MAX_CHAT_LINES = 200;
 const FINISHED = new Set(["failed", "left", "gone"]);
+const SPARE_OFFERS = 2; // first offers kept ready (a joiner meets several waiting members at once)
 
 function waitForGathering(pc, timeoutMs) {
   if (pc.iceGatheringState === "complete") return Promise.resolve();
@@ -417,27 +418,29 @@ export class Call {
     this.heartbeat = null;
     this._changeQueued = false;
     this.left = false;
-    this.spare = null; // an offer gathered before it is needed: {pc, channel, ready}
+    this.spares = []; // offers gathered before they are needed: {pc, channel, ready, iceServers}
   }
 
-  /** Prepare the next first offer now (connection, our media, data channel, candidates), so a new
+  /** Keep SPARE_OFFERS first offers ready (connection, our media, data channel, candidates), so a new
    *  member is offered to without waiting for ICE gathering (~150 ms in Chromium). */
   prepareSpareOffer() {
-    if (this.left || this.spare) return;
-    const pc = new RTCPeerConnection({ iceServers: this.iceServers, bundlePolicy: "max-bundle" });
-    this.media.addTo(pc, true);
-    const channel = pc.createDataChannel(CHANNEL_LABEL, { ordered: true });
-    const ready = pc.createOffer().then((offer) => pc.setLocalDescription(offer))
-      .then(() => waitForGathering(pc, NEGOTIATION.gatherTimeout));
-    ready.catch(() => {});
-    this.spare = { pc, channel, ready, iceServers: this.iceServers };
+    while (!this.left && this.spares.length < SPARE_OFFERS) {
+      const pc = new RTCPeerConnection({ iceServers: this.iceServers, bundlePolicy: "max-bundle" });
+      this.media.addTo(pc, true);
+      const channel = pc.createDataChannel(CHANNEL_LABEL, { ordered: true });
+      const ready = pc.createOffer().then((offer) => pc.setLocalDescription(offer))
+        .then(() => waitForGathering(pc, NEGOTIATION.gatherTimeout));
+      ready.catch(() => {});
+      this.spares.push({ pc, channel, ready, iceServers: this.iceServers });
+    }
   }
 
   takeSpareOffer() {
-    const spare = this.spare;
-    this.spare = null;
+    const spare = this.spares.shift() || null;
     if (spare && spare.iceServers !== this.iceServers) { // made before the room's TURN relay was known
-      spare.pc.close();
+      for (const old of [spare, ...this.spares]) old.pc.close();
+      this.spares = [];
+      setTimeout(() => this.prepareSpareOffer(), 0);
       return null;
     }
     setTimeout(() => this.prepareSpareOffer(), 0);
@@ -571,10 +574,8 @@ export class Call {
     if (this.left) return;
     this.left = true;
     clearInterval(this.heartbeat);
-    if (this.spare) {
-      this.spare.pc.close();
-      this.spare = null;
-    }
+    for (const spare of this.spares) spare.pc.close();
+    this.spares = [];
     for (const pair of this.pairs.values()) pair.sendControl({ t: "bye" });
     try {
       if (this.room) await this.room.leave();
