@@ -327,6 +327,35 @@ async def test_on_a_relay_two_members_sharing_at_once_both_stay(relay: RelayProc
                      "every member on one record with both fields", 30)
 
 
+async def test_on_a_relay_a_newer_record_arriving_while_ours_is_on_its_way_gets_our_field_back(
+        relay: RelayProcess, members: Members) -> None:
+    """The race behind a CI failure of the test above: bob's newer record (no relay in it) reached
+    alice while her own was still being published; she adopted it before her fields were out, so she
+    never merged her relay in again and the room lost it. Here alice's publish waits for bob's record."""
+    keys = room_keys(f"relay-in-flight-{relay.url}")
+    alice_events, bob_events = Recorder(), Recorder()
+    alice = members.relay([relay.url], keys, "alice", 1, alice_events, share_turn=[TURN])
+    bob = members.relay([relay.url], keys, "bob", 2, bob_events, share_sfu=SFU)
+    publish = alice.relays.publish
+    settings_tag = alice.tags.settings
+    held = [0]
+
+    async def after_bob(event: Any, **options: Any) -> Any:
+        if held[0] == 0 and any(list(tag[:2]) == ["d", settings_tag] for tag in event.tags):
+            held[0] += 1
+            await wait_until(lambda: latest(alice_events) is not None and latest(alice_events).sfu == SFU,
+                             "bob's record at alice before hers is out", 30)
+        return await publish(event, **options)
+
+    alice.relays.publish = after_bob  # type: ignore[method-assign]
+    alice_start = asyncio.create_task(alice.start())
+    await wait_until(lambda: held[0] == 1, "alice's settings publish held", 30)
+    await asyncio.sleep(0.01)  # bob's ts is above alice's
+    await bob.start()
+    await alice_start
+    await wait_until(lambda: has_both(alice_events) and has_both(bob_events), "both fields on the newest record", 30)
+
+
 async def test_a_bad_sfu_entry_on_a_relay_is_counted_and_the_relay_part_kept(relay: RelayProcess,
                                                                              members: Members) -> None:
     keys = room_keys(f"relay-bad-{relay.url}")

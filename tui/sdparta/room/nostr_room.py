@@ -58,6 +58,8 @@ log = logging.getLogger(__name__)
 
 #: Relay timing: a record lives 150 s (a crashed member is gone 90–150 s after the crash, unless its
 #: connection says so first), refreshed every 60 s, every 5 s while a pair negotiates.
+#: Merges of our shared fields back into the room's settings in a row, at most (relays: no CAS).
+RESHARE_ROUNDS = 3
 NOSTR_TIMING = SessionTiming(reannounce=60.0, reannounce_retry=5.0, ttl=150.0)
 #: Messages from authors whose presence record has not arrived yet (one subscription brings both,
 #: in any order): kept this many, then the oldest is dropped.
@@ -230,6 +232,9 @@ class NostrRoom:
         await self._publish(self.tags.settings, self.tags.settings, b64(blob))
         self._settings_shared = True
         self._adopt_settings(record)
+        # a newer record that lacks our field may have arrived while ours was on its way (then ours
+        # is not the newest, and the check in _adopt_settings ran before our fields were out)
+        self._reshare_if_dropped()
 
     # ------------------------------------------------------------------ publishing
     async def _announce(self, *, leaving: bool = False) -> None:
@@ -347,13 +352,26 @@ class NostrRoom:
         if settings.sfu_rejected:
             self._reports.invalid(f"relay: room settings: {settings.sfu_rejected} (dropped; the rest is used)")
         self.events.settings(settings)
-        wanted = self.share and self._settings_shared and self.share.missing_from(settings) and not self._closing
-        if wanted and (self._resharing is None or self._resharing.done()):
+        self._reshare_if_dropped()
+
+    def _dropped(self) -> bool:
+        """The room's newest settings lack a field we shared (and that went out)."""
+        return (bool(self.share) and self._settings_shared and self.settings is not None
+                and self.share is not None and self.share.missing_from(self.settings) and not self._closing)
+
+    def _reshare_if_dropped(self) -> None:
+        if self._dropped() and (self._resharing is None or self._resharing.done()):
             self._resharing = asyncio.get_running_loop().create_task(self._reshare())
             self._tasks = [task for task in self._tasks if not task.done()] + [self._resharing]
 
     async def _reshare(self) -> None:
-        try:
-            await self.share_settings()
-        except StoreError as exc:
-            log.info("could not share the room settings again: %s", exc)
+        """Merge our fields in again until the newest record has them (bounded: a record dropping
+        them may arrive while our merged one is on its way, and this task is the one that retries)."""
+        for _ in range(RESHARE_ROUNDS):
+            try:
+                await self.share_settings()
+            except StoreError as exc:
+                log.info("could not share the room settings again: %s", exc)
+                return
+            if not self._dropped():
+                return
