@@ -12,11 +12,14 @@ pair on the same helpers, for WebRTC between Chromium and aiortc.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import importlib.util
 import os
 import shutil
 import subprocess
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -151,3 +154,29 @@ class CallNamespaces:
     def __exit__(self, *exc: object) -> None:
         for ns in (self.browser_ns, self.peer_ns):
             run("ip", "netns", "del", ns, check=False)
+
+
+_CLONE_NEWNET = 0x40000000
+
+
+@contextlib.contextmanager
+def entered(namespace: str) -> Iterator[None]:
+    """Run this process's calling thread in ``namespace`` for the block (as tests/support/janus.py
+    JanusNet.entered): sockets made there are the namespace's, and threads started from it (a Call's
+    engine thread) stay in it. Child processes are better started with ``ip netns exec``."""
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def setns(fd: int) -> None:
+        if libc.setns(fd, _CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns: {os.strerror(err)}")
+
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    target = os.open(f"/run/netns/{namespace}", os.O_RDONLY)
+    try:
+        setns(target)
+        yield
+    finally:
+        setns(home)
+        os.close(target)
+        os.close(home)
