@@ -3,15 +3,80 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
+from collections.abc import Sequence
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from sdparta.commands.options import call_flags
 from sdparta.config import CallFlags, ConfigError, call_config
 
+if TYPE_CHECKING:
+    import httpx
+
+WEB_PROBE_TIMEOUT_S = 2.0  # asking the room's portals whether they serve the page delays the app this long at most
+
 
 def run(args: argparse.Namespace) -> int:
     return join(args.room, call_flags(args, audio_out=args.audio_out))
+
+
+async def _serves_page(http: httpx.AsyncClient, portal: str) -> bool | None:
+    """True when ``portal`` answers ``HEAD /web/`` with an HTML page, False when it answers otherwise,
+    None when it does not answer. Only the status and the type are read."""
+    import httpx
+
+    from sdparta.ui.lobby import web_page
+
+    try:
+        response = await http.head(web_page(portal))
+    except (httpx.HTTPError, ValueError):
+        return None
+    return response.status_code == 200 and response.headers.get("content-type", "").startswith("text/html")
+
+
+async def _probe(portals: Sequence[str], timeout: float) -> list[bool | None]:
+    import httpx
+
+    async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as http:
+        try:
+            return list(await asyncio.wait_for(asyncio.gather(*(_serves_page(http, p) for p in portals)),
+                                               timeout + 0.5))
+        except TimeoutError:
+            return [None] * len(portals)
+
+
+def page_portal(portals: Sequence[str], timeout: float = WEB_PROBE_TIMEOUT_S) -> tuple[str | None, bool]:
+    """The first of ``portals`` that serves the browser page at ``/web/`` (all asked at once, at most
+    ``timeout`` s), and whether any of them answered at all."""
+    if not portals:
+        return None, False
+    answers = asyncio.run(_probe(portals, timeout))
+    for portal, serves in zip(portals, answers, strict=True):
+        if serves:
+            return portal, True
+    return None, any(a is not None for a in answers)
+
+
+def web_invite(room: str, portals: Sequence[str], relays: Sequence[str], password: str | None,
+               public_relays: bool, timeout: float = WEB_PROBE_TIMEOUT_S) -> str:
+    """What ``sdparta join`` prints before the app takes the screen (it is there again after the app
+    leaves it): the browser page's link for the room, with its password and the room's named relays,
+    from the first portal that serves the page; or why there is none."""
+    from sdparta.ui.lobby import web_link
+
+    if not portals:
+        return ("browser page: none for this room (the page needs a portal: `sdparta portal` serves it at "
+                "/web/; name one with --portal URL)")
+    portal, answered = page_portal(portals, timeout)
+    if portal is None:
+        why = ("no portal of the room answered" if not answered else
+               "its portal does not serve it" if len(portals) == 1 else "none of the room's portals serves it")
+        return f"browser page: none for this room ({why}; `sdparta portal` serves it at /web/)"
+    link = web_link(room, portal, password=password, relays=[] if public_relays else relays)
+    note = " (the link holds the room's password: send it only to whom you invite)" if password else ""
+    return f"browser page for this room: {link}{note}"
 
 
 def join(room: str, flags: CallFlags) -> int:
@@ -27,4 +92,5 @@ def join(room: str, flags: CallFlags) -> int:
     from sdparta.engine.call import Call
     from sdparta.ui import run_join_app
 
+    print(web_invite(room, config.portals, config.relays, config.password, config.public_relays), flush=True)
     return run_join_app(Call(config), video_mode=settings["video_mode"], fps=settings["fps"])

@@ -2,12 +2,16 @@
 
 A wrong password, a wrong portal or relay and an empty room look exactly alike from inside (nobody
 is there), so after a while alone the user is told what to compare with the others and given the
-exact command line to send them, with the room's networks. Pure functions of a snapshot and the time.
+exact command line to send them, with the room's networks, and the browser page's link for the room
+(``PORTAL/web/#room=…``: the page a portal serves, the same networks). Pure functions of a snapshot
+and the time.
 """
 
 from __future__ import annotations
 
 import shlex
+from collections.abc import Sequence
+from urllib.parse import quote, urlencode
 
 from rich.text import Text
 
@@ -60,6 +64,45 @@ def invite_lines(snap: CallSnapshot, width: int) -> list[str]:
     if snap.password_set:
         words.append("  --password '…'")
     return [safe(w) + (" \\" if i < len(words) - 1 else "") for i, w in enumerate(words)]
+
+
+def web_page(portal: str) -> str:
+    """Where a portal serves the browser page (``sdparta portal`` serves it at ``/web/``)."""
+    return portal.rstrip("/") + "/web/"
+
+
+def web_link(room: str, portal: str, *, password: str | None = None, relays: Sequence[str] = ()) -> str:
+    """The page's shareable link for ``room``: ``PORTAL/web/#room=ROOM&pw=PASSWORD&relay=URL…``.
+
+    The fields are in the fragment (never sent to the server), each percent-encoded whole (a space is
+    ``%20``, never ``+``, which the page's URLSearchParams would read as a space too, and a ``+`` is
+    ``%2B``), as the page's join form reads them (web/js/main.js ``fromFragment``: ``room``, ``pw``,
+    one ``relay`` per Nostr relay). The page uses the portal it is served by as its network, plus the
+    relays: the same networks as the call's. No password (None or empty): no ``pw`` field."""
+    fields = [("room", room)]
+    if password:
+        fields.append(("pw", password))
+    fields += [("relay", url) for url in relays]
+    return web_page(portal) + "#" + urlencode(fields, quote_via=quote, safe="")
+
+
+def named_relays(snap: CallSnapshot) -> list[str]:
+    """The relays an invitee must name (none for the public relays: see network_options)."""
+    return [url for flag, url in network_options(snap) if flag == "--relay"]
+
+
+def web_invite_lines(snap: CallSnapshot) -> list[str]:
+    """The browser page's link for this room (its first portal's ``/web/``), without the password,
+    which the app never shows: the link ``sdparta join`` printed before the app started has it; or,
+    with only relays, that the page needs a portal."""
+    if not snap.portals:
+        return ["(a browser needs a portal: `sdparta portal` serves the page at /web/)"]
+    link = safe(web_link(snap.room, snap.portals[0], relays=named_relays(snap)))
+    lines = [link]
+    if snap.password_set:
+        lines.append("(the password is not in this link: type it in the page, or send the link "
+                     "`sdparta join` printed before the call, which has it)")
+    return lines
 
 
 def public_relays_note(snap: CallSnapshot) -> str | None:
@@ -142,4 +185,7 @@ def lobby_text(snap: CallSnapshot, now: float, width: int = 80) -> Text:
     note = public_relays_note(snap)
     if note:
         text.append(f"  {note}\n", style="grey62")
+    text.append("or in a browser (a phone too):\n")
+    for line in web_invite_lines(snap):
+        text.append(f"  {line}\n", style="grey62" if line.startswith("(") else "bold cyan")
     return text
