@@ -192,10 +192,23 @@ class SfuLab:
         return code
 
     def stop_all(self) -> dict[str, int]:
+        """SIGTERM every running bot at once (so their WAVs end together), then wait for each; exit codes."""
+        for bot in self.bots.values():
+            if bot.proc.poll() is None:
+                bot.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        for bot in self.bots.values():  # a second SIGTERM during the bot's shutdown would kill it outright
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                bot.proc.wait(max(0.1, deadline - time.monotonic()))
         codes = {}
         for name in list(self.bots):
             codes[name] = self.stop(name)
         return codes
+
+    def forget(self) -> None:
+        """Stop every bot and drop the stopped ones (a shared lab between tests)."""
+        self.stop_all()
+        self.gone.clear()
 
     def reports(self) -> dict[str, Report | None]:
         return {name: bot.report() for name, bot in self.bots.items()}
