@@ -31,6 +31,11 @@ Example config.toml::
     url = "wss://sfu.example.org/janus"
     room = 1234
     pin = "optional"
+    # plugin = "audiobridge"   # an audio-only room: one stream up, one mix down
+
+    # move a room onto its SFU at this many members (0: never), back after it stayed smaller this long
+    sfu_at = 4
+    sfu_hold = 30
 """
 
 from __future__ import annotations
@@ -215,7 +220,7 @@ def _turn(key: str, value: Any) -> list[dict[str, str]]:
 
 
 def _share_sfu(key: str, value: Any) -> dict[str, Any]:
-    """``{url, room[, pin][, type]}``: an SFU entry as the room settings carry it (sdparta.sfu.settings)."""
+    """``{url, room[, pin][, type][, plugin]}``: an SFU entry as the room settings carry it (sdparta.sfu.settings)."""
     from sdparta.sfu.settings import parse_sfu_entry  # pure parsing (no network, no aiortc)
 
     if not isinstance(value, dict):
@@ -226,6 +231,13 @@ def _share_sfu(key: str, value: Any) -> dict[str, Any]:
     except ValueError as exc:
         raise ValueError(f"{key}: {exc}") from None
     return entry.to_json()
+
+
+def _sfu_at(key: str, value: Any) -> int:
+    """0 (never) or 2–64 members: below 2 nobody is there to send to, and 64 is past any mesh."""
+    if isinstance(value, bool) or not isinstance(value, int) or not (value == 0 or 2 <= value <= 64):
+        raise ValueError(f"{key} must be 0 (never move onto the SFU) or a room size from 2 to 64, not {value!r}")
+    return value
 
 
 def check_room_name(room: str) -> str:
@@ -277,8 +289,11 @@ class UserSettings:
     relay_only: bool = False
     """Offer only TURN relay candidates (hides this machine's addresses from the peers)."""
     share_sfu: SfuEntry | None = None
-    """A Janus SFU to name in the sealed settings of every room joined (``--share-sfu``); calls do not
-    move onto it yet (the room stays a mesh)."""
+    """A Janus SFU to name in the sealed settings of every room joined (``--share-sfu``)."""
+    sfu_at: int = defaults.SFU_AT
+    """A room that names an SFU moves onto it at this many members, us included (0: never, stay a mesh)."""
+    sfu_hold: float = defaults.SFU_HOLD_S
+    """Seconds a room on its SFU must stay small before it returns to the mesh (no flapping)."""
     video_mode: str = "truecolor"
     """How video tiles are drawn: truecolor, 256 or mono."""
     fps: int = 15
@@ -302,6 +317,8 @@ CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "turn": _turn,
     "relay_only": _bool,
     "share_sfu": _share_sfu,
+    "sfu_at": _sfu_at,
+    "sfu_hold": _positive,
     "video_mode": _video_mode,
     "fps": _int_in(1, 30),
     "opus_bitrate": _int_in(6000, 510000),
@@ -450,6 +467,12 @@ class CallFlags:
     """``--sfu-room N``: the Janus room of ``--share-sfu``."""
     sfu_pin: str | None = None
     """``--sfu-pin PIN``: that room's PIN, if it has one."""
+    sfu_plugin: str | None = None
+    """``--sfu-plugin``: videoroom (audio and video) or audiobridge (an audio-only room)."""
+    sfu_at: int | None = None
+    """``--sfu-at N``: move onto the room's SFU at N members (0: never)."""
+    sfu_hold: float | None = None
+    """``--sfu-hold S``: seconds small before returning to the mesh."""
     opus_bitrate: int | None = None
     """``--opus-bitrate`` in bit/s."""
     opus_channels: int | None = None
@@ -479,6 +502,8 @@ class CallFlags:
                                      "relay_only": True if self.relay_only else None}
         if self.share_sfu is not None:
             overrides["share_sfu"] = {"url": self.share_sfu, "room": self.sfu_room, "pin": self.sfu_pin}
+            if self.sfu_plugin is not None:
+                overrides["share_sfu"]["plugin"] = self.sfu_plugin
         if self.turn:
             overrides["turn"] = [{"url": url, "username": self.turn_user or "", "password": self.turn_password or ""}
                                  for url in self.turn]
@@ -488,7 +513,8 @@ class CallFlags:
         """Every setting this command line gives, as ``load_settings`` overrides."""
         return {**self.network_overrides(), "name": self.name, "video_mode": self.video_mode, "fps": self.fps,
                 "opus_bitrate": self.opus_bitrate, "opus_channels": self.opus_channels,
-                "connect_timeout": self.connect_timeout, "audio_only": True if self.audio_only else None}
+                "connect_timeout": self.connect_timeout, "audio_only": True if self.audio_only else None,
+                "sfu_at": self.sfu_at, "sfu_hold": self.sfu_hold}
 
 
 def call_config(room: str, flags: CallFlags, *, config_file: bool = True,
@@ -519,7 +545,7 @@ def call_config(room: str, flags: CallFlags, *, config_file: bool = True,
         audio_out=flags.audio_out, audio_only=values.audio_only, opus_bitrate=values.opus_bitrate,
         opus_channels=values.opus_channels, ice_servers=ice, relay_only=values.relay_only,
         connect_timeout=values.connect_timeout, push=flags.push, share_turn=flags.share_turn,
-        share_sfu=values.share_sfu,
+        share_sfu=values.share_sfu, sfu_at=values.sfu_at, sfu_hold_s=values.sfu_hold,
         opus_frame_ms=flags.opus_frame_ms,
     )
     return config, settings

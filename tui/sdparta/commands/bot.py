@@ -133,7 +133,21 @@ def _peer(p: PeerSnapshot) -> dict[str, Any]:
         "bytes_sent": p.stats.bytes_sent,
         "bytes_received": p.stats.bytes_received,
         "states": [{"t": c.t, "kind": c.kind, "state": c.state} for c in p.timeline],
+        "via": p.via,
     }
+
+
+def _sfu(snapshot: CallSnapshot) -> dict[str, Any]:
+    """The room's SFU as this bot uses it (``named`` None: the room is a mesh)."""
+    sfu = snapshot.sfu
+    if sfu is None:
+        return {"named": None, "state": "mesh", "events": []}
+    return {"named": snapshot.room_sfu, "plugin": sfu.plugin, "state": sfu.state, "error": sfu.error,
+            "mix_seconds": sfu.mix_seconds,
+            "events": [{"t": snapshot.started_at + e.t, "text": e.state} for e in sfu.events],
+            "connections": [{"role": c.session_id.removeprefix("sfu-"), "connection_state": c.connection_state,
+                             "path": c.path, "bytes_sent": c.stats.bytes_sent,
+                             "bytes_received": c.stats.bytes_received} for c in sfu.connections]}
 
 
 def build_report(snapshot: CallSnapshot, departed: tuple[PeerSnapshot, ...] = ()) -> dict[str, Any]:
@@ -162,6 +176,7 @@ def build_report(snapshot: CallSnapshot, departed: tuple[PeerSnapshot, ...] = ()
         "audio_out": snapshot.audio_out,
         "notices": [{"severity": n.severity, "text": n.text} for n in snapshot.notices],
         "peers": [_peer(p) for p in snapshot.peers],
+        "sfu": _sfu(snapshot),
         "departed": [_peer(p) for p in departed],
         # every portal and relay: its state and what went through it (relays: events sent, received,
         # rejected with the reason)

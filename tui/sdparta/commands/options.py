@@ -23,10 +23,17 @@ def add_call_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--share-turn", action="store_true",
                    help="share your TURN relay (with its credentials) with everyone who has the room password")
     p.add_argument("--share-sfu", default=None, metavar="URL",
-                   help="name a Janus SFU (wss://HOST[:PORT]/PATH, with --sfu-room) in the room's sealed settings; "
-                        "calls stay a mesh for now")
+                   help="name a Janus SFU (wss://HOST[:PORT]/PATH, with --sfu-room) in the room's sealed settings: "
+                        "the room moves onto it once it reaches --sfu-at members (media is decrypted there)")
     p.add_argument("--sfu-room", type=int, default=None, metavar="N", help="the Janus room of --share-sfu")
     p.add_argument("--sfu-pin", default=None, metavar="PIN", help="that Janus room's PIN, if it has one")
+    p.add_argument("--sfu-plugin", choices=("videoroom", "audiobridge"), default=None,
+                   help="Janus plugin of --share-sfu: videoroom (default) or audiobridge (an audio-only room: "
+                        "one stream up, one mix down)")
+    p.add_argument("--sfu-at", type=int, default=None, metavar="N",
+                   help="move onto the room's SFU at N members, us included (default 4; 0: never)")
+    p.add_argument("--sfu-hold", type=float, default=None, metavar="S",
+                   help="back to the mesh only after the room stayed small for S seconds (default 30)")
     p.add_argument("--opus-bitrate", type=int, default=None, help="Opus bitrate in bit/s")
     p.add_argument("--opus-channels", type=int, choices=(1, 2), default=None, help="Opus channels")
     p.add_argument("--opus-frame-ms", type=int, choices=(20, 40, 60), default=None,
@@ -61,6 +68,7 @@ def call_flags(args: argparse.Namespace, *, audio_out: str) -> CallFlags:
         stun=args.stun,
         turn=args.turn, turn_user=args.turn_user, turn_password=args.turn_password, relay_only=args.relay_only,
         share_turn=args.share_turn, share_sfu=args.share_sfu, sfu_room=args.sfu_room, sfu_pin=args.sfu_pin,
+        sfu_plugin=args.sfu_plugin, sfu_at=args.sfu_at, sfu_hold=args.sfu_hold,
         opus_bitrate=args.opus_bitrate, opus_channels=args.opus_channels,
         opus_frame_ms=args.opus_frame_ms, audio_only=args.audio_only, connect_timeout=args.connect_timeout,
         push=not args.no_push, video=args.video, audio=args.audio, audio_out=audio_out,
@@ -112,13 +120,19 @@ def check_network_args(args: argparse.Namespace) -> None:
 def check_sfu_args(args: argparse.Namespace) -> None:
     """``--share-sfu URL`` with ``--sfu-room N`` (and ``--sfu-pin``): checked as the room's readers
     will check the entry (sdparta.sfu.settings.parse_sfu_entry, through the setting's check)."""
+    _setting("--sfu-at", "sfu_at", args.sfu_at)
+    _setting("--sfu-hold", "sfu_hold", args.sfu_hold)
     if args.share_sfu is None:
-        if args.sfu_room is not None or args.sfu_pin is not None:
-            raise ValueError("--sfu-room/--sfu-pin describe the SFU of --share-sfu: add --share-sfu wss://HOST/janus")
+        if args.sfu_room is not None or args.sfu_pin is not None or args.sfu_plugin is not None:
+            raise ValueError("--sfu-room/--sfu-pin/--sfu-plugin describe the SFU of --share-sfu: "
+                             "add --share-sfu wss://HOST/janus")
         return
     if args.sfu_room is None:
         raise ValueError(f"--share-sfu {args.share_sfu}: add --sfu-room N (the Janus room everyone joins)")
-    _setting("--share-sfu", "share_sfu", {"url": args.share_sfu, "room": args.sfu_room, "pin": args.sfu_pin})
+    entry = {"url": args.share_sfu, "room": args.sfu_room, "pin": args.sfu_pin}
+    if args.sfu_plugin is not None:
+        entry["plugin"] = args.sfu_plugin
+    _setting("--share-sfu", "share_sfu", entry)
 
 
 def check_call_args(args: argparse.Namespace) -> None:

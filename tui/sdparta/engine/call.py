@@ -27,6 +27,8 @@ from sdparta.engine.local_media import LocalMedia
 from sdparta.engine.membership import Membership
 from sdparta.engine.negotiation import Negotiation, NegotiationTiming, PeerContext
 from sdparta.engine.peer import MAX_CHAT_CHARS, PeerLink
+from sdparta.engine.sfu_link import SfuLink
+from sdparta.engine.sfu_policy import SfuPolicy
 from sdparta.engine.state import LIVE, NEGOTIATING, CallSnapshot, CallStatus, ChatMessage, Notice, PeerStatus
 from sdparta.nostr.pool import RelayPool
 from sdparta.room.events import SessionCounters
@@ -86,6 +88,7 @@ class Call:
         # Built here, not on join: making the HTTP client (its TLS context) costs ~50 ms.
         self._store: Store | None = config.store or (open_store(config.portals) if config.portals else None)
         self._media: LocalMedia | None = None  # opened on the engine loop
+        self._sfu: SfuLink | None = None  # made with the room session
         self._status = CallStatus.STARTING
         self._error: str | None = None
         self._tasks: list[asyncio.Task[Any]] = []
@@ -189,6 +192,7 @@ class Call:
         members = self._members = Membership(self.identity.public_key, self.session_id, self._mono_start, media,
                                              ice_servers=cfg.ice_servers, relay_only=cfg.relay_only,
                                              notice=self._notice, changed=self._changed)
+        members.sfu_at = cfg.sfu_at
         for name, loop in (("publisher", self._publisher), ("stats", self._stats_loop),
                            ("heartbeat", self._heartbeat_loop)):
             self._tasks.append(asyncio.create_task(supervised(name, loop, members.loop_failed)))
@@ -207,10 +211,16 @@ class Call:
                                       share_turn=share,
                                       share_sfu=cfg.share_sfu.to_json() if cfg.share_sfu is not None else None)
             diagnosis = Diagnosis(lambda: members.ice_servers, relay_only=cfg.relay_only, notice=self._notice)
+            sfu = self._sfu = SfuLink(members, media, self.session_id, SfuPolicy(cfg.sfu_at, cfg.sfu_hold_s),
+                                      clock=lambda: round(time.monotonic() - self._mono_start, 4),
+                                      notice=self._notice, changed=self._changed, on_crash=members.loop_failed,
+                                      room_size=self._room_size)
             members.context = PeerContext(
                 room=self._session, media=media, diagnosis=diagnosis, new_pc=members.new_pc, finish=members.finish,
                 notice=self._notice, chat=self._on_chat, invalid=members.invalid, changed=self._changed,
-                timing=NegotiationTiming(connect_timeout=cfg.connect_timeout))
+                timing=NegotiationTiming(connect_timeout=cfg.connect_timeout),
+                sfu_rx=lambda link: members.apply_sending(sfu.publishing))
+            self._tasks.append(asyncio.create_task(supervised("sfu", sfu.run, members.loop_failed)))
             if await self._join_with_retry():
                 await self._stop_event.wait()
         finally:
@@ -253,6 +263,10 @@ class Call:
             if self._session is not None:
                 for negotiation in self._pairs.values():
                     negotiation.link.send_control({"t": "bye"})
+            if self._sfu is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._sfu.close(), 8)
+            if self._session is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(self._session.leave(), 5)
                 await self._session.close()
@@ -273,6 +287,13 @@ class Call:
                     await self._store.aclose()
             self._status = CallStatus.STOPPED
             self._publish()
+
+    def _room_size(self) -> int:
+        """Sessions in the presence list, us included: what every member's SFU rule counts."""
+        session = self._session
+        if session is None:
+            return 1
+        return 1 + len({m.session_id for m in session.members()} - {self.session_id})
 
     @property
     def _pairs(self) -> dict[str, Negotiation]:
@@ -334,6 +355,8 @@ class Call:
             await asyncio.sleep(STATS_INTERVAL)
             await asyncio.gather(*(n.link.refresh_stats() for n in list(self._pairs.values())
                                    if n.link.status == PeerStatus.CONNECTED), return_exceptions=True)
+            if self._sfu is not None:
+                await self._sfu.refresh_stats()
             self._changed()
 
     # ------------------------------------------------------------------ publishing
@@ -376,6 +399,7 @@ class Call:
             notices=tuple(self._notices),
             networks=tuple(session.networks()) if session is not None else (),
             room_sfu=self._members.room_sfu_label if self._members is not None else None,
+            sfu=self._sfu.snapshot() if self._sfu is not None else None,
             **_counter_fields(session.counters if session is not None else None,
                               self._members.counters if self._members is not None else None),
             **self._presence_fields(peers),

@@ -46,7 +46,9 @@ class CallConfig:
     ice_servers: list[RTCIceServer] = field(default_factory=list)
     relay_only: bool = False
     share_turn: bool = False  # put our TURN relay into the room's sealed settings for everyone
-    share_sfu: SfuEntry | None = None  # name this SFU in the room's sealed settings (calls stay a mesh for now)
+    share_sfu: SfuEntry | None = None  # name this SFU in the room's sealed settings
+    sfu_at: int = defaults.SFU_AT  # move onto the room's SFU at this many members (0: never)
+    sfu_hold_s: float = defaults.SFU_HOLD_S  # small this long before going back to the mesh
     connect_timeout: float = defaults.CONNECT_TIMEOUT
     push: bool = True
     timing: SessionTiming | None = None

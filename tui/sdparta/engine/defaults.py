@@ -28,3 +28,12 @@ PUBLIC_RELAYS = (
 )
 PUBLIC_RELAYS_PER_ROOM = 3
 PUBLIC_STUN = ("stun:stun.l.google.com:19302",)
+
+#: A room that names an SFU moves onto it at this many members (us included). Each member's uplink in a
+#: mesh is N−1 copies of its streams (~330 kbit/s each with video at the defaults): at 4 that is ~1 Mbit/s,
+#: past what many home uplinks and phones hold alongside everything else, while the SFU sends one copy
+#: whatever N. Below it the mesh is better: no server sees the media (Janus decrypts it) and no extra hop.
+#: Jitsi moves at 3; 4 keeps the common 1:1 and 1:2 calls end-to-end encrypted.
+SFU_AT = 4
+#: Back to the mesh only after the room stayed below SFU_AT members this long (no flapping).
+SFU_HOLD_S = 30.0

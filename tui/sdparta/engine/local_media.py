@@ -5,12 +5,13 @@ peer's audio, a latest-frame slot per peer's video)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aiortc import RTCPeerConnection, RTCRtpSender
 from aiortc.contrib.media import MediaRelay
-from aiortc.mediastreams import MediaStreamTrack
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from sdparta.engine.codec_tuning import CodecSettings
 from sdparta.engine.peer import PeerLink
@@ -20,6 +21,22 @@ from sdparta.media.fanout import EncodedFanout
 
 if TYPE_CHECKING:
     from sdparta.engine.call_config import CallConfig
+
+
+#: A sender whose track was taken off (the track, and the task that drains it meanwhile).
+PausedSender = tuple[RTCRtpSender, MediaStreamTrack, "asyncio.Task[None]"]
+
+
+def sfu_key(session_id: str) -> str:
+    """The mixer input of a peer's audio received through the SFU (its mesh audio is ``session_id``)."""
+    return f"{session_id}/sfu"
+
+
+async def _drain(track: MediaStreamTrack) -> None:
+    """Read and drop a paused sender's track: a shared-encoder or relay view must not pile up."""
+    with contextlib.suppress(MediaStreamError):
+        while True:
+            await track.recv()
 
 
 class LocalMedia:
@@ -176,10 +193,49 @@ class LocalMedia:
             self.mixer.remove_input(session_id)
 
     def peer_figures(self, session_id: str) -> tuple[float, float, int]:
-        """(audio level, audio seconds, video frames) received from a peer."""
-        level, seconds = self.mixer.input_stats(session_id) if self.mixer is not None else (0.0, 0.0)
+        """(audio level, audio seconds, video frames) received from a peer, by the mesh and the SFU."""
+        level = seconds = 0.0
+        if self.mixer is not None:
+            for key in (session_id, sfu_key(session_id)):
+                key_level, key_seconds = self.mixer.input_stats(key)
+                level, seconds = max(level, key_level), seconds + key_seconds
         sink = self.video_sinks.get(session_id)
         return level, seconds, sink.frames if sink is not None else 0
+
+    # ------------------------------------------------------------------ the room's SFU
+    def sfu_tracks(self, *, audio_only: bool) -> list[MediaStreamTrack]:
+        """Our sources once more, for the SFU's connection (the same shared encoders as the pairs)."""
+        tracks: list[MediaStreamTrack] = []
+        for kind, switch, fanout in (("audio", self.audio_switch, self.audio_fanout),
+                                     ("video", self.video_switch, self.video_fanout)):
+            if switch is None or (kind == "video" and (audio_only or self.config.audio_only)):
+                continue
+            tracks.append(fanout.subscribe() if fanout is not None
+                          else self._relay.subscribe(switch, buffered=kind == "audio"))
+        return tracks
+
+    def pause_sending(self, pc: RTCPeerConnection) -> list[PausedSender]:
+        """Stop sending our media on ``pc`` (the peer receives it through the SFU); the data channel
+        and the connection stay. The tracks are kept, drained, for :meth:`resume_sending`."""
+        paused: list[PausedSender] = []
+        for sender in pc.getSenders():
+            track = sender.track
+            if track is None or track.kind not in ("audio", "video"):
+                continue
+            sender.replaceTrack(None)
+            paused.append((sender, track, asyncio.get_running_loop().create_task(_drain(track))))
+        return paused
+
+    def resume_sending(self, pc: RTCPeerConnection, paused: list[PausedSender]) -> None:
+        """Send on ``pc`` again what :meth:`pause_sending` stopped (video from its next keyframe)."""
+        for sender, track, drain in paused:
+            drain.cancel()
+            if track.readyState == "live" and sender in pc.getSenders():
+                sender.replaceTrack(track)
+            else:
+                track.stop()
+        if self.video_fanout is not None:
+            self.video_fanout.request_keyframe()
 
 
 def _no_output_notice(spec: str, reason: str | None) -> str:

@@ -60,6 +60,7 @@ class Membership(RoomEvents):
         self._rejected_sfu: dict[str, Any] | None = None  # the last invalid entry (told once)
         self.counters = SessionCounters()  # what the engine itself rejected (a room's invalid SFU entry)
         self.relay_only = relay_only
+        self.sfu_at = 0  # the call's threshold, for the notice (Call sets it)
         self._notice, self._changed = notice, changed
         self.pairs: dict[str, Negotiation] = {}  # what snapshots show
         self.departed: OrderedDict[str, Negotiation] = OrderedDict()  # ended and off the list
@@ -212,14 +213,33 @@ class Membership(RoomEvents):
         self._rejected_sfu = None
         if entry != self.room_sfu:
             self.room_sfu = entry
-            self._notice("information", f"room SFU named (not used yet): {entry.label()} room {entry.room}, "
-                                        f"shared by {shared}; media still goes peer to peer")
+            self._notice("information", f"the room names an SFU: {entry.label()} room {entry.room} "
+                                        f"({entry.plugin}), shared by {shared}; the call moves onto it at "
+                                        f"{self.sfu_at} members" if self.sfu_at else
+                                        f"the room names an SFU ({entry.label()}, shared by {shared}); "
+                                        "this call stays a mesh (sfu_at = 0)")
             self._changed()
 
     @property
     def room_sfu_label(self) -> str | None:
         """What the snapshot shows of the room's SFU ("janus @ host room N"; never its PIN)."""
         return None if self.room_sfu is None else f"{self.room_sfu.label()} room {self.room_sfu.room}"
+
+    def apply_sending(self, publishing: bool) -> None:
+        """Pause our mesh media to each peer that receives it through the SFU while we publish there;
+        send it again everywhere else (a new connection, our SFU gone, the peer back on the mesh)."""
+        for negotiation in self.pairs.values():
+            link, pc = negotiation.link, negotiation.link.pc
+            if pc is None or link.finished:
+                continue
+            pause = publishing and link.peer_gets_us_from_sfu
+            paused = id(pc) in link.paused_senders
+            if pause and not paused:
+                link.paused_senders[id(pc)] = self.media.pause_sending(pc)
+                link.record("sfu", "our mesh media to them paused (they get it through the SFU)")
+            elif paused and not pause:
+                self.media.resume_sending(pc, link.paused_senders.pop(id(pc)))
+                link.record("sfu", "our mesh media to them resumed")
 
     def alive(self, member: Member) -> bool:
         negotiation = self.pairs.get(member.session_id)

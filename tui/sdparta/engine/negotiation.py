@@ -90,6 +90,8 @@ class PeerContext:
     invalid: Callable[[str], None]  # a malformed message was dropped
     changed: Callable[[], None]  # something a snapshot shows changed
     timing: NegotiationTiming = NegotiationTiming()
+    # a peer said whether our media reaches it through the room's SFU (our mesh senders follow)
+    sfu_rx: Callable[[PeerLink], None] = lambda link: None
 
 
 def send_signal(channel: Any, body: dict[str, Any]) -> bool:
@@ -333,6 +335,8 @@ class Negotiation:
         def _opened() -> None:
             link.last_heard = time.monotonic()
             link.send_control(self.ctx.media.state_message())
+            if link.sfu_receiving:  # a new channel (a reconnect): they must know we hear them via the SFU
+                link.send_control({"t": "sfu", "rx": True})
             link.flush_outbox()
             self.ctx.changed()
 
@@ -361,6 +365,12 @@ class Negotiation:
             link.remote_audio_only = bool(message.get("audio_only"))
         elif kind == "bye":
             self.ctx.finish(link, PeerStatus.LEFT, None)
+        elif kind == "sfu" and isinstance(message.get("rx"), bool):
+            if link.peer_gets_us_from_sfu != message["rx"]:
+                link.peer_gets_us_from_sfu = message["rx"]
+                link.record("sfu", "they receive us through the SFU" if message["rx"]
+                            else "they receive us through the mesh")
+                self.ctx.sfu_rx(link)
         elif kind == "ping":
             link.send_control({"t": "pong"})
         elif kind == "restart" and self.we_offer and link.status == PeerStatus.CONNECTED:

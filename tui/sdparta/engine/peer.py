@@ -61,6 +61,12 @@ class PeerLink:
         self.outbox: deque[dict[str, Any]] = deque(maxlen=OUTBOX_LIMIT)  # chat held until the channel opens
         self._prev_bytes: tuple[float, int, int] | None = None
         self._last_ice: tuple = (None, (), (), ())  # kept after close so reports still show the path
+        # The room's SFU (engine/sfu_link.py): their media reaches us through it (our mesh audio from
+        # them is then not played); they told us ours reaches them through it ({"t": "sfu", "rx": true}:
+        # our mesh senders to them then pause, while we publish to the SFU).
+        self.sfu_receiving = False
+        self.peer_gets_us_from_sfu = False
+        self.paused_senders: dict[int, list[Any]] = {}  # per connection: LocalMedia.pause_sending's
         self.record("peer", "discovered")
 
     # ------------------------------------------------------------------ state
@@ -147,6 +153,9 @@ class PeerLink:
             return
         for task in self._pc_tasks.pop(id(pc), []):
             task.cancel()
+        for _sender, track, drain in self.paused_senders.pop(id(pc), []):
+            drain.cancel()
+            track.stop()
         if self._channel_pc is pc:
             self.channel, self._channel_pc = None, None
         for sender in pc.getSenders():  # our per-connection views of the shared sources end with it
@@ -203,43 +212,10 @@ class PeerLink:
         pc = self.pc
         if pc is None or pc.connectionState == "closed":
             return
-        try:
-            report = await pc.getStats()
-        except Exception:
-            return
-        rtt: float | None = None
-        received = lost = sent_bytes = recv_bytes = 0
-        transport_in = 0
-        for stat in report.values():
-            kind = getattr(stat, "type", "")
-            if kind == "remote-inbound-rtp" and getattr(stat, "roundTripTime", None) is not None:
-                rtt = max(rtt or 0.0, float(stat.roundTripTime) * 1000)
-            elif kind == "inbound-rtp":
-                received += int(getattr(stat, "packetsReceived", 0) or 0)
-                lost += max(0, int(getattr(stat, "packetsLost", 0) or 0))
-                recv_bytes += int(getattr(stat, "bytesReceived", 0) or 0)
-            elif kind == "outbound-rtp":
-                sent_bytes += int(getattr(stat, "bytesSent", 0) or 0)
-            elif kind == "transport":
-                transport_in += int(getattr(stat, "bytesReceived", 0) or 0)
-        # aiortc's inbound-rtp stats carry no byte counts: the transport's are the best measure in.
-        recv_bytes = recv_bytes or transport_in
-        now = time.monotonic()
-        in_kbps = out_kbps = 0.0
-        if self._prev_bytes is not None:
-            dt = now - self._prev_bytes[0]
-            if dt > 0:
-                in_kbps = max(0, recv_bytes - self._prev_bytes[1]) * 8 / dt / 1000
-                out_kbps = max(0, sent_bytes - self._prev_bytes[2]) * 8 / dt / 1000
-        self._prev_bytes = (now, recv_bytes, sent_bytes)
-        total = received + lost
-        self.stats = PeerStats(
-            t=self.now(), rtt_ms=rtt, bitrate_in_kbps=round(in_kbps, 2), bitrate_out_kbps=round(out_kbps, 2),
-            packets_received=received, packets_lost=lost,
-            loss_fraction=round(lost / total, 4) if total else 0.0, bytes_sent=sent_bytes,
-            bytes_received=recv_bytes,
-        )
-        self.stats_history.append(self.stats)
+        result = await read_stats(pc, self._prev_bytes, self.now())
+        if result is not None:
+            self.stats, self._prev_bytes = result
+            self.stats_history.append(self.stats)
 
     # ------------------------------------------------------------------ teardown
     async def close(self) -> None:
@@ -286,4 +262,47 @@ class PeerLink:
             remote_camera_off=self.remote_camera_off,
             remote_audio_only=self.remote_audio_only,
             restarts=self.restarts,
+            via="sfu" if self.sfu_receiving else "mesh",
         )
+
+
+async def read_stats(pc: RTCPeerConnection, prev: tuple[float, int, int] | None,
+                     t: float) -> tuple[PeerStats, tuple[float, int, int]] | None:
+    """One connection's figures (and the byte counters the next call computes rates from);
+    None when aiortc cannot report (a connection closing under us). Pairs and SFU connections alike."""
+    try:
+        report = await pc.getStats()
+    except Exception:
+        return None
+    rtt: float | None = None
+    received = lost = sent_bytes = recv_bytes = 0
+    transport_in = 0
+    for stat in report.values():
+        kind = getattr(stat, "type", "")
+        if kind == "remote-inbound-rtp" and getattr(stat, "roundTripTime", None) is not None:
+            rtt = max(rtt or 0.0, float(stat.roundTripTime) * 1000)
+        elif kind == "inbound-rtp":
+            received += int(getattr(stat, "packetsReceived", 0) or 0)
+            lost += max(0, int(getattr(stat, "packetsLost", 0) or 0))
+            recv_bytes += int(getattr(stat, "bytesReceived", 0) or 0)
+        elif kind == "outbound-rtp":
+            sent_bytes += int(getattr(stat, "bytesSent", 0) or 0)
+        elif kind == "transport":
+            transport_in += int(getattr(stat, "bytesReceived", 0) or 0)
+    # aiortc's inbound-rtp stats carry no byte counts: the transport's are the best measure in.
+    recv_bytes = recv_bytes or transport_in
+    now = time.monotonic()
+    in_kbps = out_kbps = 0.0
+    if prev is not None:
+        dt = now - prev[0]
+        if dt > 0:
+            in_kbps = max(0, recv_bytes - prev[1]) * 8 / dt / 1000
+            out_kbps = max(0, sent_bytes - prev[2]) * 8 / dt / 1000
+    total = received + lost
+    stats = PeerStats(
+        t=t, rtt_ms=rtt, bitrate_in_kbps=round(in_kbps, 2), bitrate_out_kbps=round(out_kbps, 2),
+        packets_received=received, packets_lost=lost,
+        loss_fraction=round(lost / total, 4) if total else 0.0, bytes_sent=sent_bytes,
+        bytes_received=recv_bytes,
+    )
+    return stats, (now, recv_bytes, sent_bytes)

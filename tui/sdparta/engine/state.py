@@ -137,6 +137,7 @@ class PeerSnapshot:
     remote_camera_off: bool = False
     remote_audio_only: bool = False
     restarts: int = 0  # ICE restarts that brought this pair back
+    via: str = "mesh"  # "sfu": their media reaches us through the room's SFU (the pair carries chat)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +158,23 @@ class Notice:
     seq: int
     severity: str  # "information" | "warning" | "error"
     text: str
+
+
+@dataclass(frozen=True, slots=True)
+class SfuSnapshot:
+    """The call's use of the room's SFU: ``state`` mesh | joining | sfu | failed (then on the mesh)."""
+
+    label: str  # "janus @ host"
+    plugin: str  # videoroom | audiobridge
+    state: str = "mesh"
+    error: str | None = None  # why the last attempt failed or the SFU was lost
+    events: tuple[StateChange, ...] = ()  # moves and failures, on the call's clock (the timeline's)
+    connections: tuple[PeerSnapshot, ...] = ()  # publisher / subscriber / audiobridge, for the ICE panel
+    mix_seconds: float = 0.0  # AudioBridge: seconds of the room's mix received
+
+    @property
+    def active(self) -> bool:
+        return self.state == "sfu"
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,8 +199,8 @@ class CallSnapshot:
     audio_only: bool = False
     peers: tuple[PeerSnapshot, ...] = ()
     # The SFU the room's sealed settings name ("janus @ host room N"; never its PIN), or None: a mesh.
-    # Named only: calls do not use it yet, media still flows peer to peer (say "named (not used yet)").
     room_sfu: str | None = None
+    sfu: SfuSnapshot | None = None  # where our media goes now: None while the room names no SFU
     chat: tuple[ChatMessage, ...] = ()
     invalid_messages: int = 0
     notices: tuple[Notice, ...] = ()

@@ -179,6 +179,10 @@ class AudioMixer:
         self.blocks_mixed = 0
         self._inputs: dict[str, _Input] = {}
         self._retired: dict[str, float] = {}  # seconds received by inputs since removed
+        # Gated inputs are read and dropped (a peer heard through the SFU instead: its mesh track must
+        # still be drained); when each last delivered a frame, gated or not (has it come back?).
+        self._gated: set[str] = set()
+        self._arrived: dict[str, float] = {}
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -213,11 +217,24 @@ class AudioMixer:
     def remove_input(self, key: str) -> None:
         """Stop mixing ``key`` (its ``consume`` returns at the next frame); keeps its seconds."""
         entry = self._inputs.pop(key, None)
+        self._gated.discard(key)
+        self._arrived.pop(key, None)
         if entry is not None:
             self._retired[key] = entry.seconds
 
     def keys(self) -> list[str]:
         return list(self._inputs)
+
+    def set_gated(self, key: str, gated: bool) -> None:
+        """Drop (True) or mix again (False) what ``key`` delivers; its track is read either way."""
+        if gated:
+            self._gated.add(key)
+        else:
+            self._gated.discard(key)
+
+    def arrived_since(self, key: str, since: float) -> bool:
+        """Did ``key`` deliver a frame (gated or not) after ``since`` (monotonic)?"""
+        return self._arrived.get(key, -1.0) > since
 
     async def consume(self, key: str, track: MediaStreamTrack) -> None:
         """Read a remote audio track until it ends (or the input is removed), buffering its audio."""
@@ -230,6 +247,9 @@ class AudioMixer:
                 return
             if self._inputs.get(key) is not entry:
                 return
+            self._arrived[key] = time.monotonic()
+            if key in self._gated:
+                continue
             try:
                 entry.feed(frame)
             except (ValueError, av.FFmpegError) as exc:  # one bad frame must not end the input

@@ -19,7 +19,7 @@ from aiortc.mediastreams import MediaStreamTrack
 
 from sdparta.sfu.errors import JanusError, JanusProtocolError
 from sdparta.sfu.janus import HandleEvent, JanusHandle, JanusSession, clean_text, janus_id
-from sdparta.sfu.peer import apply_answer, make_offer, new_peer_connection
+from sdparta.sfu.peer import apply_answer, make_offer, new_peer_connection, prefer_sfu_codecs
 from sdparta.sfu.videoroom import RoomEvent, _room_body, _Worker
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,7 @@ class AudioBridgeClient:
     @classmethod
     async def join(cls, session: JanusSession, room: int, track: MediaStreamTrack, *, pin: str | None = None,
                    display: str = "", muted: bool = False, ice_servers: Sequence[RTCIceServer] = (),
+                   relay_only: bool = False,
                    on_event: Callable[[RoomEvent], None] | None = None,
                    on_crash: Callable[[str, str], None] | None = None) -> AudioBridgeClient:
         """Join ``room`` sending ``track`` (Opus) and receiving the mix. Typed errors: NoSuchRoom,
@@ -83,12 +84,13 @@ class AudioBridgeClient:
             own = janus_id(data.get("id"))
             if data.get("audiobridge") != "joined" or own is None:
                 raise JanusProtocolError(f"{session.label}: AudioBridge did not confirm the join")
-            pc = new_peer_connection(ice_servers)
+            pc = new_peer_connection(ice_servers, relay_only=relay_only)
             client = cls(session, room, handle, pc, own, listen, muted)
             for participant in _participants(data.get("participants")):
                 client.participants[participant.id] = participant
             client._worker = _Worker("janus audiobridge", handle, client._event, on_crash or (lambda n, e: None))
             pc.addTransceiver(track, direction="sendrecv")
+            prefer_sfu_codecs(pc)
             offer = await make_offer(pc)
             reply, answer = await handle.request({"request": "configure", "muted": muted}, offer)
             if reply.get("result") != "ok":

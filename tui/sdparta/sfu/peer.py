@@ -19,18 +19,42 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc import (
+    RTCBundlePolicy,
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCSessionDescription,
+)
 from aiortc import sdp as aiortc_sdp
+from aiortc.rtcconfiguration import RTCIceTransportPolicy
 
 log = logging.getLogger(__name__)
 
-__all__ = ["accept_offer", "apply_answer", "follow_remote_ssrcs", "make_offer", "new_peer_connection"]
+__all__ = ["SFU_CODECS", "accept_offer", "apply_answer", "follow_remote_ssrcs", "make_offer", "new_peer_connection",
+           "prefer_sfu_codecs"]
+
+#: What a Janus room for sdparta must be configured with (``audiocodec = "opus"``, ``videocodec = "vp8"``):
+#: the engine sends its shared Opus and VP8 packets (media/fanout.py), encoded once for every path.
+SFU_CODECS = {"audio": "audio/opus", "video": "video/vp8"}
 
 
-def new_peer_connection(ice_servers: Sequence[RTCIceServer] = ()) -> RTCPeerConnection:
+def new_peer_connection(ice_servers: Sequence[RTCIceServer] = (), *, relay_only: bool = False) -> RTCPeerConnection:
     # An empty list, never None: with None aiortc adds Google's public STUN server by itself.
-    return RTCPeerConnection(RTCConfiguration(iceServers=list(ice_servers),
+    policy = RTCIceTransportPolicy.RELAY if relay_only else RTCIceTransportPolicy.ALL
+    return RTCPeerConnection(RTCConfiguration(iceServers=list(ice_servers), iceTransportPolicy=policy,
                                               bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+
+
+def prefer_sfu_codecs(pc: RTCPeerConnection) -> None:
+    """Offer only Opus and VP8 (and RTX) on every sending transceiver: the packets we send are those."""
+    for transceiver in pc.getTransceivers():
+        wanted = SFU_CODECS.get(transceiver.kind)
+        if wanted is None or transceiver.sender.track is None:
+            continue
+        capabilities = RTCRtpSender.getCapabilities(transceiver.kind).codecs
+        transceiver.setCodecPreferences([c for c in capabilities if c.mimeType.lower() in (wanted, "video/rtx")])
 
 
 async def make_offer(pc: RTCPeerConnection) -> dict[str, str]:

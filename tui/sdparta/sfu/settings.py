@@ -1,4 +1,6 @@
-"""The room settings' SFU entry: ``{"type": "janus", "url": "wss://…", "room": 1234, "pin": "…" | null}``.
+"""The room settings' SFU entry: ``{"type": "janus", "url": "wss://…", "room": 1234, "pin": "…" | null}``,
+and ``"plugin": "audiobridge"`` for an audio-only room (absent: ``"videoroom"``; written only when it
+differs, so readers that predate the key still read a VideoRoom entry).
 
 Pure parsing and validation, no network: the room layer carries the entry sealed, the engine turns
 it into a :class:`~sdparta.sfu.janus.JanusSession`. The entry comes from other participants, so it is
@@ -17,7 +19,7 @@ from urllib.parse import urlsplit
 from sdparta import safe_json
 from sdparta.sfu.errors import SfuSettingsError
 
-__all__ = ["MAX_ENTRY_BYTES", "MAX_PIN_CHARS", "MAX_ROOM_ID", "MAX_URL_CHARS", "SfuEntry", "parse_sfu_entry",
+__all__ = ["MAX_ENTRY_BYTES", "MAX_PIN_CHARS", "MAX_ROOM_ID", "MAX_URL_CHARS", "PLUGINS", "SfuEntry", "parse_sfu_entry",
            "parse_sfu_json"]
 
 MAX_URL_CHARS = 512
@@ -26,8 +28,11 @@ MAX_PIN_CHARS = 128
 MAX_ROOM_ID = 2**53 - 1
 #: The serialized entry; a real one is under 700 bytes.
 MAX_ENTRY_BYTES = 2048
-_KEYS = {"type", "url", "room", "pin"}
+_KEYS = {"type", "url", "room", "pin", "plugin"}
 _TYPES = ("janus",)
+#: VideoRoom: every member publishes audio and video, subscribes to the others (audio+video rooms).
+#: AudioBridge: one Opus stream up, one mix down, whatever the size (audio-only rooms).
+PLUGINS = ("videoroom", "audiobridge")
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,7 @@ class SfuEntry:
     room: int
     pin: str | None = None
     type: str = "janus"
+    plugin: str = "videoroom"
 
     @property
     def host(self) -> str:
@@ -52,11 +58,14 @@ class SfuEntry:
 
     def to_json(self) -> dict[str, Any]:
         """The wire form (what :func:`parse_sfu_entry` reads back)."""
-        return {"type": self.type, "url": self.url, "room": self.room, "pin": self.pin}
+        entry: dict[str, Any] = {"type": self.type, "url": self.url, "room": self.room, "pin": self.pin}
+        if self.plugin != "videoroom":
+            entry["plugin"] = self.plugin
+        return entry
 
     def __repr__(self) -> str:  # never print the PIN into logs
         pin = "None" if self.pin is None else "'…'"
-        return f"SfuEntry(type={self.type!r}, url={self.url!r}, room={self.room}, pin={pin})"
+        return f"SfuEntry(type={self.type!r}, url={self.url!r}, room={self.room}, pin={pin}, plugin={self.plugin!r})"
 
 
 def _printable(text: str) -> bool:
@@ -103,7 +112,7 @@ def parse_sfu_entry(value: object) -> SfuEntry:
     unknown = set(value) - _KEYS
     if unknown:
         names = ", ".join(sorted(repr(k)[:40] for k in unknown)[:5])
-        raise SfuSettingsError(f"the SFU entry has unknown keys: {names} (expected type, url, room, pin)")
+        raise SfuSettingsError(f"the SFU entry has unknown keys: {names} (expected type, url, room, pin, plugin)")
     missing = [key for key in ("type", "url", "room") if key not in value]
     if missing:
         raise SfuSettingsError(f"the SFU entry lacks {', '.join(missing)}")
@@ -124,7 +133,11 @@ def parse_sfu_entry(value: object) -> SfuEntry:
             raise SfuSettingsError(f"the SFU pin must be a string or null, not {type(pin).__name__}")
         if not pin or len(pin) > MAX_PIN_CHARS or not _printable(pin):
             raise SfuSettingsError(f"the SFU pin must be 1–{MAX_PIN_CHARS} printable characters")
-    return SfuEntry(url=url, room=room, pin=pin, type=kind)
+    plugin = value.get("plugin", "videoroom")
+    if not isinstance(plugin, str) or plugin not in PLUGINS:
+        shown = repr(plugin[:40]) if isinstance(plugin, str) else type(plugin).__name__
+        raise SfuSettingsError(f"unsupported SFU plugin {shown} (videoroom or audiobridge)")
+    return SfuEntry(url=url, room=room, pin=pin, type=kind, plugin=plugin)
 
 
 def parse_sfu_json(raw: str | bytes) -> SfuEntry:

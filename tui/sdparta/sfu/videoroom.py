@@ -33,7 +33,7 @@ from aiortc.mediastreams import MediaStreamTrack
 
 from sdparta.sfu.errors import JanusError, JanusProtocolError, JanusRequestError, SessionLost
 from sdparta.sfu.janus import HandleEvent, JanusHandle, JanusSession, clean_text, janus_id, stop_task
-from sdparta.sfu.peer import accept_offer, apply_answer, make_offer, new_peer_connection
+from sdparta.sfu.peer import accept_offer, apply_answer, make_offer, new_peer_connection, prefer_sfu_codecs
 from sdparta.supervise import supervised
 
 log = logging.getLogger(__name__)
@@ -160,9 +160,9 @@ class VideoRoomPublisher:
     """Join a VideoRoom as a publisher and publish one peer connection."""
 
     def __init__(self, session: JanusSession, room: int, *, pin: str | None = None, display: str = "",
-                 ice_servers: Sequence[RTCIceServer] = ()) -> None:
+                 ice_servers: Sequence[RTCIceServer] = (), relay_only: bool = False) -> None:
         self.session, self.room, self.pin, self.display = session, room, pin, display
-        self.ice_servers = ice_servers
+        self.ice_servers, self.relay_only = ice_servers, relay_only
         self.handle: JanusHandle | None = None
         self.pc: RTCPeerConnection | None = None
         self.id: int | None = None
@@ -183,9 +183,10 @@ class VideoRoomPublisher:
         """Send one offer with ``tracks`` (send-only) and apply Janus' answer."""
         if self.handle is None:
             raise RuntimeError("join first")
-        pc = self.pc = new_peer_connection(self.ice_servers)
+        pc = self.pc = new_peer_connection(self.ice_servers, relay_only=self.relay_only)
         for track in tracks:
             pc.addTransceiver(track, direction="sendonly")
+        prefer_sfu_codecs(pc)
         offer = await make_offer(pc)
         data, answer = await self.handle.request({"request": "publish"}, offer)
         if data.get("configured") != "ok":
@@ -213,10 +214,11 @@ class VideoRoomSubscriber:
     """One multistream subscription (one handle, one peer connection) for any number of feeds."""
 
     def __init__(self, session: JanusSession, room: int, *, pin: str | None = None, private_id: int | None = None,
-                 ice_servers: Sequence[RTCIceServer] = (), on_change: Callable[[RoomEvent], None] | None = None,
+                 ice_servers: Sequence[RTCIceServer] = (), relay_only: bool = False,
+                 on_change: Callable[[RoomEvent], None] | None = None,
                  on_crash: Callable[[str, str], None] | None = None) -> None:
         self.session, self.room, self.pin, self.private_id = session, room, pin, private_id
-        self.ice_servers = ice_servers
+        self.ice_servers, self.relay_only = ice_servers, relay_only
         self.handle: JanusHandle | None = None
         self.pc: RTCPeerConnection | None = None
         self.streams: dict[str, SubscribedStream] = {}
@@ -287,7 +289,7 @@ class VideoRoomSubscriber:
 
     async def _join(self, feeds: list[int]) -> None:
         self.handle = await self.session.attach(PLUGIN)
-        self.pc = new_peer_connection(self.ice_servers)
+        self.pc = new_peer_connection(self.ice_servers, relay_only=self.relay_only)
         self._worker = _Worker("janus videoroom subscriber", self.handle, self._event, self._on_crash)
         extra: dict[str, Any] = {"ptype": "subscriber", "streams": [{"feed": feed} for feed in feeds]}
         if self.private_id is not None:
@@ -381,6 +383,7 @@ class VideoRoomClient:
     @classmethod
     async def join(cls, session: JanusSession, room: int, *, pin: str | None = None, display: str = "",
                    tracks: Iterable[MediaStreamTrack] = (), ice_servers: Sequence[RTCIceServer] = (),
+                   relay_only: bool = False,
                    on_event: Callable[[RoomEvent], None] | None = None,
                    on_crash: Callable[[str, str], None] | None = None) -> VideoRoomClient:
         """Join as publisher, publish ``tracks``, subscribe to the active publishers. Typed errors:
@@ -393,8 +396,10 @@ class VideoRoomClient:
             except Exception:
                 log.exception("a VideoRoom event listener failed")
 
-        publisher = VideoRoomPublisher(session, room, pin=pin, display=display, ice_servers=ice_servers)
-        subscriber = VideoRoomSubscriber(session, room, pin=pin, ice_servers=ice_servers, on_change=listen,
+        publisher = VideoRoomPublisher(session, room, pin=pin, display=display, ice_servers=ice_servers,
+                                       relay_only=relay_only)
+        subscriber = VideoRoomSubscriber(session, room, pin=pin, ice_servers=ice_servers, relay_only=relay_only,
+                                         on_change=listen,
                                          on_crash=on_crash)
         client = cls(session, room, publisher, subscriber, listen)
         try:

@@ -1,0 +1,163 @@
+"""The engine moving a room onto its SFU and back, in-process: real Calls (real aiortc pairs, real
+codecs), a real portal and a real Janus, each in a network namespace of this test's own.
+
+Janus runs on 10.201.x.2 (tests/support/janus.py); the portal and the three Calls run on the clients'
+side (the Calls' threads are started from the main thread while it is in that namespace, so their
+sockets are made there). The multi-process rooms (10 bots, 12 on an AudioBridge, NAT) are in
+tests/test_sfu_rooms.py. Waits are on conditions with generous deadlines; counts are asserted, never rates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from sdparta.engine.call import Call, CallConfig
+from sdparta.engine.state import CallSnapshot
+from sdparta.room.keys import RoomKeys
+from sdparta.sfu.settings import SfuEntry
+from support.janus import AudioBridgeSpec, JanusNet, JanusProcess, VideoRoomSpec, janus_missing, start_janus
+from support.procs import PortalProcess, start_portal, stop_process, wait_for
+
+pytestmark = pytest.mark.integration
+
+VIDEO_ROOM, AUDIO_ROOM, PIN = 2345, 5432, "engine-pin"
+
+
+@dataclass
+class Lab:
+    net: JanusNet
+    janus: JanusProcess
+    portal: PortalProcess
+    workdir: Path
+
+    def entry(self, plugin: str = "videoroom", room: int | None = None, pin: str | None = PIN) -> SfuEntry:
+        return SfuEntry(url=self.janus.url, room=room or (AUDIO_ROOM if plugin == "audiobridge" else VIDEO_ROOM),
+                        pin=pin, plugin=plugin)
+
+    def restart_janus(self) -> None:
+        self.janus = start_janus(self.workdir / "janus2", netns=self.net.server_ns, address=self.net.server_ip,
+                                 session_timeout=10, videorooms=[VideoRoomSpec(VIDEO_ROOM, PIN)],
+                                 audiobridges=[AudioBridgeSpec(AUDIO_ROOM, PIN)])
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[Lab]:
+    missing = janus_missing()
+    if missing is not None:
+        pytest.skip(missing)
+    net = JanusNet(subnet="10.201.4").create()
+    janus = portal = None
+    try:
+        janus = start_janus(tmp_path / "janus", netns=net.server_ns, address=net.server_ip, session_timeout=10,
+                            videorooms=[VideoRoomSpec(VIDEO_ROOM, PIN)],
+                            audiobridges=[AudioBridgeSpec(AUDIO_ROOM, PIN)])
+        portal = start_portal(tmp_path / "portal", host=net.client_ip,
+                              argv_prefix=("ip", "netns", "exec", net.client_ns))
+        with net.entered():
+            lab = Lab(net, janus, portal, tmp_path)
+            yield lab
+            janus = lab.janus
+    finally:
+        if portal is not None:
+            stop_process(portal.proc)
+        if janus is not None:
+            print(f"--- tail of {janus.log_path}\n{janus.log_tail(60)}")
+            janus.stop()
+        net.close()
+
+
+def _calls(lab: Lab, room: str, n: int, *, share: SfuEntry, audio_only: bool = False, sfu_at: int = 3,
+           hold: float = 3.0) -> list[Call]:
+    keys = RoomKeys.derive(room, "")
+    calls = []
+    for i in range(n):
+        config = CallConfig(room=room, portals=[lab.portal.url], name=f"p{i}", room_keys=keys,
+                            audio=f"tone:{440 + 220 * i}", video="none" if audio_only else "pattern",
+                            audio_only=audio_only, fps=5, share_sfu=share if i == 0 else None,
+                            sfu_at=sfu_at, sfu_hold_s=hold)
+        call = Call(config)
+        call.start()
+        calls.append(call)
+    return calls
+
+
+def _describe(calls: list[Call]) -> Callable[[], str]:
+    def describe() -> str:
+        lines = []
+        for call in calls:
+            snap = call.snapshot()
+            sfu = snap.sfu
+            lines.append(f"{snap.name}: sfu={sfu.state if sfu else None} {sfu.error if sfu else ''} peers=" + ", ".join(
+                f"{p.name}:{p.status}/{p.via}/a{p.audio_seconds:.1f}/v{p.video_frames}" for p in snap.peers)
+                + " notices=" + " | ".join(n.text for n in snap.notices[-3:]))
+        return "\n".join(lines)
+    return describe
+
+
+def _all(calls: list[Call], check: Callable[[CallSnapshot], bool]) -> Callable[[], bool]:
+    return lambda: all(check(call.snapshot()) for call in calls)
+
+
+def _via(snap: CallSnapshot, via: str, n: int) -> bool:
+    return len(snap.peers) == n and all(p.status == "connected" and p.via == via for p in snap.peers)
+
+
+def _figures(calls: list[Call]) -> dict[tuple[str, str], tuple[float, int]]:
+    return {(c.snapshot().name, p.name): (p.audio_seconds, p.video_frames) for c in calls for p in c.snapshot().peers}
+
+
+def test_a_video_room_moves_onto_the_sfu_keeps_chatting_and_falls_back_when_janus_dies(lab: Lab) -> None:
+    calls = _calls(lab, "sfu-engine-video", 3, share=lab.entry())
+    describe = _describe(calls)
+    try:
+        wait_for(_all(calls, lambda s: s.sfu is not None and s.sfu.state == "sfu" and _via(s, "sfu", 2)), 90,
+                 "every member on the SFU, receiving both others through it", diagnostics=describe)
+        before = _figures(calls)
+        wait_for(lambda: all(a > before[k][0] + 1 and v > before[k][1] + 3 for k, (a, v) in _figures(calls).items()),
+                 60, "audio and video from everyone arriving through the SFU", diagnostics=describe)
+        for call in calls:
+            snap = call.snapshot()
+            assert {c.session_id for c in snap.sfu.connections} == {"sfu-publisher", "sfu-subscriber"}
+            assert any("decrypted" in n.text for n in snap.notices), "the UI must say the SFU decrypts media"
+            assert all(any(e.kind == "sfu" for e in p.timeline) for p in snap.peers), "the switch is in each timeline"
+        calls[0].send_chat("hello over the mesh data path")
+        wait_for(_all(calls[1:], lambda s: any(m.text == "hello over the mesh data path" for m in s.chat)), 30,
+                 "chat reaching everyone while media goes through the SFU", diagnostics=describe)
+
+        lab.janus.kill()
+        wait_for(_all(calls, lambda s: s.sfu is not None and s.sfu.state == "failed" and _via(s, "mesh", 2)), 60,
+                 "every member back on the mesh after Janus died", diagnostics=describe)
+        before = _figures(calls)
+        wait_for(lambda: all(a > before[k][0] + 1 and v > before[k][1] + 3 for k, (a, v) in _figures(calls).items()),
+                 60, "audio and video from everyone arriving over the mesh again", diagnostics=describe)
+        for call in calls:
+            assert any("back to the mesh" in n.text for n in call.snapshot().notices)
+    finally:
+        for call in calls:
+            call.stop()
+
+
+def test_an_audio_room_moves_onto_the_audiobridge_and_back_to_the_mesh_when_it_shrinks(lab: Lab) -> None:
+    calls = _calls(lab, "sfu-engine-audio", 3, share=lab.entry("audiobridge"), audio_only=True, hold=2.0)
+    describe = _describe(calls)
+    try:
+        wait_for(_all(calls, lambda s: s.sfu is not None and s.sfu.state == "sfu" and _via(s, "sfu", 2)), 90,
+                 "every member on the AudioBridge", diagnostics=describe)
+        mixed = {c.snapshot().name: c.snapshot().sfu.mix_seconds for c in calls}
+        wait_for(_all(calls, lambda s: s.sfu.mix_seconds > mixed[s.name] + 2), 60, "the mix arriving",
+                 diagnostics=describe)
+        calls[2].stop()
+        rest = calls[:2]
+        wait_for(_all(rest, lambda s: s.sfu is not None and s.sfu.state == "mesh"
+                      and any(p.status == "connected" and p.via == "mesh" for p in s.peers)), 90,
+                 "the two left back on the mesh after the hold", diagnostics=_describe(rest))
+        before = _figures(rest)
+        wait_for(lambda: all(a > before[k][0] + 1 for k, (a, _v) in _figures(rest).items() if k[1] != "p2"), 60,
+                 "the two still hearing each other over the mesh", diagnostics=_describe(rest))
+    finally:
+        for call in calls:
+            call.stop()
