@@ -11,6 +11,7 @@ import { offersFirst } from "sdparta/wire.js";
 import { PortalRoom } from "sdparta/room.js";
 import { NostrRoom } from "sdparta/nostr_room.js";
 import { CombinedRoom } from "sdparta/combined.js";
+import { Tasks } from "sdparta/tasks.js";
 
 export const NEGOTIATION = Object.freeze({
   connectTimeout: 20000, silence: 4000, giveUp: 120000, reoffer: 15000, answeredTimeout: 8000,
@@ -51,6 +52,7 @@ export class Pair {
     this.reason = null;
     this.history = [{ t: performance.now(), status: "discovered" }];
     this.startedAt = performance.now();
+    this.timeline = {}; // step → ms after discovery (the first time it happened): where connecting takes its time
     this.connectedAfterMs = null; // from discovery
     this.connectedAt = null; // performance.now() of the first "connected"
     this.gen = 0;
@@ -74,6 +76,10 @@ export class Pair {
 
   get finished() {
     return FINISHED.has(this.status);
+  }
+
+  mark(step) {
+    if (!(step in this.timeline)) this.timeline[step] = Math.round(performance.now() - this.startedAt);
   }
 
   get mayComeBack() {
@@ -127,8 +133,12 @@ export class Pair {
       this.call.changed();
     };
     pc.ondatachannel = (event) => this._wireChannel(pc, event.channel);
+    pc.oniceconnectionstatechange = () => {
+      if (this.pc === pc) this.mark(`ice-${pc.iceConnectionState}`);
+    };
     pc.onconnectionstatechange = () => {
       if (this.pc !== pc) return;
+      this.mark(`pc-${pc.connectionState}`);
       if (pc.connectionState === "connected") {
         this.reconnectingSince = null;
         this.pathWorked = true;
@@ -186,12 +196,16 @@ export class Pair {
       await waitForGathering(pc, NEGOTIATION.gatherTimeout);
       this.gatherMs = performance.now() - gathering;
       this.preparedOffer = Boolean(spare);
+      this.mark("offer-gathered");
       if (this.pc !== pc || this.finished) return false;
       const body = { type: "offer", sdp: pc.localDescription.sdp, gen: this.gen };
       if (oldChannel) this._sendSignal(oldChannel, body);
       await room.watch(this.member, true);
+      this.mark("watching");
       room.markPending();
       await room.send(this.member, body);
+      this.mark("offer-sent");
+      this.call.prepareBye(this);
       return true;
     } finally {
       this.offering = false;
@@ -204,20 +218,25 @@ export class Pair {
     this.remoteGen = gen;
     const restart = this.pc !== null;
     const oldChannel = restart && this._channelAlive(NEGOTIATION.channelFresh) ? this.channel : null;
+    this.mark("offer-received");
     const pc = this._newConnection();
     if (!restart) this.setStatus("connecting");
     else if (this.status === "connected") this.setStatus("reconnecting", "the peer restarts ICE");
     await pc.setRemoteDescription({ type: "offer", sdp: body.sdp });
     this.call.media.addTo(pc, false);
     await pc.setLocalDescription(await pc.createAnswer());
+    this.mark("answer-created");
     const gathering = performance.now();
     await waitForGathering(pc, NEGOTIATION.gatherTimeout);
     this.gatherMs = performance.now() - gathering;
+    this.mark("answer-gathered");
     if (this.pc !== pc || this.finished) return;
     const answer = { type: "answer", sdp: pc.localDescription.sdp, gen };
     if (oldChannel) this._sendSignal(oldChannel, answer);
     if (restart) this.call.room.markPending();
     await this.call.room.send(this.member, answer);
+    this.mark("answer-sent");
+    this.call.prepareBye(this);
   }
 
   async _takeAnswer(body) {
@@ -226,7 +245,9 @@ export class Pair {
     if (pc === null || pc.signalingState !== "have-local-offer") return;
     this.answered = true;
     this.answeredAt = performance.now();
+    this.mark("answer-received");
     await pc.setRemoteDescription({ type: "answer", sdp: body.sdp });
+    this.mark("answer-applied");
   }
 
   _connectGuard() {
@@ -246,6 +267,7 @@ export class Pair {
     channel._pc = pc;
     this.channel = channel;
     channel.onopen = () => {
+      this.mark("channel-open");
       this.lastHeard = performance.now();
       this.sendControl(this.call.media.stateMessage(this.call.name));
       while (this.outbox.length && this.sendControl(this.outbox[0])) this.outbox.shift();
@@ -387,7 +409,8 @@ export class Pair {
       sessionId: this.sessionId, name: this.name, fingerprint: this.fingerprint, status: this.status,
       reason: this.reason, weOffer: this.weOffer, connectedAfterMs: this.connectedAfterMs,
       connectedAt: this.connectedAt, discoveredAt: this.startedAt, gatherMs: this.gatherMs ?? null,
-      preparedOffer: Boolean(this.preparedOffer),
+      preparedOffer: Boolean(this.preparedOffer), timeline: { ...this.timeline },
+      iceServers: this.pc ? (this.pc.getConfiguration().iceServers || []).map((s) => s.urls) : null,
       history: this.history.map((h) => h.status), videoFrames: this.videoFrames, remote: { ...this.remote },
       connectionState: this.pc ? this.pc.connectionState : "new", gen: this.gen, remoteGen: this.remoteGen,
     };
@@ -397,6 +420,8 @@ export class Pair {
 /** The page's call: the room, the pairs, chat. `onChange` is called (batched) whenever something shown changed. */
 export class Call {
   /** `portal`: a Portal (or null), `relays`: Nostr relay URLs (possibly none). */
+  /** `iceServers`: the page's own (the join form's STUN servers, [] for none); the room's TURN relay is
+   *  added when someone shares one and we have none of our own. */
   constructor({ portal, relays = [], keys, identity, name, media, onChange, iceServers = [] }) {
     this.portal = portal;
     this.relays = relays;
@@ -405,7 +430,11 @@ export class Call {
     this.name = name;
     this.media = media;
     this.onChange = onChange;
-    this.iceServers = iceServers;
+    this.ownIce = iceServers;
+    this.iceServers = iceServers; // replaced (a new array) whenever the room's TURN relay changes
+    this.roomSettings = null; // the newest record of the room's settings (by its signed ts)
+    this.roomTurn = [];
+    this.roomSfu = null;
     this.sessionId = newSessionId();
     this.fingerprint = fingerprint(identity.publicKey);
     this.pairs = new Map(); // session id → Pair (what the page lists)
@@ -415,7 +444,8 @@ export class Call {
     this.invalidCount = 0;
     this.joinedAt = null;
     this.room = null;
-    this.heartbeat = null;
+    this.tasks = new Tasks((error, label) => this.notice(`${label}: ${error.message}`));
+    this._byes = new Map(); // session id → the bye being prepared (one at a time per pair)
     this._changeQueued = false;
     this.left = false;
     this.spares = []; // offers gathered before they are needed: {pc, channel, ready, iceServers}
@@ -456,10 +486,10 @@ export class Call {
     this.prepareSpareOffer();
     await this.room.start();
     this.joinedAt = performance.now();
-    this.heartbeat = setInterval(() => {
+    this.tasks.every(1000, () => {
       const now = performance.now();
       for (const pair of this.pairs.values()) pair.heartbeat(now);
-    }, 1000);
+    }, "heartbeat");
     this.changed();
   }
 
@@ -521,13 +551,28 @@ export class Call {
     this.changed();
   }
 
-  /** Someone shared a TURN relay with the room: use it (we have none of our own), and pairs still
-   *  trying without one start again through it (membership.py settings / relay_added). */
+  /** The room's settings, on joining and with every newer record (membership.py settings): its TURN
+   *  relay is used unless we have our own (a newer relay replaces the room's older one; a record
+   *  without one keeps it), and pairs still trying without it start again through it; its SFU entry is
+   *  kept and told (the page has no SFU rooms: media stays peer to peer). */
   settings(settings) {
-    if (!settings.turn.length || this.iceServers.some((s) => /^turns?:/.test(String(s.urls)))) return;
-    this.iceServers = [...this.iceServers, ...settings.turn.map((t) => ({ urls: t.url, username: t.username,
+    if (this.roomSettings !== null && settings.tsMs <= this.roomSettings.tsMs) return; // another network's older copy
+    this.roomSettings = settings;
+    const shared = fingerprint(settings.author);
+    const sfu = settings.sfu ? JSON.stringify(settings.sfu) : null;
+    if (sfu !== (this.roomSfu && JSON.stringify(this.roomSfu))) {
+      this.roomSfu = settings.sfu;
+      const label = settings.sfu && `${String(settings.sfu.type)} ${String(settings.sfu.url)} room ${String(settings.sfu.room)}`;
+      this.notice(label ? `the room names an SFU (${label}, shared by ${shared}); this page stays peer to peer`
+        : "the room no longer names an SFU");
+    }
+    const ownTurn = this.ownIce.some((s) => /^turns?:/.test(String(s.urls)));
+    const same = JSON.stringify(settings.turn) === JSON.stringify(this.roomTurn);
+    if (!settings.turn.length || ownTurn || same) return;
+    this.roomTurn = settings.turn;
+    this.iceServers = [...this.ownIce, ...settings.turn.map((t) => ({ urls: t.url, username: t.username,
       credential: t.credential }))];
-    this.notice(`using the room's TURN relay ${settings.turn[0].url} (shared by ${fingerprint(settings.author)})`);
+    this.notice(`using the room's TURN relay ${settings.turn[0].url} (shared by ${shared})`);
     for (const pair of this.pairs.values()) {
       if (pair.weOffer && pair.status === "connecting" && pair.pc !== null) pair.beginReconnect("trying again through the room's TURN relay");
     }
@@ -569,11 +614,39 @@ export class Call {
     this.changed();
   }
 
+  /** Seal (and on a portal upload) the bye to this pair ahead, so a closing tab only has to send it. */
+  prepareBye(pair) {
+    if (this.left || !this.room || !this.room.prepareFarewell) return;
+    const previous = this._byes.get(pair.sessionId) || Promise.resolve();
+    const next = previous.then(() => {
+      if (this.left || pair.finished) return undefined;
+      // a ms past now: strictly newer than the message just sent (readers drop a ts not above the last)
+      const message = { v: 1, from: this.sessionId, to: pair.sessionId, name: this.name, ts: Date.now() + 1, type: "bye" };
+      return this.room.prepareFarewell(pair.member, message);
+    }).catch(() => {});
+    this._byes.set(pair.sessionId, next);
+  }
+
+  /** The tab is closing (pagehide): nothing may be awaited. bye on every open data channel (then the
+   *  channel closed, which sends what is queued first) and the byes prepared for the room. */
+  farewell() {
+    if (this.left) return;
+    this.left = true;
+    this.tasks.stop();
+    for (const pair of this.pairs.values()) {
+      pair.sendControl({ t: "bye" });
+      try {
+        if (pair.channel) pair.channel.close();
+      } catch { /* closed already */ }
+    }
+    if (this.room && this.room.sendFarewells) this.room.sendFarewells();
+  }
+
   /** bye on every open data channel and in every pair slot, then our record out of the list. */
   async leave() {
     if (this.left) return;
     this.left = true;
-    clearInterval(this.heartbeat);
+    this.tasks.stop();
     for (const spare of this.spares) spare.pc.close();
     this.spares = [];
     for (const pair of this.pairs.values()) pair.sendControl({ t: "bye" });
@@ -592,7 +665,12 @@ export class Call {
       joinTapAt: this.joinTapAt ?? null, keysAt: this.keysAt ?? null, joinedAt: this.joinedAt,
       push: Boolean(this.room && this.room.pushActive),
       networks: { portal: this.portal ? this.portal.url : null, relays: [...this.relays] },
-      iceServers: this.iceServers.map((s) => String(s.urls)), notices: this.notices.map((n) => n.text), invalid: this.invalidCount + (this.room ? this.room.invalid : 0),
+      iceServers: this.iceServers.map((s) => String(s.urls)), ownIce: this.ownIce.map((s) => String(s.urls)),
+      settings: this.roomSettings && { ts: this.roomSettings.tsMs, author: fingerprint(this.roomSettings.author),
+        turn: this.roomSettings.turn.map((t) => t.url), sfu: this.roomSfu && { type: this.roomSfu.type,
+          url: this.roomSfu.url, room: this.roomSfu.room } },
+      byesReady: this.room && this.room.readyFarewells !== undefined ? this.room.readyFarewells : 0,
+      notices: this.notices.map((n) => n.text), invalid: this.invalidCount + (this.room ? this.room.invalid : 0),
       pairs: [...this.pairs.values()].map((p) => p.summary()),
       departed: [...this.departed.values()].map((p) => p.summary()),
       chat: this.chat.map((c) => ({ from: c.from, own: c.own, text: c.text })),

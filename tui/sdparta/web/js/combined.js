@@ -88,6 +88,19 @@ export class CombinedRoom {
     for (const r of this.rooms) r.kick();
   }
 
+  /** The same bye bytes prepared on every network (sent by `sendFarewells` from a closing tab). */
+  prepareFarewell(member, message) {
+    return Promise.allSettled(this.rooms.map((r) => r.prepareFarewell(member, message)));
+  }
+
+  get readyFarewells() {
+    return Math.min(...this.rooms.map((r) => r.readyFarewells));
+  }
+
+  sendFarewells() {
+    for (const r of this.rooms) r.sendFarewells();
+  }
+
   async leave() {
     await Promise.allSettled(this.rooms.map((r) => r.leave()));
   }

@@ -13,29 +13,39 @@ const html = htm.bind(h);
 const secure = Boolean(globalThis.isSecureContext && globalThis.crypto && crypto.subtle);
 const SPEAKING_LEVEL = 0.02;
 const NAME_KEY = "sdparta.name";
+const ICE_KEY = "sdparta.ice";
+/** The page's STUN server unless the user names others or none (engine/defaults.py PUBLIC_STUN, the
+ *  terminal's): it tells each side its public address, so most calls across home routers connect. */
+export const PUBLIC_STUN = "stun:stun.l.google.com:19302";
+const STUN_URL = /^stuns?:[A-Za-z0-9.\-[\]:]{1,200}$/;
 
 document.documentElement.dataset.core = secure ? "ready" : "insecure";
 
-/** The join form's fields from the shareable link's fragment (#room=…&pw=…&name=…). */
+/** The join form's fields from the shareable link's fragment (#room=…&pw=…&name=…&ice=…; `ice=` present
+ *  but empty: no STUN server at all). */
 function fromFragment() {
   const params = new URLSearchParams(location.hash.replace(/^#/, ""));
   return { room: params.get("room") || "", password: params.get("pw") || "", name: params.get("name") || "",
-    relays: params.getAll("relay").join(" "), portal: params.get("portal") !== "off" };
+    relays: params.getAll("relay").join(" "), portal: params.get("portal") !== "off",
+    ice: params.has("ice") ? params.getAll("ice").join(" ") : null };
 }
 
-function savedName() {
+function saved(key) {
   try {
-    return localStorage.getItem(NAME_KEY) || "";
+    return localStorage.getItem(key);
   } catch {
-    return "";
+    return null;
   }
 }
 
-function saveName(name) {
+function save(key, value) {
   try {
-    localStorage.setItem(NAME_KEY, name);
-  } catch { /* storage unavailable: the name is just not remembered */ }
+    localStorage.setItem(key, value);
+  } catch { /* storage unavailable: the field is just not remembered */ }
 }
+
+/** "stun:a stun:b" → the URLs (space- or comma-separated). */
+const urlList = (text) => text.split(/[\s,]+/).filter(Boolean);
 
 // ------------------------------------------------------------------ small components
 function Identicon({ fp, size = 28 }) {
@@ -134,12 +144,15 @@ function JoinForm({ initial, me, onJoin, error }) {
   const [name, setName] = useState(initial.name);
   const [usePortal, setUsePortal] = useState(initial.portal);
   const [relays, setRelays] = useState(initial.relays);
-  const relayList = relays.split(/[\s,]+/).filter(Boolean);
+  const [ice, setIce] = useState(initial.ice);
+  const relayList = urlList(relays);
   const badRelay = relayList.find((url) => !/^wss?:\/\/[^\s/]+/.test(url));
-  const usable = room.trim() && (usePortal || relayList.length) && !badRelay;
+  const iceList = urlList(ice);
+  const badIce = iceList.find((url) => !STUN_URL.test(url));
+  const usable = room.trim() && (usePortal || relayList.length) && !badRelay && !badIce;
   const submit = (event) => {
     event.preventDefault();
-    if (usable) onJoin({ room: room.trim(), password, name: name.trim(), usePortal, relays: relayList });
+    if (usable) onJoin({ room: room.trim(), password, name: name.trim(), usePortal, relays: relayList, ice: iceList });
   };
   return html`
     <form class="panel join" onSubmit=${submit}>
@@ -157,6 +170,10 @@ function JoinForm({ initial, me, onJoin, error }) {
         <label>Nostr relays (optional, wss://…, space-separated)<input name="relays" value=${relays}
           autocomplete="off" autocapitalize="off" placeholder="wss://relay.example" onInput=${(e) => setRelays(e.target.value)} /></label>
         ${badRelay ? html`<p class="error">${badRelay} is not a ws:// or wss:// URL</p>` : null}
+        <label>STUN server (finds your public address; empty: none)<input name="ice" value=${ice}
+          autocomplete="off" autocapitalize="off" placeholder="none" data-testid="ice"
+          onInput=${(e) => setIce(e.target.value)} /></label>
+        ${badIce ? html`<p class="error">${badIce} is not a stun: or stuns: URL (host:port)</p>` : null}
       </fieldset>
       ${me ? html`<p class="me">You are <${Fingerprint} fp=${me.fingerprint} />
         ${me.persistent ? "" : html`<span class="warn"> (not stored: it changes on reload)</span>`}</p>` : null}
@@ -295,21 +312,22 @@ function App() {
   const [room, setRoom] = useState("");
   const [, setTick] = useState(0);
   const initial = useRef({ ...fromFragment() });
-  if (!initial.current.name) initial.current.name = savedName();
+  if (!initial.current.name) initial.current.name = saved(NAME_KEY) || "";
+  if (initial.current.ice === null) initial.current.ice = saved(ICE_KEY) ?? PUBLIC_STUN;
   useEffect(() => {
     if (!secure) return;
     loadIdentity().then(({ identity, persistent }) => setMe({ identity, fingerprint: identity.fingerprint, persistent }))
       .catch((e) => setError(`no identity: ${e.message}`));
   }, []);
   useEffect(() => {
-    const bye = () => {
-      if (session.call) session.call.leave();
+    const bye = () => { // the tab closes or navigates away: the byes go out now, unawaited
+      if (session.call) session.call.farewell();
     };
     addEventListener("pagehide", bye);
     return () => removeEventListener("pagehide", bye);
   }, []);
 
-  const join = async ({ room: roomName, password, name, usePortal, relays }) => {
+  const join = async ({ room: roomName, password, name, usePortal, relays, ice }) => {
     // Inside the tap: the AudioContext and the camera/microphone prompt need this user gesture.
     const tappedAt = performance.now();
     const hearing = new Hearing();
@@ -329,9 +347,10 @@ function App() {
       await opened;
       setStep("Joining the room…");
       const displayName = core.wire.signedName(name || `web-${who.fingerprint.slice(0, 4)}`);
-      if (name) saveName(name);
+      if (name) save(NAME_KEY, name);
+      save(ICE_KEY, ice.join(" "));
       const call = new Call({ portal: usePortal ? new Portal(location.origin) : null, relays, keys, identity: who.identity, name: displayName,
-        media, onChange: () => setTick((t) => t + 1) });
+        media, onChange: () => setTick((t) => t + 1), iceServers: ice.map((url) => ({ urls: url })) });
       call.joinTapAt = tappedAt;
       call.keysAt = keysAt;
       session.call = call;

@@ -10,6 +10,7 @@ import { APP_KIND, MAX_PRESENCE_RECORD_BYTES, RoomTags, decodePresenceRecord, en
 import { MAX_MESSAGE_BYTES, MAX_SETTINGS_BYTES, decodeMessage, decodeSettings, encodeMessage } from "sdparta/wire.js";
 import { MAX_SETTINGS_FUTURE_MS, memberKey } from "sdparta/room.js";
 import { StoreError } from "sdparta/portal.js";
+import { Tasks, sleep } from "sdparta/tasks.js";
 
 export const NOSTR_TIMING = Object.freeze({ reannounce: 60000, reannounceRetry: 5000, ttl: 150000 });
 const OK_TIMEOUT_MS = 10000;
@@ -18,7 +19,6 @@ const CONNECT_WAIT_MS = 6000;
 const SINCE_MARGIN_S = 30;
 const MAX_UNMATCHED = 64;
 const REFUSED = /^(blocked|restricted|auth-required|pow):/;
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** One relay's WebSocket: publish with OK, one subscription re-sent on every reconnect. */
 class Relay {
@@ -73,6 +73,15 @@ class Relay {
   subscribe(subId, filters) {
     this.req = [subId, ...filters];
     if (this.open) this.ws.send(JSON.stringify(["REQ", ...this.req]));
+  }
+
+  /** Send without waiting for the OK (a closing tab: nobody would read it). */
+  sendNow(event) {
+    if (!this.open || this.refused) return;
+    try {
+      this.ws.send(JSON.stringify(["EVENT", event]));
+      this.sent++;
+    } catch { /* closing */ }
   }
 
   publish(event) {
@@ -146,12 +155,18 @@ export class NostrRoom {
     this.unmatched = [];
     this.lastMessageTs = new Map();
     this.pendingUntil = 0;
-    this.closing = false;
     this.started = false;
     this.invalid = 0;
     this.relays = [];
-    this._timers = [];
+    this.tasks = new Tasks();
     this.settings = null; // the newest record seen (by its signed ts)
+    this.lastSentTs = new Map(); // memberKey → ts of the last message we published to it
+    this.farewells = new Map(); // memberKey → the bye event, signed ahead (sendFarewells)
+    this.leavingEvent = null; // our leaving presence record, signed ahead
+  }
+
+  get closing() {
+    return this.tasks.stopped;
   }
 
   get pushActive() {
@@ -184,11 +199,11 @@ export class NostrRoom {
     await this._announce();
     this.started = true;
     this._announceLoop();
-    this._timers.push(setInterval(() => this.expireStale(), 1000));
+    this.tasks.every(1000, () => this.expireStale());
   }
 
   async leave() {
-    this.closing = true;
+    this.tasks.stop();
     if (!this.started) return;
     await Promise.all([...this.members.values()].map((m) => this.send(m, { type: "bye" }).catch(() => {})));
     try {
@@ -197,9 +212,32 @@ export class NostrRoom {
   }
 
   close() {
-    this.closing = true;
-    for (const timer of this._timers) clearInterval(timer);
+    this.tasks.stop();
     for (const relay of this.relays) relay.close();
+  }
+
+  /** Seal and sign ahead the bye `message` to `member` (sent by `sendFarewells` from a closing tab). */
+  async prepareFarewell(member, message) {
+    const key = memberKey(member);
+    if (message.ts <= (this.lastSentTs.get(key) ?? -1)) return; // readers would take it for a replay
+    const dataKey = await this.tags.pairKey(this.sessionId, member.sessionId);
+    const blob = await encodeMessage(this.keys, this.identity, dataKey, message);
+    const event = await messageEvent(this.keys, this.nostrKey, this.sessionId, member.sessionId, blob,
+      Math.floor(Date.now() / 1000) + 1);
+    if (message.ts > (this.lastSentTs.get(key) ?? -1)) this.farewells.set(key, event);
+  }
+
+  /** How many members a bye is prepared for (the tests wait for it before closing the tab). */
+  get readyFarewells() {
+    return this.farewells.size;
+  }
+
+  /** The tab is closing: the prepared byes and our leaving record go to every open relay, unawaited. */
+  sendFarewells() {
+    const events = [...this.farewells.values(), ...(this.leavingEvent ? [this.leavingEvent] : [])];
+    for (const relay of this.relays) for (const event of events) relay.sendNow(event);
+    this.farewells.clear();
+    this.tasks.stop();
   }
 
   markPending(ms = 10000) {
@@ -220,6 +258,9 @@ export class NostrRoom {
 
   /** A full message exactly as given (a combined room sends the same bytes over every network). */
   async publish(member, message) {
+    const key = memberKey(member);
+    this.lastSentTs.set(key, Math.max(message.ts, this.lastSentTs.get(key) ?? -1));
+    this.farewells.delete(key);
     const dataKey = await this.tags.pairKey(this.sessionId, member.sessionId);
     const blob = await encodeMessage(this.keys, this.identity, dataKey, message);
     await this._publish(await messageEvent(this.keys, this.nostrKey, this.sessionId, member.sessionId, blob));
@@ -229,6 +270,14 @@ export class NostrRoom {
     const blob = await encodePresenceRecord(this.keys, this.identity, this.sessionId, this._nostrPublic(), this.name,
       Date.now(), { leaving });
     await this._publish(await presenceEvent(this.keys, this.nostrKey, this.sessionId, blob));
+    if (!leaving) this._prepareLeaving().catch(() => {});
+  }
+
+  /** Our leaving record, newer than the record just announced (signed ts and created_at). */
+  async _prepareLeaving() {
+    const blob = await encodePresenceRecord(this.keys, this.identity, this.sessionId, this._nostrPublic(), this.name,
+      Date.now() + 1, { leaving: true });
+    this.leavingEvent = await presenceEvent(this.keys, this.nostrKey, this.sessionId, blob, Math.floor(Date.now() / 1000) + 1);
   }
 
   _nostrPublic() {
@@ -242,12 +291,11 @@ export class NostrRoom {
     }
   }
 
-  async _announceLoop() {
+  _announceLoop() {
     let failed = false;
-    while (!this.closing) {
-      const fast = failed || performance.now() < this.pendingUntil;
-      await sleep((fast ? NOSTR_TIMING.reannounceRetry : NOSTR_TIMING.reannounce) * (0.8 + 0.2 * Math.random()));
-      if (this.closing) return;
+    const period = () => ((failed || performance.now() < this.pendingUntil) ? NOSTR_TIMING.reannounceRetry
+      : NOSTR_TIMING.reannounce) * (0.8 + 0.2 * Math.random());
+    this.tasks.repeat("re-announce", period, async () => {
       try {
         await this._announce();
         failed = false;
@@ -255,7 +303,7 @@ export class NostrRoom {
         failed = true;
       }
       this.expireStale();
-    }
+    });
   }
 
   // ---------------------------------------------------------------- roster (one record at a time)
@@ -323,6 +371,7 @@ export class NostrRoom {
     const settings = await decodeSettings(this.keys, publisher, await this.tags.settingsKey(),
       unb64(event.content, MAX_SETTINGS_BYTES));
     if (settings.tsMs - Date.now() > MAX_SETTINGS_FUTURE_MS) throw new Error("room settings dated ahead of our clock");
+    if (settings.sfuRejected) this._countInvalid(`settings: ${settings.sfuRejected} (dropped; the rest is used)`);
     if (this.settings !== null && settings.tsMs <= this.settings.tsMs) return;
     this.settings = settings;
     this.events.settings?.(settings);

@@ -41,6 +41,12 @@ async function readLimited(response, maxSize) {
   return body;
 }
 
+function entryBody(entry) {
+  return `{"publickey":{"algorithm":"ed25519","key":[${Array.from(entry.publicKey)}]},` +
+    `"datakey":"${toHex(entry.dataKey)}","revision":${entry.revision.toString()},` +
+    `"data":[${Array.from(entry.data)}],"signature":[${Array.from(entry.signature)}]}`;
+}
+
 export class Portal {
   constructor(url) {
     this.url = url.replace(/\/+$/, "");
@@ -61,9 +67,7 @@ export class Portal {
   /** Write a signed entry (skynet-js's JSON body); RevisionConflict when the revision does not grow. */
   async setEntry(entry) {
     this.sets++;
-    const body = `{"publickey":{"algorithm":"ed25519","key":[${Array.from(entry.publicKey)}]},` +
-      `"datakey":"${toHex(entry.dataKey)}","revision":${entry.revision.toString()},` +
-      `"data":[${Array.from(entry.data)}],"signature":[${Array.from(entry.signature)}]}`;
+    const body = entryBody(entry);
     const response = await timed(`${this.url}/skynet/registry`, {
       method: "POST", body, headers: { "Content-Type": "application/json" },
     });
@@ -74,6 +78,16 @@ export class Portal {
     } catch { /* no JSON */ }
     if (response.status === 400 && /revision/i.test(message)) throw new RevisionConflict(message);
     throw new StoreError(`registry write refused (${response.status}): ${message.slice(0, 200)}`);
+  }
+
+  /** Write a signed entry from a closing tab: a keepalive request (the browser sends it even when the
+   *  page is gone; nobody reads the answer). */
+  setEntryKeepalive(entry) {
+    this.sets++;
+    try {
+      fetch(`${this.url}/skynet/registry`, { method: "POST", body: entryBody(entry), keepalive: true,
+        headers: { "Content-Type": "application/json" }, cache: "no-store" }).catch(() => {});
+    } catch { /* over the keepalive budget: the record goes stale instead */ }
   }
 
   /** Upload a blob; the raw 34-byte skylink (checked against the content). */

@@ -1,17 +1,21 @@
 // One participant's presence in a room on a Skynet portal (docs/protocol.md §2–§6; the Python twin
 // is tui/sdparta/room/session.py, slots.py, roster.py, presence.py): the presence list by
 // compare-and-set, re-announce and expiry, sealed pair messages, push over the portal's websocket
-// with a safety poll, or adaptive polling without it. It knows nothing of WebRTC: it reports members
-// seen and gone and messages to its owner (`events`: memberSeen, memberGone, message, invalid, alive).
+// with a safety poll, or adaptive polling without it, the room's shared settings (§5a: the newest
+// record, re-read on push, when a member appears and every 30 s). It knows nothing of WebRTC: it
+// reports members seen and gone, messages and settings to its owner (`events`: memberSeen,
+// memberGone, message, settings, invalid, alive).
 import { WireError, equal, toHex } from "sdparta/bytes.js";
 import { Identity } from "sdparta/keys.js";
 import { signEntry } from "sdparta/skynet.js";
 import { MAX_MEMBERS, MAX_MESSAGE_BYTES, MAX_PRESENCE_BYTES, MAX_SETTINGS_BYTES, decodeMessage, decodePresence,
   decodeSettings, encodeMessage, encodePresence, signMember } from "sdparta/wire.js";
 import { RevisionConflict, StoreError } from "sdparta/portal.js";
+import { Tasks, sleep } from "sdparta/tasks.js";
 
 export const TIMING = Object.freeze({
   reannounce: 10000, reannounceRetry: 2000, ttl: 50000, pollFast: 150, pollSlow: 2000, pollPush: 15000,
+  settingsReread: 30000,
 });
 const CLOCK_SKEW_MS = 10000;
 const EPOCH_REVISION_LIMIT = 2n ** 63n;
@@ -22,7 +26,6 @@ const CAS_ATTEMPTS = 12;
 export const MAX_SETTINGS_FUTURE_MS = 600000;
 
 export const memberKey = (m) => toHex(m.publicKey) + "/" + m.sessionId;
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 export class PortalRoom {
   constructor(portal, keys, identity, name, sessionId, events, { push = true } = {}) {
@@ -36,7 +39,8 @@ export class PortalRoom {
     this.ownKey = toHex(identity.publicKey) + "/" + sessionId;
     this.members = new Map(); // memberKey → member (freshest record)
     this.epoch = { presence: 0, settings: 0 };
-    this.settings = null;
+    this.settings = null; // the newest record read (by its signed ts)
+    this._settingsRead = null; // "epoch/skylink" last opened (unchanged content is not opened again)
     this._settingsReading = null;
     this.presenceRevision = -1n;
     this.presenceSkylink = new Uint8Array(0);
@@ -46,13 +50,16 @@ export class PortalRoom {
     this.outgoing = new Map(); // memberKey → last revision written
     this.watched = new Set();
     this.pendingUntil = 0;
-    this.closing = false;
     this.invalid = 0;
     this.subscription = null;
     this.pushActive = false;
     this._presenceLock = Promise.resolve();
-    this._wake = null;
-    this._timers = [];
+    this.farewells = new Map(); // memberKey → {revision, entry}: a bye sealed, uploaded and signed ahead
+    this.tasks = new Tasks();
+  }
+
+  get closing() {
+    return this.tasks.stopped;
   }
 
   // ---------------------------------------------------------------- keys
@@ -76,8 +83,10 @@ export class PortalRoom {
     if (this.wantPush) {
       this.subscription = this.portal.subscribe((entry) => this._onPushed(entry).catch(() => {}));
       this.pushActive = await this.subscription.start();
-      if (this.pushActive) this.subscription.add(roomKp.publicKey, await this._presenceKey());
-      else {
+      if (this.pushActive) {
+        this.subscription.add(roomKp.publicKey, await this._presenceKey());
+        this.subscription.add(roomKp.publicKey, await this._settingsKey());
+      } else {
         this.subscription.close();
         this.subscription = null;
       }
@@ -86,11 +95,12 @@ export class PortalRoom {
     await this._updatePresence(false);
     this._pollLoop();
     this._announceLoop();
-    this._timers.push(setInterval(() => this.expireStale(), 1000));
+    this.tasks.repeat("settings", () => TIMING.settingsReread * (0.8 + 0.2 * Math.random()), () => this._readSettings());
+    this.tasks.every(1000, () => this.expireStale());
   }
 
   async leave() {
-    this.closing = true;
+    this.tasks.stop();
     const byes = [...this.members.values()].map((m) => this.send(m, { type: "bye" }).catch(() => {}));
     await Promise.all(byes);
     try {
@@ -99,16 +109,43 @@ export class PortalRoom {
   }
 
   close() {
-    this.closing = true;
-    for (const timer of this._timers) clearInterval(timer);
+    this.tasks.stop();
     if (this.subscription) this.subscription.close();
-    if (this._wake) this._wake();
+  }
+
+  /** Seal, upload and sign ahead the bye `message` to `member` at our pair slot's next revision, so a
+   *  closing tab can send it with nothing left to compute (`sendFarewells`). */
+  async prepareFarewell(member, message) {
+    const key = memberKey(member);
+    const dataKey = await this._pairKey(this.sessionId, member.sessionId);
+    const revision = (this.outgoing.get(key) ?? -1) + 1;
+    const blob = await encodeMessage(this.keys, this.identity, dataKey, message);
+    const skylink = await this.portal.upload(blob);
+    const entry = await signEntry(this.identity, dataKey, skylink, BigInt(revision));
+    if ((this.outgoing.get(key) ?? -1) + 1 === revision) this.farewells.set(key, { revision, entry });
+  }
+
+  /** How many members a bye is prepared for (the tests wait for it before closing the tab). */
+  get readyFarewells() {
+    return this.farewells.size;
+  }
+
+  /** The tab is closing: the prepared byes still at their slot's next revision go out as keepalive
+   *  requests (nothing here awaits: the page may be gone before any answer). */
+  sendFarewells() {
+    for (const [key, { revision, entry }] of this.farewells) {
+      if ((this.outgoing.get(key) ?? -1) + 1 !== revision) continue;
+      this.outgoing.set(key, revision);
+      this.portal.setEntryKeepalive(entry);
+    }
+    this.farewells.clear();
+    this.tasks.stop();
   }
 
   // ---------------------------------------------------------------- commands
   markPending(ms = 10000) {
     this.pendingUntil = Math.max(this.pendingUntil, performance.now() + ms);
-    if (this._wake) this._wake();
+    this.tasks.wake("poll");
   }
 
   kick() {
@@ -139,6 +176,7 @@ export class PortalRoom {
     const key = memberKey(member);
     const revision = (this.outgoing.get(key) ?? -1) + 1;
     this.outgoing.set(key, revision);
+    this.farewells.delete(key); // prepared for the revision just taken
     await this.portal.setEntry(await signEntry(this.identity, dataKey, skylink, BigInt(revision)));
   }
 
@@ -147,33 +185,54 @@ export class PortalRoom {
     return epoch === 0 ? this.keys.dataKey("settings") : this.keys.dataKey("settings", `epoch-${epoch}`);
   }
 
-  /** Take the room's shared settings (TURN relays) if there are some; trouble never stops a join. */
-  async _readSettings() {
-    if (this.settings !== null) return;
+  /** Read the settings slot (or take a pushed entry of it) and adopt a record newer than ours (session.py
+   *  _read_settings): readers converge on the newest. Unchanged content is not opened again; trouble
+   *  never stops a join (junk is counted). */
+  async _readSettings(entry = null) {
     try {
       const roomKp = await this._roomKeyPair();
-      let entry = null;
-      for (let i = 0; i < MAX_EPOCHS; i++) {
-        entry = await this.portal.getEntry(roomKp.publicKey, await this._settingsKey());
-        if (entry === null || entry.revision < EPOCH_REVISION_LIMIT) break;
-        this.epoch.settings++;
+      if (entry === null) {
+        for (let i = 0; i < MAX_EPOCHS; i++) {
+          entry = await this.portal.getEntry(roomKp.publicKey, await this._settingsKey());
+          if (entry === null || entry.revision < EPOCH_REVISION_LIMIT) break;
+          await this._moveSettingsEpoch(roomKp);
+        }
+      } else if (entry.revision >= EPOCH_REVISION_LIMIT) { // pushed: the slot was abandoned
+        await this._moveSettingsEpoch(roomKp);
+        return this._readSettings();
       }
-      if (entry === null || entry.data.length !== 34) return;
+      if (entry === null) return;
+      const read = `${this.epoch.settings}/${toHex(entry.data)}`;
+      if (read === this._settingsRead) return;
+      this._settingsRead = read;
+      if (entry.data.length !== 34) throw new WireError("settings slot data is not a skylink");
       const blob = await this.portal.download(entry.data, MAX_SETTINGS_BYTES);
       const settings = await decodeSettings(this.keys, roomKp.publicKey, await this._settingsKey(), blob);
       if (settings.tsMs - Date.now() > MAX_SETTINGS_FUTURE_MS) throw new WireError("room settings dated ahead of our clock");
-      if (this.settings === null) {
-        this.settings = settings;
-        this.events.settings?.(settings);
-      }
+      if (settings.sfuRejected) this._countInvalid(`settings: ${settings.sfuRejected} (dropped; the rest is used)`);
+      if (this.settings !== null && settings.tsMs <= this.settings.tsMs) return;
+      this.settings = settings;
+      this.events.settings?.(settings);
     } catch (error) {
       if (error instanceof WireError) this._countInvalid(`settings: ${error.message}`);
+      else if (!(error instanceof StoreError)) throw error;
+      else this._settingsRead = null; // the portal failed us: read it again next time
     }
   }
 
-  /** A newcomer may have shared a relay just before announcing itself: read again (one read at a time). */
+  async _moveSettingsEpoch(roomKp) {
+    const old = await this._settingsKey();
+    this.epoch.settings++;
+    if (this.subscription) {
+      this.subscription.add(roomKp.publicKey, await this._settingsKey());
+      this.subscription.remove(roomKp.publicKey, old);
+    }
+  }
+
+  /** A newcomer may have shared settings just before announcing itself (sharers write them first):
+   *  read them again (one read at a time; unchanged content costs one registry read). */
   _rereadSettingsSoon() {
-    if (this.settings !== null || this.closing || this._settingsReading) return;
+    if (this.closing || this._settingsReading) return;
     this._settingsReading = this._readSettings().finally(() => {
       this._settingsReading = null;
     });
@@ -387,6 +446,10 @@ export class PortalRoom {
       if (members !== null) this._applyList(members);
       return;
     }
+    if (equal(entry.publicKey, roomKp.publicKey) && equal(entry.dataKey, await this._settingsKey())) {
+      await this._readSettings(entry);
+      return;
+    }
     for (const member of [...this.members.values()]) {
       if (equal(member.publicKey, entry.publicKey) &&
           equal(entry.dataKey, await this._pairKey(member.sessionId, this.sessionId))) {
@@ -408,32 +471,22 @@ export class PortalRoom {
     this.expireStale();
   }
 
-  async _pollLoop() {
+  _pollLoop() {
     let interval = TIMING.pollFast;
-    while (!this.closing) {
+    this.tasks.repeat("poll", () => interval, async () => {
       await this._pollOnce().catch(() => {});
       const pending = performance.now() < this.pendingUntil;
       const pushing = this.subscription && this.subscription.open;
       if (pushing) interval = TIMING.pollPush;
       else if (pending) interval = TIMING.pollFast;
       else interval = Math.min(TIMING.pollSlow, Math.max(interval, TIMING.pollFast) * 2);
-      await new Promise((resolve) => {
-        const timer = setTimeout(resolve, interval);
-        this._wake = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
-      this._wake = null;
-    }
+    }, { first: "step" });
   }
 
-  async _announceLoop() {
+  _announceLoop() {
     let failed = false;
-    while (!this.closing) {
-      const period = failed ? TIMING.reannounceRetry : TIMING.reannounce;
-      await sleep(period * (0.8 + 0.2 * Math.random()));
-      if (this.closing) return;
+    const period = () => (failed ? TIMING.reannounceRetry : TIMING.reannounce) * (0.8 + 0.2 * Math.random());
+    this.tasks.repeat("re-announce", period, async () => {
       try {
         await this._updatePresence(false);
         failed = false;
@@ -441,6 +494,6 @@ export class PortalRoom {
         failed = true;
       }
       this.expireStale();
-    }
+    });
   }
 }

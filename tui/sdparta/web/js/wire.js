@@ -202,16 +202,37 @@ function settingsSigningBytes(keys, dataKey, raw) {
   return concat(utf8("sdparta/v1/settings"), Uint8Array.of(0), keys.roomId, dataKey, raw);
 }
 
-/** turn: [{url, username, credential}] */
-export async function encodeSettings(keys, author, slotPublicKey, dataKey, turn, tsMs, nonce = undefined) {
+/** The room's bounds on a carried SFU entry (room/wire.py check_sfu_entry): a JSON object of at most
+ *  MAX_SFU_ENTRY_BYTES as canonical JSON, nesting at most MAX_SFU_ENTRY_DEPTH (the object is level 1). */
+export const MAX_SFU_ENTRY_BYTES = 2048;
+export const MAX_SFU_ENTRY_DEPTH = 2;
+
+function depth(value) {
+  if (Array.isArray(value)) return 1 + Math.max(0, ...value.map(depth));
+  if (isObject(value)) return 1 + Math.max(0, ...Object.values(value).map(depth));
+  return 0;
+}
+
+export function checkSfuEntry(value) {
+  if (!isObject(value)) throw new WireError("the room's SFU entry is not an object");
+  if (depth(value) > MAX_SFU_ENTRY_DEPTH) throw new WireError(`the room's SFU entry nests deeper than ${MAX_SFU_ENTRY_DEPTH} levels`);
+  const size = canonicalJson(value).length; // ASCII escapes: characters are bytes
+  if (size > MAX_SFU_ENTRY_BYTES) throw new WireError(`the room's SFU entry is ${size} bytes, more than ${MAX_SFU_ENTRY_BYTES}`);
+  return value;
+}
+
+/** turn: [{url, username, credential}]; sfu: the room's SFU entry or null (then the key is absent). */
+export async function encodeSettings(keys, author, slotPublicKey, dataKey, turn, tsMs, nonce = undefined, sfu = null) {
   const body = { v: 1, author: toHex(author.publicKey), ts: tsMs,
     turn: turn.map((t) => ({ url: t.url, username: t.username, credential: t.credential })) };
+  if (sfu !== null) body.sfu = checkSfuEntry(sfu);
   const raw = utf8(canonicalJson(body));
   const signature = await author.sign(settingsSigningBytes(keys, dataKey, raw));
   return seal(keys, "settings", slotPublicKey, dataKey, concat(signature, raw), nonce);
 }
 
-/** Open, verify and validate the room settings: {author, tsMs, turn}. */
+/** Open, verify and validate the room settings: {author, tsMs, turn, sfu, sfuRejected}. An `sfu` value
+ *  outside the room's bounds does not void the record: it is dropped (`sfuRejected` says why). */
 export async function decodeSettings(keys, slotPublicKey, dataKey, blob) {
   const plain = await openSealed(keys, "settings", slotPublicKey, dataKey, blob, MAX_SETTINGS_BYTES);
   const signature = plain.subarray(0, SIG_LEN);
@@ -222,7 +243,7 @@ export async function decodeSettings(keys, slotPublicKey, dataKey, blob) {
   }
   const author = fromHex(body.author, undefined, "room settings author");
   const { ts: tsMs, turn: records } = body;
-  if (body.v !== 1 || author.length !== 32 || !isInt(tsMs) || !Array.isArray(records)) {
+  if (body.v !== 1 || author.length !== 32 || !isInt(tsMs) || tsMs < 0 || !Array.isArray(records)) {
     throw new WireError("room settings have an unknown shape");
   }
   if (!(await verifySignature(author, signature, settingsSigningBytes(keys, dataKey, raw)))) {
@@ -239,7 +260,17 @@ export async function decodeSettings(keys, slotPublicKey, dataKey, blob) {
     }
     turn.push(Object.freeze({ url, username, credential }));
   }
-  return Object.freeze({ author, tsMs, turn: Object.freeze(turn) });
+  let sfu = null;
+  let sfuRejected = null;
+  if (body.sfu !== undefined && body.sfu !== null) {
+    try {
+      sfu = Object.freeze(checkSfuEntry(body.sfu));
+    } catch (error) {
+      if (!(error instanceof WireError)) throw error;
+      sfuRejected = error.message;
+    }
+  }
+  return Object.freeze({ author, tsMs, turn: Object.freeze(turn), sfu, sfuRejected });
 }
 
 
