@@ -14,7 +14,8 @@ import math
 import struct
 import time
 import wave
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,13 +61,18 @@ class Lab:
     def page_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/web/"
 
+    def link(self, room: str, fragment: str = "") -> str:
+        """The page's shareable link for ``room``, always with ``ice=`` (no STUN server): no test lets the
+        page name the public STUN default (the namespaces have no route to it anyway)."""
+        return f"{self.page_url}#room={room}&pw={PASSWORD}&ice={fragment}"
+
     @property
     def bot_portal(self) -> str:
         return f"http://{self.ns.browser_ip}:{self.port}"
 
-    def bot(self, room: str, name: str, **kwargs: Any) -> BotProcess:
+    def bot(self, room: str, name: str, portals: list[str] | None = None, **kwargs: Any) -> BotProcess:
         extra = ["--password", PASSWORD, *kwargs.pop("extra", [])]
-        return start_bot(self.workdir, room, [self.bot_portal], name, extra=extra,
+        return start_bot(self.workdir, room, [self.bot_portal] if portals is None else portals, name, extra=extra,
                          argv_prefix=self.ns.peer_prefix(), **kwargs)
 
 
@@ -134,8 +140,33 @@ class Page:
         self.context.close()
 
 
+@contextmanager
+def call_room(lab: Lab, room: str, names: Sequence[str] = tuple(TONES), *, context: Any = None,
+              per_bot: Callable[[str], dict[str, Any]] = lambda name: {}, **bot_kwargs: Any,
+              ) -> Iterator[tuple[Page, list[BotProcess]]]:
+    """Bots (each with its tone, ``bot_kwargs`` and ``per_bot(name)``) in ``room`` and a page in a new
+    context (or ``context``); the bots still running are stopped and the page closed afterwards."""
+    bots: list[BotProcess] = []
+    page: Page | None = None
+    try:
+        for name in names:
+            bots.append(lab.bot(room, name, tone=TONES.get(name, 440.0), **{**bot_kwargs, **per_bot(name)}))
+        page = Page(lab, context if context is not None else lab.browser.new_context())
+        yield page, bots
+    finally:
+        for bot in bots:
+            if bot.proc.poll() is None:
+                bot.stop()
+        if page is not None:
+            page.close()
+
+
 def describe(page: Page, bots: list[BotProcess]) -> str:
-    lines = [f"page: {page.report()}", f"page errors: {page.errors[-10:]}"]
+    return "\n".join([f"page: {page.report()}", f"page errors: {page.errors[-10:]}", describe_bots(bots)])
+
+
+def describe_bots(bots: list[BotProcess]) -> str:
+    lines = []
     for bot in bots:
         lines.append(f"{bot.name}: {peers_seen_by_name(bot.report())}")
         lines.append(f"{bot.name} log tail: {bot.log_path.read_text()[-1500:] if bot.log_path.exists() else ''}")
@@ -165,14 +196,15 @@ def test_browser_and_two_bots_call(lab: Lab) -> None:
     """All pairs connect; chat both ways; each side hears the other's tone at its pitch; video frames
     both ways; the page's leave is reported `left` by the bots."""
     room = "web-call-room"
-    bots = [lab.bot(room, name, tone=TONES[name], chat=f"hello from {name}") for name in TONES]
-    page = Page(lab, lab.browser.new_context())
-    try:
+    with call_room(lab, room, per_bot=lambda name: {"chat": f"hello from {name}"}) as (page, bots):
         for bot in bots:  # the bots wait in the room: the figure below is a browser joining waiting peers
             until(lambda bot=bot: (bot.report() or {}).get("status") == "joined", f"{bot.name} joined")
-        page.join(f"{lab.page_url}#room={room}&pw={PASSWORD}", "phone")
+        page.join(lab.link(room), "phone")
         diag = connect_page_and_bots(lab, page, bots, "phone")
         report = page.report() or {}
+        # ice= in the link: the page names no STUN server, and its connections were given none
+        assert report["ownIce"] == [] and report["iceServers"] == [], report["iceServers"]
+        assert all(p["iceServers"] == [] for p in report["pairs"]), [p["iceServers"] for p in report["pairs"]]
         figures = {p["name"]: round((p["connectedAt"] - report["joinTapAt"]) / 1000, 3) for p in report["pairs"]}
         steps = {k: round((report[k] - report["joinTapAt"]) / 1000, 3) for k in ("keysAt", "joinedAt")}
         found = {p["name"]: round((p["discoveredAt"] - report["joinTapAt"]) / 1000, 3) for p in report["pairs"]}
@@ -219,10 +251,6 @@ def test_browser_and_two_bots_call(lab: Lab) -> None:
         for bot in bots:
             until(lambda bot=bot: peers_seen_by_name(bot.report()).get("phone", {}).get("status") == "left",
                   f"{bot.name} reporting the page left", diagnostics=diag)
-    finally:
-        for bot in bots:
-            bot.stop()
-        page.close()
     # each bot's recording holds the browser's tone
     for bot in bots:
         samples, rate = read_wav(bot.wav_path)  # type: ignore[arg-type]
@@ -235,11 +263,8 @@ def test_browser_and_two_bots_call(lab: Lab) -> None:
 def test_a_killed_bot_is_reported_gone_by_the_page(lab: Lab) -> None:
     """A bot SIGKILLed (no bye) goes silent: the page reconnects, then reports it gone once its
     presence record is stale (50 s); the other bot stays connected."""
-    room = "web-kill-room"
-    bots = [lab.bot(room, name, tone=TONES[name], record=False) for name in TONES]
-    page = Page(lab, lab.browser.new_context())
-    try:
-        page.join(f"{lab.page_url}#room={room}&pw={PASSWORD}", "phone")
+    with call_room(lab, "web-kill-room", record=False) as (page, bots):
+        page.join(lab.link("web-kill-room"), "phone")
         diag = connect_page_and_bots(lab, page, bots, "phone")
         victim, survivor = bots
         victim.kill()
@@ -248,37 +273,31 @@ def test_a_killed_bot_is_reported_gone_by_the_page(lab: Lab) -> None:
         history = page.pairs()[victim.name]["history"]
         assert "left" not in history, history  # a crash is not a leave
         assert page.pairs()[survivor.name]["status"] == "connected", diag()
-    finally:
-        for bot in bots:
-            if bot.proc.poll() is None:
-                bot.stop()
-        page.close()
 
 
 def test_receive_only_without_camera_and_microphone_permission(lab: Lab) -> None:
     """Permission refused: the page says it is receive-only and still connects to both bots (its host
     candidates are mDNS names then), hears them and sees their video."""
-    room = "web-recvonly-room"
-    bots = [lab.bot(room, name, tone=TONES[name]) for name in TONES]
     denying = lab.launch("--use-fake-ui-for-media-stream=deny")
-    page = Page(lab, denying.new_context())
     try:
-        page.join(f"{lab.page_url}#room={room}&pw={PASSWORD}", "viewer")
-        media = (page.report() or {})["media"]
-        assert not media["audio"] and not media["video"] and "receive-only" in media["problem"], media
-        assert "receive-only" in page.page.inner_text("[data-testid=media-problem]")
-        diag = connect_page_and_bots(lab, page, bots, "viewer")
-        for bot in bots:
-            sid = page.pairs()[bot.name]["sessionId"]
-            until(lambda sid=sid, bot=bot: page_hears(page, sid, TONES[bot.name]),
-                  f"the page hearing {bot.name}'s {TONES[bot.name]} Hz", diagnostics=diag)
-        until(lambda: all(page.pairs()[b.name]["videoFrames"] > 30 for b in bots), "video frames on the page",
-              diagnostics=diag)
+        with call_room(lab, "web-recvonly-room", context=denying.new_context()) as (page, bots):
+            _receive_only_call(lab, page, bots)
     finally:
-        for bot in bots:
-            bot.stop()
-        page.close()
         denying.close()
+
+
+def _receive_only_call(lab: Lab, page: Page, bots: list[BotProcess]) -> None:
+    page.join(lab.link("web-recvonly-room"), "viewer")
+    media = (page.report() or {})["media"]
+    assert not media["audio"] and not media["video"] and "receive-only" in media["problem"], media
+    assert "receive-only" in page.page.inner_text("[data-testid=media-problem]")
+    diag = connect_page_and_bots(lab, page, bots, "viewer")
+    for bot in bots:
+        sid = page.pairs()[bot.name]["sessionId"]
+        until(lambda sid=sid, bot=bot: page_hears(page, sid, TONES[bot.name]),
+              f"the page hearing {bot.name}'s {TONES[bot.name]} Hz", diagnostics=diag)
+    until(lambda: all(page.pairs()[b.name]["videoFrames"] > 30 for b in bots), "video frames on the page",
+          diagnostics=diag)
 
 
 def _boxes(page: Page, selector: str) -> list[dict[str, float]]:
@@ -307,7 +326,7 @@ def test_phone_viewport_join_form_and_call_view(lab: Lab) -> None:
     width, height = pixel["viewport"]["width"], pixel["viewport"]["height"]
     page = Page(lab, lab.browser.new_context(**pixel))
     try:
-        page.page.goto(f"{lab.page_url}#room={room}&pw={PASSWORD}")
+        page.page.goto(lab.link(room))
         page.page.wait_for_selector(".me code")
         assert page.page.input_value("input[name=room]") == room  # filled from the link's fragment
         assert page.page.input_value("input[name=password]") == PASSWORD
@@ -339,7 +358,7 @@ def test_phone_viewport_join_form_and_call_view(lab: Lab) -> None:
         # a second browser, on a desktop viewport, in the same room: browser ↔ browser too
         desk = Page(lab, lab.browser.new_context(viewport={"width": 1280, "height": 800}))
         try:
-            desk.join(f"{lab.page_url}#room={room}&pw={PASSWORD}", "desk")
+            desk.join(lab.link(room), "desk")
             until(lambda: all(desk.pairs().get(n, {}).get("status") == "connected" for n in ("bot1", "pixel")),
                   "the desktop page connected to the bot and the phone", diagnostics=diag)
             until(lambda: page.pairs().get("desk", {}).get("status") == "connected",
@@ -380,40 +399,39 @@ def test_browser_and_two_bots_over_a_nostr_relay(lab: Lab) -> None:
     relay = start_relay(lab.workdir / "relay", host="0.0.0.0", argv_prefix=tuple(lab.ns.browser_prefix()))
     room = "web-relay-room"
     bot_relay = f"ws://{lab.ns.browser_ip}:{relay.port}/"
-    bots = [start_bot(lab.workdir, room, [], name, tone=TONES[name], chat=f"relayed hello from {name}", record=False,
-                      extra=["--password", PASSWORD, "--relay", bot_relay], argv_prefix=lab.ns.peer_prefix())
-            for name in TONES]
-    page = Page(lab, lab.browser.new_context())
     try:
-        page.join(f"{lab.page_url}#room={room}&pw={PASSWORD}&portal=off&relay=ws://127.0.0.1:{relay.port}/", "phone")
-        assert (page.report() or {})["networks"] == {"portal": None, "relays": [f"ws://127.0.0.1:{relay.port}/"]}
-        diag = connect_page_and_bots(lab, page, bots, "phone")
-        until(lambda: {c["text"] for c in (page.report() or {}).get("chat", [])}
-              >= {f"relayed hello from {n}" for n in TONES}, "the bots' chat on the page", diagnostics=diag)
-        page.page.fill("[data-testid=chat-input]", "hello over the relay")
-        page.page.click("[data-testid=chat-send]")
-        for bot in bots:
-            until(lambda bot=bot: any(c["text"] == "hello over the relay"
-                                      for c in (bot.report() or {}).get("chat_received", [])),
-                  f"the page's chat at {bot.name}", diagnostics=diag)
-            sid = page.pairs()[bot.name]["sessionId"]
-            until(lambda sid=sid, bot=bot: page_hears(page, sid, TONES[bot.name]),
-                  f"the page hearing {bot.name}'s {TONES[bot.name]} Hz", diagnostics=diag)
-            until(lambda bot=bot: peers_seen_by_name(bot.report()).get("phone", {}).get("video_frames", 0) > 30,
-                  f"the page's video at {bot.name}", diagnostics=diag)
-        until(lambda: all(page.pairs()[b.name]["videoFrames"] > 30 for b in bots), "video frames on the page",
-              diagnostics=diag)
-        page.page.click("[data-testid=leave]")
-        page.page.wait_for_selector("[data-testid=left]", timeout=DEADLINE * 1000)
-        for bot in bots:
-            until(lambda bot=bot: peers_seen_by_name(bot.report()).get("phone", {}).get("status") == "left",
-                  f"{bot.name} reporting the page left", diagnostics=diag)
+        with call_room(lab, room, portals=[], record=False, extra=["--relay", bot_relay],
+                       per_bot=lambda name: {"chat": f"relayed hello from {name}"}) as (page, bots):
+            _relay_call(lab, page, bots, relay.port)
     finally:
-        for bot in bots:
-            bot.stop()
-        page.close()
         relay.stop()
     assert page.errors == []
+
+
+def _relay_call(lab: Lab, page: Page, bots: list[BotProcess], relay_port: int) -> None:
+    page.join(lab.link("web-relay-room", f"&portal=off&relay=ws://127.0.0.1:{relay_port}/"), "phone")
+    assert (page.report() or {})["networks"] == {"portal": None, "relays": [f"ws://127.0.0.1:{relay_port}/"]}
+    diag = connect_page_and_bots(lab, page, bots, "phone")
+    until(lambda: {c["text"] for c in (page.report() or {}).get("chat", [])}
+          >= {f"relayed hello from {n}" for n in TONES}, "the bots' chat on the page", diagnostics=diag)
+    page.page.fill("[data-testid=chat-input]", "hello over the relay")
+    page.page.click("[data-testid=chat-send]")
+    for bot in bots:
+        until(lambda bot=bot: any(c["text"] == "hello over the relay"
+                                  for c in (bot.report() or {}).get("chat_received", [])),
+              f"the page's chat at {bot.name}", diagnostics=diag)
+        sid = page.pairs()[bot.name]["sessionId"]
+        until(lambda sid=sid, bot=bot: page_hears(page, sid, TONES[bot.name]),
+              f"the page hearing {bot.name}'s {TONES[bot.name]} Hz", diagnostics=diag)
+        until(lambda bot=bot: peers_seen_by_name(bot.report()).get("phone", {}).get("video_frames", 0) > 30,
+              f"the page's video at {bot.name}", diagnostics=diag)
+    until(lambda: all(page.pairs()[b.name]["videoFrames"] > 30 for b in bots), "video frames on the page",
+          diagnostics=diag)
+    page.page.click("[data-testid=leave]")
+    page.page.wait_for_selector("[data-testid=left]", timeout=DEADLINE * 1000)
+    for bot in bots:
+        until(lambda bot=bot: peers_seen_by_name(bot.report()).get("phone", {}).get("status") == "left",
+              f"{bot.name} reporting the page left", diagnostics=diag)
 
 
 def test_the_rooms_shared_turn_relay_is_taken(lab: Lab) -> None:
@@ -422,19 +440,15 @@ def test_the_rooms_shared_turn_relay_is_taken(lab: Lab) -> None:
     Nothing listens at the relay's address, so the call still connects directly."""
     room = "web-turn-room"
     turn = f"turn:{lab.ns.browser_ip}:3478?transport=udp"
-    bot = lab.bot(room, "bot1", tone=TONES["bot1"], record=False,
-                  extra=["--turn", turn, "--turn-user", "sdparta", "--turn-password", "secret", "--share-turn"])
-    page = Page(lab, lab.browser.new_context())
-    try:
+    with call_room(lab, room, ["bot1"], record=False,
+                   extra=["--turn", turn, "--turn-user", "sdparta", "--turn-password", "secret", "--share-turn"],
+                   ) as (page, (bot,)):
         until(lambda: bool((bot.report() or {}).get("status") == "joined"), "the bot joined (settings shared)")
-        page.join(f"{lab.page_url}#room={room}&pw={PASSWORD}", "phone")
+        page.join(lab.link(room), "phone")
         connect_page_and_bots(lab, page, [bot], "phone")
         report = page.report() or {}
         assert turn in report["iceServers"], report
         assert any(n.startswith(f"using the room's TURN relay {turn}") for n in report["notices"]), report["notices"]
-    finally:
-        bot.stop()
-        page.close()
 
 
 def test_the_identicon_is_drawn_as_the_terminal_draws_it(lab: Lab) -> None:
@@ -474,27 +488,107 @@ def test_an_outage_is_survived_by_an_ice_restart(lab: Lab) -> None:
     pair is `connected` again on both sides (through a restart, or the old path coming back first),
     and chat still flows."""
     room = "web-outage-room"
-    bot = lab.bot(room, "bot1", tone=TONES["bot1"], record=False, extra=["--echo-chat"])
-    page = Page(lab, lab.browser.new_context())
     try:
-        page.join(f"{lab.page_url}#room={room}&pw={PASSWORD}", "phone")
-        diag = connect_page_and_bots(lab, page, [bot], "phone")
-        lab.ns.set_link(False)
-        try:
-            until(lambda: page.pairs()["bot1"]["status"] == "reconnecting", "the page reconnecting", diagnostics=diag)
-        finally:
-            lab.ns.set_link(True)
-        until(lambda: page.pairs()["bot1"]["status"] == "connected", "the page connected again", timeout=120,
-              diagnostics=diag)
-        until(lambda: peers_seen_by_name(bot.report()).get("phone", {}).get("status") == "connected",
-              "the bot connected again", diagnostics=diag)
-        pair = page.pairs()["bot1"]
-        assert pair["history"][-2:] == ["reconnecting", "connected"], pair["history"]
-        page.page.fill("[data-testid=chat-input]", "still here")
-        page.page.click("[data-testid=chat-send]")
-        until(lambda: any(c["text"] == "heard: still here" for c in (page.report() or {}).get("chat", [])),
-              "the bot's echo after the restart", diagnostics=diag)
+        with call_room(lab, room, ["bot1"], record=False, extra=["--echo-chat"]) as (page, (bot,)):
+            page.join(lab.link(room), "phone")
+            diag = connect_page_and_bots(lab, page, [bot], "phone")
+            lab.ns.set_link(False)
+            try:
+                until(lambda: page.pairs()["bot1"]["status"] == "reconnecting", "the page reconnecting",
+                      diagnostics=diag)
+            finally:
+                lab.ns.set_link(True)
+            until(lambda: page.pairs()["bot1"]["status"] == "connected", "the page connected again", timeout=120,
+                  diagnostics=diag)
+            until(lambda: peers_seen_by_name(bot.report()).get("phone", {}).get("status") == "connected",
+                  "the bot connected again", diagnostics=diag)
+            pair = page.pairs()["bot1"]
+            assert pair["history"][-2:] == ["reconnecting", "connected"], pair["history"]
+            page.page.fill("[data-testid=chat-input]", "still here")
+            page.page.click("[data-testid=chat-send]")
+            until(lambda: any(c["text"] == "heard: still here" for c in (page.report() or {}).get("chat", [])),
+                  "the bot's echo after the restart", diagnostics=diag)
     finally:
         lab.ns.set_link(True)
-        bot.stop()
+
+
+
+def _urls(servers: list[Any] | None) -> list[str]:
+    """RTCIceServer urls as the page's connections hold them (a string or a list each)."""
+    return [url for s in servers or [] for url in ([s] if isinstance(s, str) else s)]
+
+
+def test_the_stun_default_is_shown_and_replaceable(lab: Lab) -> None:
+    """The join form shows the terminal's public STUN default (engine/defaults.py PUBLIC_STUN) when the
+    link names none — a page that is never joined, so nothing is sent to it; a link's ``ice=`` replaces
+    it and is exactly what the connections get (read back from ``pc.getConfiguration()``) and what the
+    page remembers; ``ice=`` empty gives them none (the three-way call test)."""
+    from sdparta.engine.defaults import PUBLIC_STUN
+
+    shown = Page(lab, lab.browser.new_context())
+    try:
+        shown.page.goto(lab.page_url)
+        shown.page.wait_for_selector("input[name=ice]")
+        assert shown.page.input_value("input[name=ice]") == PUBLIC_STUN[0]
+    finally:
+        shown.close()
+    own = f"stun:{lab.ns.peer_ip}:3478"  # inside the test's namespaces (nothing answers there)
+    with call_room(lab, "web-stun-room", ["bot1"], record=False) as (page, bots):
+        page.join(lab.link("web-stun-room", own), "phone")
+        connect_page_and_bots(lab, page, bots, "phone")
+        report = page.report() or {}
+        assert report["ownIce"] == [own] and report["iceServers"] == [own], report["iceServers"]
+        assert [_urls(p["iceServers"]) for p in report["pairs"]] == [[own]], report["pairs"]
+        again = page.context.new_page()  # the same browser profile, a link without ice=: remembered
+        again.goto(lab.page_url)
+        again.wait_for_selector("input[name=ice]")
+        assert again.input_value("input[name=ice]") == own
+
+
+def test_the_page_converges_on_the_rooms_newest_settings(lab: Lab) -> None:
+    """The page is in the room first. bot1 shares a TURN relay and an SFU entry: the page takes both
+    (the relay for its connections, the SFU entry told and kept; it stays peer to peer). bot2 then
+    shares another relay — its record keeps bot1's SFU entry (writers merge) and is newer: the page
+    converges on it whole (the new relay replaces the old one, the SFU entry is still there)."""
+    room = "web-settings-room"
+    turn1, turn2 = (f"turn:{lab.ns.browser_ip}:{port}?transport=udp" for port in (3478, 3479))
+    sfu = f"ws://{lab.ns.browser_ip}:8188/janus"
+    shares = {"bot1": ["--turn", turn1, "--share-sfu", sfu, "--sfu-room", "1234"], "bot2": ["--turn", turn2]}
+    page = Page(lab, lab.browser.new_context())
+    bots: list[BotProcess] = []
+    try:
+        page.join(lab.link(room), "phone")
+        diag = lambda: describe(page, bots)  # noqa: E731
+        for name, first in (("bot1", None), ("bot2", turn1)):
+            if first is not None:  # bot2 after the page took bot1's record
+                until(lambda first=first: ((page.report() or {}).get("settings") or {}).get("turn") == [first],
+                      "the page taking bot1's settings", diagnostics=diag)
+            bots.append(lab.bot(room, name, tone=TONES[name], record=False, extra=[
+                *shares[name], "--turn-user", "sdparta", "--turn-password", "secret", "--share-turn", "--sfu-at", "0"]))
+        until(lambda: ((page.report() or {}).get("settings") or {}).get("turn") == [turn2],
+              "the page taking bot2's newer settings", diagnostics=diag)
+        report = page.report() or {}
+        assert report["settings"]["sfu"] == {"type": "janus", "url": sfu, "room": 1234}, report["settings"]
+        assert report["iceServers"] == [turn2], report["iceServers"]  # the newer relay replaced the older
+        assert any(n.startswith(f"using the room's TURN relay {turn1}") for n in report["notices"]), report["notices"]
+        assert any(n.startswith(f"the room names an SFU (janus {sfu} room 1234") for n in report["notices"])
+        connect_page_and_bots(lab, page, bots, "phone")
+    finally:
+        for bot in bots:
+            bot.stop()
         page.close()
+
+
+def test_closing_the_tab_says_bye(lab: Lab) -> None:
+    """The tab is closed mid-call (no Leave tap): on pagehide the page sends bye on its data channels
+    and the byes it sealed (and uploaded) ahead into its pair slots, so the bots report it `left` —
+    never `gone` (what a silent page becomes once its presence record is stale)."""
+    with call_room(lab, "web-close-room", record=False) as (page, bots):
+        page.join(lab.link("web-close-room"), "phone")
+        diag = connect_page_and_bots(lab, page, bots, "phone")
+        until(lambda: (page.report() or {}).get("byesReady") == len(bots), "the page's byes prepared", diagnostics=diag)
+        page.page.close()
+        for bot in bots:
+            until(lambda bot=bot: peers_seen_by_name(bot.report()).get("phone", {}).get("status") in ("left", "gone"),
+                  f"{bot.name} reporting the closed page", diagnostics=lambda: describe_bots(bots))
+            assert peers_seen_by_name(bot.report())["phone"]["status"] == "left", describe_bots(bots)

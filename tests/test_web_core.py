@@ -837,3 +837,50 @@ def test_the_single_file_build_of_the_page_loads(web: Web) -> None:
         assert errors == []
     finally:
         page.close()
+
+
+def test_room_settings_with_an_sfu_entry_both_ways(web: Web, keys: RoomKeys, alice: Identity) -> None:
+    """§5a's SFU entry: Python's record opens in the browser with the entry carried as is; an entry out of
+    the room's bounds (too deep, too large) is dropped and said (``sfuRejected``) with the TURN relay still
+    the record's, as Python's reader does; the browser's record with an entry opens in Python the same."""
+    slot, data_key = bytes(32), keys.data_key("settings")
+    sfu = {"type": "janus", "url": "wss://sfu.example/janus", "room": 1234, "pin": None}
+    records = {
+        "good": wire.encode_settings(keys, alice, slot, data_key, TURN, 1700000000001, sfu=sfu),
+        "none": wire.encode_settings(keys, alice, slot, data_key, TURN, 1700000000002),
+    }
+
+    def signed_body(body: dict[str, Any]) -> bytes:  # a record whose sfu value Python's writer refuses
+        raw = json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
+        signature = alice.sign(b"sdparta/v1/settings\x00" + keys.room_id + data_key + raw)
+        return wire.seal(keys, b"settings", slot, data_key, signature + raw)
+
+    turn = [{"url": t.url, "username": t.username, "credential": t.credential} for t in TURN]
+    base = {"v": 1, "author": alice.public_key.hex(), "ts": 1700000000003, "turn": turn}
+    records["deep"] = signed_body({**base, "sfu": {"type": "janus", "x": {"y": {"z": 1}}}})
+    records["large"] = signed_body({**base, "sfu": {"type": "janus", "url": "x" * 2100}})
+    records["list"] = signed_body({**base, "sfu": ["janus"]})
+    for name, blob in records.items():  # Python's reader, for comparison
+        decoded = wire.decode_settings(keys, slot, data_key, blob)
+        assert (decoded.sfu is None) == (name != "good")
+        assert (decoded.sfu_rejected is None) == (name in ("good", "none"))
+    got = web.run("""const K = await T.room(); const W = C.wire;
+        const out = {};
+        for (const [name, hex] of Object.entries(a.records)) {
+          const s = await W.decodeSettings(K, T.ux(a.slot), T.ux(a.key), T.ux(hex));
+          out[name] = {sfu: s.sfu, rejected: s.sfuRejected, turn: s.turn.map((t) => t.url), ts: s.tsMs};
+        }
+        const me = await T.alice();
+        const written = await W.encodeSettings(K, me, T.ux(a.slot), T.ux(a.key), [], 1700000000009, undefined, a.sfu);
+        out.written = T.hx(written);
+        out.refused = await T.error(() => W.encodeSettings(K, me, T.ux(a.slot), T.ux(a.key), [], 1, undefined, ["x"]));
+        return out;""", {"records": {k: v.hex() for k, v in records.items()}, "slot": slot.hex(), "key": data_key.hex(),
+                          "sfu": sfu})
+    assert got["good"] == {"sfu": sfu, "rejected": None, "turn": [TURN[0].url], "ts": 1700000000001}
+    assert got["none"]["sfu"] is None and got["none"]["rejected"] is None
+    for name in ("deep", "large", "list"):
+        assert got[name]["sfu"] is None and got[name]["rejected"], got[name]
+        assert got[name]["turn"] == [TURN[0].url]  # the rest of the record is still the room's
+    written = wire.decode_settings(keys, slot, data_key, bytes.fromhex(got["written"]))
+    assert written.sfu == sfu and written.turn == () and written.ts_ms == 1700000000009
+    assert got["refused"] and got["refused"].startswith("WireError")
