@@ -144,8 +144,8 @@ class SfuLab:
 
         ``sfu_room``: the room names this lab's Janus (``--share-sfu``) — by the first bot started in this
         call (``share="first"``), by every one (``"all"``) or by none (``None``: an earlier bot did).
-        ``sfu_at``/``sfu_hold``/``plugin``: passed to every bot. ``chat``: each bot sends
-        ``f"{chat} {name}"`` to every participant once connected."""
+        ``plugin``: the entry's plugin (with the sharer's flags); ``sfu_at``/``sfu_hold``: passed to every
+        bot. ``chat``: each bot sends ``f"{chat} {name}"`` to every participant once connected."""
         started = []
         for i, name in enumerate(names):
             if name in self.bots:
@@ -157,8 +157,8 @@ class SfuLab:
                 flags += ["--share-sfu", self.janus_url, "--sfu-room", str(sfu_room)]
                 if pin is not None:
                     flags += ["--sfu-pin", pin]
-            if plugin is not None:
-                flags += ["--sfu-plugin", plugin]
+                if plugin is not None:  # part of the shared entry: only with --share-sfu
+                    flags += ["--sfu-plugin", plugin]
             if sfu_at is not None:
                 flags += ["--sfu-at", str(sfu_at)]
             if sfu_hold is not None:
