@@ -131,8 +131,14 @@ def test_an_audio_out_file_in_a_missing_directory(capsys: pytest.CaptureFixture[
     (["bot", "r", "--share-sfu", "wss://u:p@127.0.0.1/janus", "--sfu-room", "3"], "must not carry a user name"),
     (["join", "r", "--share-sfu", "wss://127.0.0.1/janus", "--sfu-room", "3", "--sfu-pin", "a\tb"],
      "the SFU pin must be 1–128 printable characters"),
-    (["join", "r", "--sfu-room", "3"], "--sfu-room/--sfu-pin describe the SFU of --share-sfu: add --share-sfu"),
+    (["join", "r", "--sfu-room", "3"],
+     "--sfu-room/--sfu-pin/--sfu-plugin describe the SFU of --share-sfu: add --share-sfu"),
     (["bot", "r", "--sfu-pin", "1234"], "add --share-sfu"),
+    (["bot", "r", "--sfu-plugin", "audiobridge"], "add --share-sfu"),
+    (["bot", "r", "--share-sfu", "wss://127.0.0.1/janus", "--sfu-room", "3", "--sfu-plugin", "textroom"],
+     "--sfu-plugin: invalid choice"),
+    (["join", "r", "--sfu-at", "1"], "--sfu-at must be 0 (never move onto the SFU) or a room size from 2 to 64"),
+    (["bot", "r", "--sfu-hold", "0"], "--sfu-hold must be a positive number of seconds"),
 ])
 def test_every_flag_is_checked(argv: list[str], expected: str, capsys: pytest.CaptureFixture[str],
                                started: list[str]) -> None:

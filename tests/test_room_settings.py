@@ -423,12 +423,12 @@ def test_the_engine_keeps_the_rooms_sfu_and_uses_its_relay_as_before() -> None:
     membership.settings(wire.RoomSettings(author, 2, (TURN,), SFU))
     assert membership.room_sfu is not None and membership.room_sfu.url == SFU["url"]
     assert membership.room_sfu_label == "janus @ 127.0.0.1 room 1234"
-    assert "room SFU named (not used yet): janus @ 127.0.0.1 room 1234" in notices[-1][1]
+    assert "the room names an SFU: janus @ 127.0.0.1 room 1234 (videoroom)" in notices[-1][1]
     assert len(membership.ice_servers) == 1  # the same relay is not added twice
     # a newer relay replaces the room's older one (never ours)
     membership.settings(wire.RoomSettings(author, 3, (OTHER_TURN,), SFU))
     assert [s.urls for s in membership.ice_servers] == [OTHER_TURN.url]
-    assert sum("room SFU named" in text for _, text in notices) == 1  # the same SFU is told once
+    assert sum("the room names an SFU" in text for _, text in notices) == 1  # the same SFU is told once
 
 
 def test_the_engine_refuses_an_invalid_sfu_entry_with_a_notice_and_a_count_and_keeps_the_relay() -> None:

@@ -191,7 +191,7 @@ def test_a_member_sharing_an_sfu_keeps_the_relay_another_shared(lab, tmp_path: P
     wait_connected(pair)
     assert pair.peer(pair.b)["path"] == "turn", pair.describe()
     for bot in (pair.a, pair.b):
-        wait_for(lambda bot=bot: any("room SFU named (not used yet): janus @ 127.0.0.1 room 1234" in n["text"]
+        wait_for(lambda bot=bot: any("the room names an SFU: janus @ 127.0.0.1 room 1234" in n["text"]
                                      for n in (bot.report() or {}).get("notices", [])), 20,
                  f"{bot.name} told of the room's SFU", diagnostics=pair.describe)
     notices = [n["text"] for n in (pair.b.report() or {}).get("notices", [])]

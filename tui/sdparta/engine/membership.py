@@ -213,11 +213,10 @@ class Membership(RoomEvents):
         self._rejected_sfu = None
         if entry != self.room_sfu:
             self.room_sfu = entry
+            when = (f"the call moves onto it at {self.sfu_at} members" if self.sfu_at
+                    else "this call stays a mesh (sfu_at = 0)")
             self._notice("information", f"the room names an SFU: {entry.label()} room {entry.room} "
-                                        f"({entry.plugin}), shared by {shared}; the call moves onto it at "
-                                        f"{self.sfu_at} members" if self.sfu_at else
-                                        f"the room names an SFU ({entry.label()}, shared by {shared}); "
-                                        "this call stays a mesh (sfu_at = 0)")
+                                        f"({entry.plugin}), shared by {shared}; {when}")
             self._changed()
 
     @property

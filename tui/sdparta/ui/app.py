@@ -164,8 +164,13 @@ class SdpartaApp(App[int]):
         if snapshot is not None and self.is_running:  # not while shutting down (widgets go first)
             self._render_snapshot(snapshot)
 
+    def _focusable(self) -> list[PeerSnapshot]:
+        """The participants, then the SFU's connections (the ICE panel shows those too)."""
+        sfu = self.snapshot_state.sfu if self.snapshot_state is not None else None
+        return [*self._roster, *(sfu.connections if sfu is not None else ())]
+
     def focused_peer(self) -> PeerSnapshot | None:
-        for peer in self._roster:
+        for peer in self._focusable():
             if peer.session_id == self.focused_sid:
                 return peer
         return None
@@ -193,7 +198,8 @@ class SdpartaApp(App[int]):
         lobby where they would be: joining, portal not answering, alone — and the invite line."""
         snap, now = self.snapshot_state, time.time()
         self.query_one("#participants", TextLine).show(
-            participants_text(self._roster, self.focused_sid, roster_hint(snap, now)), fixed_height=False)
+            participants_text(self._roster, self.focused_sid, roster_hint(snap, now),
+                              snap.sfu.label if snap.sfu is not None else None), fixed_height=False)
         if not self._tiles:
             lobby = self.query_one("#lobby", TextLine)
             lobby.show(lobby_text(snap, now, lobby.content_size.width or 40), fixed_height=False)
@@ -342,9 +348,10 @@ class SdpartaApp(App[int]):
         self.notify("camera on" if self.camera_on else "camera off", timeout=2)
 
     def action_focus_peer(self, step: int) -> None:
-        if not self._roster:
+        focusable = self._focusable()
+        if not focusable:
             return
-        ids = [p.session_id for p in self._roster]
+        ids = [p.session_id for p in focusable]
         current = ids.index(self.focused_sid) if self.focused_sid in ids else -step
         self.focused_sid = ids[(current + step) % len(ids)]
         self._render_snapshot(self.snapshot_state)
@@ -380,6 +387,10 @@ class SdpartaApp(App[int]):
 
     def action_restart_ice(self) -> None:
         peer = self.focused_peer()
+        if peer is not None and peer.session_id.startswith("sfu-"):
+            self.notify("the SFU's connections are renegotiated with the SFU, not restarted from here",
+                        severity="warning")
+            return
         if peer is None or peer.status not in RESTARTABLE:
             self.notify("no connected participant to restart ICE with", severity="warning")
             return

@@ -56,8 +56,9 @@ def peer_flags(peer: PeerSnapshot) -> list[str]:
     return flags
 
 
-def peer_line(peer: PeerSnapshot, focused: bool) -> Text:
-    """Two lines per participant: who, then state · path · RTT · flags."""
+def peer_line(peer: PeerSnapshot, focused: bool, sfu_label: str | None = None) -> Text:
+    """Two lines per participant: who, then state · path · RTT · flags; in a room that names an SFU
+    (``sfu_label``), also how their media reaches us: "via SFU (janus @ host)" or "mesh"."""
     text = Text(no_wrap=True, overflow="ellipsis")
     text.append("▶ " if focused else "  ", style="bold yellow")
     text.append("●" if peer.speaking else "○", style="bold green" if peer.speaking else "grey50")
@@ -70,6 +71,9 @@ def peer_line(peer: PeerSnapshot, focused: bool) -> Text:
         text.append(f" {PATH_LABELS.get(peer.path, safe(peer.path))}", style="cyan")
     if peer.stats.rtt_ms is not None and peer.status == PeerStatus.CONNECTED:
         text.append(f" {peer.stats.rtt_ms:.0f} ms")
+    if sfu_label is not None and peer.status == PeerStatus.CONNECTED:
+        text.append(f" via SFU ({safe(sfu_label)})" if peer.via == "sfu" else " mesh",
+                    style="magenta" if peer.via == "sfu" else "grey62")
     for flag in peer_flags(peer):
         text.append(f" {flag}", style="magenta")
     if peer.failure_reason and peer.status in REASON_STATUSES:
@@ -79,11 +83,11 @@ def peer_line(peer: PeerSnapshot, focused: bool) -> Text:
 
 
 def participants_text(peers: Sequence[PeerSnapshot], focused_sid: str | None,
-                      empty_hint: str = "waiting for others to join…") -> Text:
+                      empty_hint: str = "waiting for others to join…", sfu_label: str | None = None) -> Text:
     """The whole participant list, the focused one marked (or ``empty_hint`` while nobody is there)."""
     text = Text()
     for peer in peers:
-        text.append_text(peer_line(peer, peer.session_id == focused_sid))
+        text.append_text(peer_line(peer, peer.session_id == focused_sid, sfu_label))
         text.append("\n")
     if not peers:
         text.append(empty_hint, style="grey50")

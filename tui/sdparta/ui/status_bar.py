@@ -50,6 +50,16 @@ def shorten(text: str, cells: int) -> str:
     return shortened.plain
 
 
+def media_route(snap: CallSnapshot) -> str | None:
+    """"via SFU (janus @ host)" or "mesh" — None while the room names no SFU (it is a mesh, as always)."""
+    sfu = snap.sfu
+    if sfu is None:
+        return None
+    if sfu.active:
+        return f"via SFU ({safe(sfu.label)})"
+    return {"joining": f"mesh → SFU ({safe(sfu.label)})…", "failed": "mesh (SFU failed)"}.get(sfu.state, "mesh")
+
+
 def status_text(snap: CallSnapshot, width: int, unread: int = 0) -> Text:
     """The status bar for a terminal ``width`` cells wide; ``unread`` chat messages arrived while
     the chat was out of sight. Drop order when space runs out: own fingerprint (also on the self
@@ -70,6 +80,11 @@ def status_text(snap: CallSnapshot, width: int, unread: int = 0) -> Text:
         (f" cam {snap.camera} ", "green" if snap.camera in ("on", "pattern") else "yellow", 1),
         (f" {audio_out} ", "yellow" if snap.audio_out in ("missing", "none") else "green", 3),
     ]
+    route = media_route(snap)
+    if route is not None:  # the room names an SFU: say where our media goes (and who can read it)
+        parts.append((f" {route} ", "bold magenta" if snap.sfu is not None and snap.sfu.active else "grey70", 1))
+        if snap.sfu is not None and snap.sfu.active:
+            parts.append((" media decrypted on the SFU ", "magenta", 3))
     if unread:
         parts.append((f" ✉ {unread} unread ", "bold yellow", 0))
     if snap.status != CallStatus.JOINED:
