@@ -186,6 +186,24 @@ def connect_page_and_bots(lab: Lab, page: Page, bots: list[BotProcess], page_nam
     return diag
 
 
+def pair_timelines(report: dict[str, Any], bots: list[BotProcess], page_name: str) -> str:
+    """Each page ↔ bot pair's steps on one clock (ms after the Join tap; the page's from
+    performance.timeOrigin, the bot's from its report's started_at: one machine, one clock)."""
+    tap = report["timeOrigin"] + report["joinTapAt"]
+    lines = []
+    for bot in bots:
+        bot_report = bot.report() or {}
+        pair = next(p for p in report["pairs"] if p["name"] == bot.name)
+        steps = [(report["timeOrigin"] + pair["discoveredAt"] + ms - tap, "page", step)
+                 for step, ms in [("discovered", 0), *pair["timeline"].items()]]
+        peer = peers_seen_by_name(bot_report).get(page_name, {})
+        steps += [(1000 * (bot_report["started_at"] + s["t"]) - tap, bot.name, f"{s['kind']} {s['state']}")
+                  for s in peer.get("states", []) if s["kind"] in ("peer", "ice_gathering", "connection")]
+        timeline = "; ".join(f"{t:.0f} {who} {what}" for t, who, what in sorted(steps))
+        lines.append(f"{bot.name} ↔ {page_name}: {timeline}")
+    return "\n".join(lines)
+
+
 def page_hears(page: Page, sid: str, hz: float) -> bool:
     """The page's AnalyserNode for this peer peaks at ``hz`` (one FFT bin is 48000/8192 ≈ 5.9 Hz)."""
     peak = page.page.evaluate("(sid) => globalThis.sdparta.peak(sid)", sid)
@@ -218,11 +236,12 @@ def test_browser_and_two_bots_call(lab: Lab) -> None:
                   f"{bot.name} connected to the other bot", diagnostics=diag)
         page_pair = {p["name"]: (round((p["connectedAt"] - p["discoveredAt"]) / 1000, 3),
                                  "offers" if p["weOffer"] else "answers", f"gathering {p.get('gatherMs')} ms",
-                                 "prepared" if p.get("preparedOffer") else "fresh")
+                                 "prepared" if p.get("preparedOffer") else "fresh", p["timeline"])
                      for p in report["pairs"]}
         bot_pair = {b.name: {o: peer.get("connected_after_discovery_s")
                              for o, peer in peers_seen_by_name(b.report()).items()} for b in bots}
         print(f"discovered → connected (s): page {page_pair}; bots {bot_pair}")  # figures, never asserted
+        print(pair_timelines(report, bots, "phone"))  # figures, never asserted
         # chat: the bots' greetings reach the page, the page's line reaches both bots
         until(lambda: {c["text"] for c in (page.report() or {}).get("chat", [])} >= {f"hello from {n}" for n in TONES},
               "the bots' chat on the page", diagnostics=diag)

@@ -180,3 +180,12 @@ def entered(namespace: str) -> Iterator[None]:
         setns(home)
         os.close(target)
         os.close(home)
+
+
+def web_link(page_url: str, room: str, password: str, **params: str) -> str:
+    """The page's shareable link for a test: ``page_url#room=…&pw=…&ice=[&k=v…]``. ``ice=`` (no STUN
+    server) unless given: the page's default is a public STUN server, which no test may name."""
+    from urllib.parse import quote
+
+    fields = {"room": room, "pw": password, "ice": "", **params}
+    return page_url + "#" + "&".join(f"{k}={quote(v, safe=':/')}" for k, v in fields.items())

@@ -102,7 +102,10 @@ export class Pair {
   start() {
     this.timers.push(setTimeout(() => this._connectGuard(), NEGOTIATION.connectTimeout));
     if (this.weOffer) this._guard(this.offer());
-    else this._guard(this.call.room.watch(this.member, true));
+    else {
+      this.warm = this.call.warmConnection();
+      this._guard(this.call.room.watch(this.member, true));
+    }
   }
 
   _guard(promise) {
@@ -200,10 +203,11 @@ export class Pair {
       if (this.pc !== pc || this.finished) return false;
       const body = { type: "offer", sdp: pc.localDescription.sdp, gen: this.gen };
       if (oldChannel) this._sendSignal(oldChannel, body);
-      await room.watch(this.member, true);
-      this.mark("watching");
+      // Watching the answer's slot (push subscribed at once, then one read) goes alongside the offer, not
+      // before it: the subscription is on its way before the offer is, and an answer needs the offer.
+      const watching = room.watch(this.member, true).then(() => this.mark("watching"));
       room.markPending();
-      await room.send(this.member, body);
+      await Promise.all([watching, room.send(this.member, body)]);
       this.mark("offer-sent");
       this.call.prepareBye(this);
       return true;
@@ -219,11 +223,18 @@ export class Pair {
     const restart = this.pc !== null;
     const oldChannel = restart && this._channelAlive(NEGOTIATION.channelFresh) ? this.channel : null;
     this.mark("offer-received");
-    const pc = this._newConnection();
+    // A first answer takes the connection made when the member was found (its certificate made, our
+    // tracks added, candidates pooled): see web/README.md "Where a pair's time goes".
+    const warm = !restart && this.warm && this.warm.iceServers === this.call.iceServers ? this.warm : null;
+    if (this.warm && !warm) this.warm.pc.close();
+    this.warm = null;
+    this.warmAnswer = Boolean(warm);
+    const pc = this._newConnection(warm ? warm.pc : null);
     if (!restart) this.setStatus("connecting");
     else if (this.status === "connected") this.setStatus("reconnecting", "the peer restarts ICE");
     await pc.setRemoteDescription({ type: "offer", sdp: body.sdp });
-    this.call.media.addTo(pc, false);
+    this.mark("offer-applied");
+    if (!warm) this.call.media.addTo(pc, false);
     await pc.setLocalDescription(await pc.createAnswer());
     this.mark("answer-created");
     const gathering = performance.now();
@@ -397,6 +408,8 @@ export class Pair {
   close() {
     for (const timer of this.timers) clearTimeout(timer);
     this.timers = [];
+    if (this.warm) this.warm.pc.close();
+    this.warm = null;
     for (const pc of [this.previousPc, this.pc]) if (pc) this._retire(pc);
     this.previousPc = null;
     this.stream = null;
@@ -409,7 +422,7 @@ export class Pair {
       sessionId: this.sessionId, name: this.name, fingerprint: this.fingerprint, status: this.status,
       reason: this.reason, weOffer: this.weOffer, connectedAfterMs: this.connectedAfterMs,
       connectedAt: this.connectedAt, discoveredAt: this.startedAt, gatherMs: this.gatherMs ?? null,
-      preparedOffer: Boolean(this.preparedOffer), timeline: { ...this.timeline },
+      preparedOffer: Boolean(this.preparedOffer), warmAnswer: Boolean(this.warmAnswer), timeline: { ...this.timeline },
       iceServers: this.pc ? (this.pc.getConfiguration().iceServers || []).map((s) => s.urls) : null,
       history: this.history.map((h) => h.status), videoFrames: this.videoFrames, remote: { ...this.remote },
       connectionState: this.pc ? this.pc.connectionState : "new", gen: this.gen, remoteGen: this.remoteGen,
@@ -463,6 +476,16 @@ export class Call {
       ready.catch(() => {});
       this.spares.push({ pc, channel, ready, iceServers: this.iceServers });
     }
+  }
+
+  /** A connection for a member we will answer, made when it is found (before its offer arrives): its
+   *  DTLS certificate is made and its candidates pooled meanwhile, our tracks are added (matched to
+   *  the offer's m-lines by setRemoteDescription, as addTrack's transceivers are). */
+  warmConnection() {
+    if (this.left) return null;
+    const pc = new RTCPeerConnection({ iceServers: this.iceServers, bundlePolicy: "max-bundle", iceCandidatePoolSize: 1 });
+    this.media.addTo(pc, false);
+    return { pc, iceServers: this.iceServers };
   }
 
   takeSpareOffer() {
@@ -662,7 +685,7 @@ export class Call {
   report() {
     return {
       sessionId: this.sessionId, fingerprint: this.fingerprint, name: this.name, left: this.left,
-      joinTapAt: this.joinTapAt ?? null, keysAt: this.keysAt ?? null, joinedAt: this.joinedAt,
+      timeOrigin: performance.timeOrigin, joinTapAt: this.joinTapAt ?? null, keysAt: this.keysAt ?? null, joinedAt: this.joinedAt,
       push: Boolean(this.room && this.room.pushActive),
       networks: { portal: this.portal ? this.portal.url : null, relays: [...this.relays] },
       iceServers: this.iceServers.map((s) => String(s.urls)), ownIce: this.ownIce.map((s) => String(s.urls)),
