@@ -465,6 +465,10 @@ BENCHES: dict[str, Callable[..., None]] = {
 #: benches whose rows `--write` puts into a section of their own (replaced in place), not the main table
 SECTIONS: dict[str, Callable[[Path, list[Row], list[str]], None]] = {"relay": write_section}
 SECTION_NOTES: dict[str, list[str]] = {"relay": []}
+#: issue 10 (tests/bench/sfu_bench.py): mesh vs SFU on a real Janus, root only, into a section of its own
+BENCHES["sfu"], SECTIONS["sfu"], SECTION_NOTES["sfu"] = (
+    lambda runs, rows: __import__("sfu_bench").bench_sfu(runs, rows, notes=SECTION_NOTES["sfu"]),
+    lambda path, rows, notes: __import__("sfu_bench").write_section(path, rows, notes), [])
 
 
 NOTES_HEADING = "## Reading the table"
