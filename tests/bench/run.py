@@ -4,8 +4,10 @@ Usage: python tests/bench/run.py [--runs 5] [--write docs/benchmarks.md] [--only
 Everything runs on 127.0.0.1 (a real portal process, real aiortc peers, real bot processes), except
 the `lab` figures: real bots behind real NATs in network namespaces (root only; skipped with the reason),
 and the `relay` figures (issue 12: sdparta and Trystero over a local Nostr relay, in a loopback-only
-namespace; root, Chromium and playwright, see relay_bench.py), which `--write` puts into a section of
-their own.
+namespace; root, Chromium and playwright, see relay_bench.py) and the `web` figures (issue 13: the
+browser page joining a waiting bot beside a bot joining it, page weight, time to interactive on the
+Pixel 7 profile; network namespaces, root, Chromium and playwright, see web_bench.py), which `--write`
+puts into sections of their own.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from portal_bench import portal_rates
 from relay_bench import bench_relay, write_section
 from resilience_bench import bench_recovery
+from web_bench import bench_web
+from web_bench import write_section as write_web_section
 
 from support.procs import peers_by_name, start_bot, start_portal, wait_for
 
@@ -461,10 +465,12 @@ BENCHES: dict[str, Callable[..., None]] = {
     "recovery": lambda runs, rows: bench_recovery(rows, runs=min(runs, 3)),
     "portal": lambda runs, rows: bench_portal(runs, rows),
     "relay": lambda runs, rows: bench_relay(runs, rows, notes=SECTION_NOTES["relay"]),
+    "web": lambda runs, rows: bench_web(runs, rows, notes=SECTION_NOTES["web"]),
 }
 #: benches whose rows `--write` puts into a section of their own (replaced in place), not the main table
-SECTIONS: dict[str, Callable[[Path, list[Row], list[str]], None]] = {"relay": write_section}
-SECTION_NOTES: dict[str, list[str]] = {"relay": []}
+SECTIONS: dict[str, Callable[[Path, list[Row], list[str]], None]] = {"relay": write_section,
+                                                                     "web": write_web_section}
+SECTION_NOTES: dict[str, list[str]] = {"relay": [], "web": []}
 #: issue 10 (tests/bench/sfu_bench.py): mesh vs SFU on a real Janus, root only, into a section of its own
 BENCHES["sfu"], SECTIONS["sfu"], SECTION_NOTES["sfu"] = (
     lambda runs, rows: __import__("sfu_bench").bench_sfu(runs, rows, notes=SECTION_NOTES["sfu"]),
