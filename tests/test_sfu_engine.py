@@ -71,14 +71,14 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
 
 
 def _calls(lab: Lab, room: str, n: int, *, share: SfuEntry, audio_only: bool = False, sfu_at: int = 3,
-           hold: float = 3.0) -> list[Call]:
+           hold: float = 3.0, never: tuple[int, ...] = ()) -> list[Call]:
     keys = RoomKeys.derive(room, "")
     calls = []
     for i in range(n):
         config = CallConfig(room=room, portals=[lab.portal.url], name=f"p{i}", room_keys=keys,
                             audio=f"tone:{440 + 220 * i}", video="none" if audio_only else "pattern",
                             audio_only=audio_only, fps=5, share_sfu=share if i == 0 else None,
-                            sfu_at=sfu_at, sfu_hold_s=hold)
+                            sfu_at=0 if i in never else sfu_at, sfu_hold_s=hold)
         call = Call(config)
         call.start()
         calls.append(call)
@@ -119,6 +119,11 @@ def test_a_video_room_moves_onto_the_sfu_keeps_chatting_and_falls_back_when_janu
         before = _figures(calls)
         wait_for(lambda: all(a > before[k][0] + 1 and v > before[k][1] + 3 for k, (a, v) in _figures(calls).items()),
                  60, "audio and video from everyone arriving through the SFU", diagnostics=describe)
+        # make-before-break done: no media on the pairs any more (RTP bytes sent stop growing), chat stays
+        wait_for(_all(calls, lambda s: all(len(p.stats_history) >= 3 and len({h.bytes_sent for h in
+                                                                               p.stats_history[-3:]}) == 1
+                                           for p in s.peers)), 60,
+                 "every pair's mesh media paused while the SFU carries it", diagnostics=describe)
         for call in calls:
             snap = call.snapshot()
             assert {c.session_id for c in snap.sfu.connections} == {"sfu-publisher", "sfu-subscriber"}
@@ -134,6 +139,8 @@ def test_a_video_room_moves_onto_the_sfu_keeps_chatting_and_falls_back_when_janu
         before = _figures(calls)
         wait_for(lambda: all(a > before[k][0] + 1 and v > before[k][1] + 3 for k, (a, v) in _figures(calls).items()),
                  60, "audio and video from everyone arriving over the mesh again", diagnostics=describe)
+        wait_for(_all(calls, lambda s: all(len({h.bytes_sent for h in p.stats_history[-2:]}) == 2 for p in s.peers)),
+                 60, "every pair sending media again", diagnostics=describe)
         for call in calls:
             assert any("back to the mesh" in n.text for n in call.snapshot().notices)
     finally:
@@ -158,6 +165,39 @@ def test_an_audio_room_moves_onto_the_audiobridge_and_back_to_the_mesh_when_it_s
         before = _figures(rest)
         wait_for(lambda: all(a > before[k][0] + 1 for k, (a, _v) in _figures(rest).items() if k[1] != "p2"), 60,
                  "the two still hearing each other over the mesh", diagnostics=_describe(rest))
+    finally:
+        for call in calls:
+            call.stop()
+
+
+def test_a_member_that_stays_on_the_mesh_is_still_heard_and_hears_everyone(lab: Lab) -> None:
+    """No split: p2 never moves (sfu_at 0, like a browser); p0 and p1 move and receive each other
+    through the SFU, and keep sending p2 their media over the mesh (it never said it gets them there)."""
+    calls = _calls(lab, "sfu-engine-mixed", 3, share=lab.entry(), never=(2,))
+    describe = _describe(calls)
+    try:
+        wait_for(_all(calls[:2], lambda s: s.sfu is not None and s.sfu.state == "sfu"
+                      and {p.name: p.via for p in s.peers if p.status == "connected"}.get("p2") == "mesh"
+                      and sum(p.via == "sfu" for p in s.peers) == 1), 90,
+                 "p0 and p1 on the SFU with each other, on the mesh with p2", diagnostics=describe)
+        assert calls[2].snapshot().sfu.state == "mesh"
+        before = _figures(calls)
+        wait_for(lambda: all(a > before[k][0] + 1 and v > before[k][1] + 3 for k, (a, v) in _figures(calls).items()),
+                 60, "everyone hearing and seeing everyone, either way", diagnostics=describe)
+    finally:
+        for call in calls:
+            call.stop()
+
+
+def test_a_wrong_pin_is_told_and_the_room_stays_a_mesh(lab: Lab) -> None:
+    calls = _calls(lab, "sfu-engine-pin", 3, share=lab.entry(pin="not-the-pin"))
+    describe = _describe(calls)
+    try:
+        wait_for(_all(calls, lambda s: s.sfu is not None and s.sfu.state == "failed" and _via(s, "mesh", 2)), 90,
+                 "every member told the SFU refused it, on the mesh", diagnostics=describe)
+        for call in calls:
+            notices = [n.text for n in call.snapshot().notices]
+            assert any("cannot use the room's SFU" in n and "PIN" in n for n in notices), notices
     finally:
         for call in calls:
             call.stop()

@@ -219,7 +219,7 @@ class Call:
                 room=self._session, media=media, diagnosis=diagnosis, new_pc=members.new_pc, finish=members.finish,
                 notice=self._notice, chat=self._on_chat, invalid=members.invalid, changed=self._changed,
                 timing=NegotiationTiming(connect_timeout=cfg.connect_timeout),
-                sfu_rx=lambda link: members.apply_sending(sfu.publishing))
+                sfu_rx=lambda link: members.apply_sending(sfu.publishing, sfu.kinds))
             self._tasks.append(asyncio.create_task(supervised("sfu", sfu.run, members.loop_failed)))
             if await self._join_with_retry():
                 await self._stop_event.wait()

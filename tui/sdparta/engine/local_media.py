@@ -214,13 +214,14 @@ class LocalMedia:
                           else self._relay.subscribe(switch, buffered=kind == "audio"))
         return tracks
 
-    def pause_sending(self, pc: RTCPeerConnection) -> list[PausedSender]:
-        """Stop sending our media on ``pc`` (the peer receives it through the SFU); the data channel
-        and the connection stay. The tracks are kept, drained, for :meth:`resume_sending`."""
+    def pause_sending(self, pc: RTCPeerConnection, kinds: tuple[str, ...] = ("audio", "video")) -> list[PausedSender]:
+        """Stop sending our media of ``kinds`` on ``pc`` (the peer receives it through the SFU; an
+        AudioBridge carries audio only); the data channel and the connection stay. The tracks are
+        kept, drained, for :meth:`resume_sending`."""
         paused: list[PausedSender] = []
         for sender in pc.getSenders():
             track = sender.track
-            if track is None or track.kind not in ("audio", "video"):
+            if track is None or track.kind not in kinds:
                 continue
             sender.replaceTrack(None)
             paused.append((sender, track, asyncio.get_running_loop().create_task(_drain(track))))

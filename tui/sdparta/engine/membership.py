@@ -224,7 +224,7 @@ class Membership(RoomEvents):
         """What the snapshot shows of the room's SFU ("janus @ host room N"; never its PIN)."""
         return None if self.room_sfu is None else f"{self.room_sfu.label()} room {self.room_sfu.room}"
 
-    def apply_sending(self, publishing: bool) -> None:
+    def apply_sending(self, publishing: bool, kinds: tuple[str, ...] = ("audio", "video")) -> None:
         """Pause our mesh media to each peer that receives it through the SFU while we publish there;
         send it again everywhere else (a new connection, our SFU gone, the peer back on the mesh)."""
         for negotiation in self.pairs.values():
@@ -234,7 +234,7 @@ class Membership(RoomEvents):
             pause = publishing and link.peer_gets_us_from_sfu
             paused = id(pc) in link.paused_senders
             if pause and not paused:
-                link.paused_senders[id(pc)] = self.media.pause_sending(pc)
+                link.paused_senders[id(pc)] = self.media.pause_sending(pc, kinds)
                 link.record("sfu", "our mesh media to them paused (they get it through the SFU)")
             elif paused and not pause:
                 self.media.resume_sending(pc, link.paused_senders.pop(id(pc)))

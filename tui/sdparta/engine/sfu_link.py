@@ -146,6 +146,11 @@ class SfuLink:
         """Our media goes to the SFU (so peers that receive it there need none from our mesh senders)."""
         return self.state == "sfu" and not self._lost
 
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """What the SFU carries for us: an AudioBridge no video (a camera's video stays on the mesh)."""
+        return ("audio",) if self.entry is not None and self.entry.plugin == "audiobridge" else ("audio", "video")
+
     def snapshot(self) -> SfuSnapshot | None:
         entry = self.entry or self.members.room_sfu
         if entry is None:
@@ -187,7 +192,7 @@ class SfuLink:
             elif on:
                 self._start(self._leave(f"the room is down to {self._room_size()} members", failed=False))
         self._follow_arrivals()
-        self.members.apply_sending(self.publishing)
+        self.members.apply_sending(self.publishing, self.kinds)
 
     def _start(self, work: Any) -> None:
         async def run() -> None:
