@@ -39,6 +39,8 @@ class Lab:
                         pin=pin, plugin=plugin)
 
     def restart_janus(self) -> None:
+        """A new Janus on the same address and port (a restart after a crash: the old one is gone)."""
+        self.janus.stop()
         self.janus = start_janus(self.workdir / "janus2", netns=self.net.server_ns, address=self.net.server_ip,
                                  session_timeout=10, videorooms=[VideoRoomSpec(VIDEO_ROOM, PIN)],
                                  audiobridges=[AudioBridgeSpec(AUDIO_ROOM, PIN)])
@@ -110,7 +112,7 @@ def _figures(calls: list[Call]) -> dict[tuple[str, str], tuple[float, int]]:
     return {(c.snapshot().name, p.name): (p.audio_seconds, p.video_frames) for c in calls for p in c.snapshot().peers}
 
 
-def test_a_video_room_moves_onto_the_sfu_keeps_chatting_and_falls_back_when_janus_dies(lab: Lab) -> None:
+def test_a_video_room_moves_onto_the_sfu_keeps_chatting_falls_back_when_janus_dies_and_returns(lab: Lab) -> None:
     calls = _calls(lab, "sfu-engine-video", 3, share=lab.entry())
     describe = _describe(calls)
     try:
@@ -143,6 +145,10 @@ def test_a_video_room_moves_onto_the_sfu_keeps_chatting_and_falls_back_when_janu
                  60, "every pair sending media again", diagnostics=describe)
         for call in calls:
             assert any("back to the mesh" in n.text for n in call.snapshot().notices)
+
+        lab.restart_janus()  # Janus back: the room returns to it by itself (the retry), nobody rejoins
+        wait_for(_all(calls, lambda s: s.sfu is not None and s.sfu.state == "sfu" and _via(s, "sfu", 2)), 120,
+                 "every member back on the restarted SFU", diagnostics=describe)
     finally:
         for call in calls:
             call.stop()
@@ -201,3 +207,48 @@ def test_a_wrong_pin_is_told_and_the_room_stays_a_mesh(lab: Lab) -> None:
     finally:
         for call in calls:
             call.stop()
+
+
+async def test_the_app_says_via_sfu_and_its_ice_panel_shows_the_sfu_connections(lab: Lab, tmp_path: Path) -> None:
+    """The terminal app (Textual Pilot) in a room that moved onto the SFU: the status bar says where
+    media goes and that it is decrypted there, each participant is "via SFU", tab reaches the SFU's
+    publisher and subscriber in the ICE panel (their timelines and candidate pairs)."""
+    from textual.widgets import Static
+
+    from sdparta.ui.app import SdpartaApp
+    from test_ui_pilot import until
+
+    others = _calls(lab, "sfu-engine-app", 2, share=lab.entry())
+    keys = RoomKeys.derive("sfu-engine-app", "")
+    call = Call(CallConfig(room="sfu-engine-app", portals=[lab.portal.url], name="app", room_keys=keys,
+                           audio="tone:1500", video="pattern", fps=5, sfu_at=3, sfu_hold_s=3.0))
+    app = SdpartaApp(call, video_mode="256", fps=5, dump_dir=tmp_path)
+    try:
+        async with app.run_test(size=(160, 45)) as pilot:
+            await until(pilot, lambda: _via(app.snapshot_state, "sfu", 2), 90, "the app receiving both via the SFU")
+            label = f"janus @ {lab.net.server_ip}"
+            await until(pilot, lambda: f"via SFU ({label})" in str(app.query_one("#status").render()), 20,
+                        "the status bar saying via SFU")
+            status = str(app.query_one("#status").render())
+            assert "decrypted" in status, status
+            assert str(app.query_one("#participants", Static).render()).count(f"via SFU ({label})") == 2
+            await pilot.press("i")
+            seen = set()
+            for _ in range(4):  # two participants, then the SFU's two connections
+                await pilot.press("tab")
+                await pilot.pause(0.3)
+                seen.add(app.focused_sid)
+            assert {"sfu-publisher", "sfu-subscriber"} <= seen, seen
+            while app.focused_sid != "sfu-publisher":
+                await pilot.press("tab")
+            await until(pilot, lambda: "candidate pairs" in str(app.query_one("#ice-text", Static).render()), 20,
+                        "the ICE panel showing the SFU publisher")
+            assert "SFU publisher" in str(app.query_one("#ice-head", Static).render())
+            ice = str(app.query_one("#ice-text", Static).render())
+            assert "connected" in ice and "host udp" in ice, ice
+            await pilot.press("ctrl+q")
+            await until(pilot, lambda: not call.running, 20, "engine stopped")
+    finally:
+        call.stop()
+        for other in others:
+            other.stop()

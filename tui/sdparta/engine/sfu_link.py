@@ -83,7 +83,9 @@ class _Connection:
                                        ("iceconnectionstatechange", "iceConnectionState", "ice_connection"),
                                        ("connectionstatechange", "connectionState", "connection")):
             pc.on(event, self._recorder(attribute, kind))
-        self.record("connection", pc.connectionState)
+        for kind, state in (("signaling", pc.signalingState), ("ice_gathering", pc.iceGatheringState),
+                            ("ice_connection", pc.iceConnectionState), ("connection", pc.connectionState)):
+            self.record(kind, state)  # where it is now: the connection was made before it was shown
 
     def _recorder(self, attribute: str, kind: str) -> Callable[[], None]:
         def record() -> None:
@@ -276,6 +278,8 @@ class SfuLink:
             self.error = str(event.error) if event.error is not None else f"the SFU hung up our {event.what}"
         elif event.kind == "error" and event.error is not None:
             self._notice("warning", f"SFU: {event.error}")
+        elif event.kind == "publisher-joined" and self.media.video_fanout is not None:
+            self.media.video_fanout.request_keyframe()  # it will subscribe to us: decodable from the next frame
         if isinstance(self._client, VideoRoomClient):
             for role, pc in self._client.peer_connections().items():
                 self._watch(role, pc)
