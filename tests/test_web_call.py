@@ -611,3 +611,41 @@ def test_closing_the_tab_says_bye(lab: Lab) -> None:
             until(lambda bot=bot: peers_seen_by_name(bot.report()).get("phone", {}).get("status") in ("left", "gone"),
                   f"{bot.name} reporting the closed page", diagnostics=lambda: describe_bots(bots))
             assert peers_seen_by_name(bot.report())["phone"]["status"] == "left", describe_bots(bots)
+
+
+def test_over_a_relay_settings_converge_and_a_closed_tab_says_bye(lab: Lab) -> None:
+    """The same over a Nostr relay alone: bot1 shares a TURN relay, bot2 (joining after the page took
+    it) another, merged into a newer settings event; the page converges on bot2's. Then the tab is
+    closed: the prepared bye events and the leaving record reach the relay, the bots report `left`."""
+    from support.nostr_relay import start_relay
+
+    relay = start_relay(lab.workdir / "relay-settings", host="0.0.0.0", argv_prefix=tuple(lab.ns.browser_prefix()))
+    room = "web-relay-settings-room"
+    turn1, turn2 = (f"turn:{lab.ns.browser_ip}:{port}?transport=udp" for port in (3478, 3479))
+    page = Page(lab, lab.browser.new_context())
+    bots: list[BotProcess] = []
+    try:
+        page.join(lab.link(room, f"&portal=off&relay=ws://127.0.0.1:{relay.port}/"), "phone")
+        diag = lambda: describe(page, bots)  # noqa: E731
+        for name, turn, before in (("bot1", turn1, None), ("bot2", turn2, turn1)):
+            if before is not None:
+                until(lambda before=before: ((page.report() or {}).get("settings") or {}).get("turn") == [before],
+                      "the page taking bot1's settings", diagnostics=diag)
+            bots.append(lab.bot(room, name, portals=[], tone=TONES[name], record=False, extra=[
+                "--relay", f"ws://{lab.ns.browser_ip}:{relay.port}/", "--turn", turn, "--turn-user", "sdparta",
+                "--turn-password", "secret", "--share-turn"]))
+        until(lambda: ((page.report() or {}).get("settings") or {}).get("turn") == [turn2],
+              "the page taking bot2's newer settings", diagnostics=diag)
+        assert (page.report() or {})["iceServers"] == [turn2]
+        connect_page_and_bots(lab, page, bots, "phone")
+        until(lambda: (page.report() or {}).get("byesReady") == len(bots), "the page's byes prepared", diagnostics=diag)
+        page.page.close()
+        for bot in bots:
+            until(lambda bot=bot: peers_seen_by_name(bot.report()).get("phone", {}).get("status") in ("left", "gone"),
+                  f"{bot.name} reporting the closed page", diagnostics=lambda: describe_bots(bots))
+            assert peers_seen_by_name(bot.report())["phone"]["status"] == "left", describe_bots(bots)
+    finally:
+        for bot in bots:
+            bot.stop()
+        page.close()
+        relay.stop()
