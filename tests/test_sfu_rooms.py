@@ -300,8 +300,8 @@ def test_a_bot_behind_a_symmetric_nat_reaches_the_sfu_through_the_room_turn(tmp_
         lab.sh(behind.nat_ns, f"iptables -I FORWARD 1 -p udp -d {JANUS_PUBLIC_IP} -j DROP")
         stun = ["--stun", coturn.stun_url()]
         sharer = [*stun, "--turn", coturn.url("udp"), "--turn-user", coturn.user, "--turn-password", coturn.password,
-                  "--share-turn", "--share-sfu", janus.url, "--sfu-room", str(NAT_ROOM)]
-        sfu = ["--sfu-at", "2", "--sfu-plugin", "videoroom", "--connect-timeout", "60"]
+                  "--share-turn", "--share-sfu", janus.url, "--sfu-room", str(NAT_ROOM), "--sfu-plugin", "videoroom"]
+        sfu = ["--sfu-at", "2", "--connect-timeout", "60"]
         bots.append(start_bot(tmp_path, "sfu-nat", [portal], "open", tone=500, record=False,
                               extra=[*sharer, *sfu], argv_prefix=open_.exec_prefix()))
         bots.append(start_bot(tmp_path, "sfu-nat", [portal], "behind", tone=700, record=False,
