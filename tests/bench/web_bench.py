@@ -69,7 +69,9 @@ def _page_join(browser: Any, url: str, name: str) -> dict[str, Any]:
         tap = report["joinTapAt"]
         return {"connected": (pair["connectedAt"] - tap) / 1000, "keys": (report["keysAt"] - tap) / 1000,
                 "joined": (report["joinedAt"] - tap) / 1000, "discovered": (pair["discoveredAt"] - tap) / 1000,
-                "offer": "offers" if pair["weOffer"] else "answers", "prepared": bool(pair.get("preparedOffer"))}
+                "offer": "offers" if pair["weOffer"] else "answers", "prepared": bool(pair.get("preparedOffer")),
+                "gathered": ((pair["timeline"]["offer-gathered"] - pair["discoveredAt"]) / 1000
+                             if "offer-gathered" in pair.get("timeline", {}) else None)}
     finally:
         context.close()
 
@@ -171,6 +173,18 @@ def bench_web(runs: int, rows: list[Row], notes: list[str] | None = None, *, joi
                  f"{_median(page_s):.2f} s (range {_spread(page_s)})",
                  f"bot joining the same bot, same run, its call start → connected: {_median(bot_s):.2f} s "
                  f"(range {_spread(bot_s)}) → page {_median(page_s) / _median(bot_s):.1f}×"))
+    for role in ("answers", "offers"):  # who offers is the session ids' draw (offersFirst): the two paths differ
+        times = [r["connected"] for r in page_runs if r["offer"] == role]
+        if times:
+            if role == "answers":
+                what, why = "answering the bot", "the bot's offer meets a connection the page warmed at discovery"
+            else:
+                gathered = _median([r["gathered"] for r in page_runs
+                                    if r["offer"] == role and r["gathered"] is not None])
+                what, why = "offering to the bot", (f"its offer ready (the one prepared at joining, or a fresh one) "
+                                                    f"{gathered:.2f} s after it discovered the bot (median)")
+            rows.append((f"… of those, the page {what}",
+                         f"{_median(times):.2f} s (median of {len(times)}, range {_spread(times)})", why))
     first = loads["phone"]
     wire, decoded = _median([x["wire"] for x in first]), _median([x["decoded"] for x in first])
     rows.append(("page weight, first load of /web/ (bytes on the wire, headers included)",
@@ -182,13 +196,20 @@ def bench_web(runs: int, rows: list[Row], notes: list[str] | None = None, *, joi
                  f"{tti:.0f} ms (navigation → Join shown with the fingerprint)",
                  f"desktop 1280×800, same run: {desk:.0f} ms (no CPU throttling: this machine's CPU)"))
     if notes is not None:
-        steps = [f"{r['connected']:.2f} (keys {r['keys']:.2f}, joined {r['joined']:.2f}, bot discovered "
-                 f"{r['discovered']:.2f}, page {r['offer']}{', prepared offer' if r['prepared'] else ''})"
-                 for r in page_runs]
+        steps = [_steps(r) for r in page_runs]
         notes += [f"page joins, join tap → connected (s): {'; '.join(steps)}",
                   f"bot joins, call start → connected (s): {[round(x, 2) for x in bot_s]}",
                   f"took {time.monotonic() - began:.0f} s; load average {load0:.1f} at the start, "
                   f"{os.getloadavg()[0]:.1f} at the end"]
+
+
+def _steps(run: dict[str, Any]) -> str:
+    """One page join, broken down (seconds from the join tap; the offer's readiness from discovery)."""
+    offer = f"page {run['offer']}" + (", prepared offer" if run["prepared"] else "")
+    if run["gathered"] is not None:
+        offer += f", offer ready {run['gathered']:.2f} after discovery"
+    return (f"{run['connected']:.2f} (keys {run['keys']:.2f}, joined {run['joined']:.2f}, "
+            f"bot discovered {run['discovered']:.2f}, {offer})")
 
 
 def write_section(path: Path, rows: list[Row], notes: list[str]) -> None:
