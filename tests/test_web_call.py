@@ -598,6 +598,55 @@ def test_the_page_converges_on_the_rooms_newest_settings(lab: Lab) -> None:
         page.close()
 
 
+WRITE_SETTINGS = """
+import asyncio, sys, time
+from sdparta.room import wire
+from sdparta.room.keys import Identity, RoomKeys
+from sdparta.room.slots import slot_data_key
+from sdparta.store import KeyPair, PortalClient, decode_skylink, sign_entry
+
+async def main(url, room, password, turn):
+    keys = RoomKeys.derive(room, password)
+    pair, data_key = KeyPair.from_private_bytes(keys.presence_seed), slot_data_key(keys, "settings", 0)
+    blob = wire.encode_settings(keys, Identity.generate(), pair.public_key, data_key,
+                                [wire.TurnServer(turn, "sdparta", "secret")], int(time.time() * 1000))
+    client = PortalClient(url)
+    try:
+        skylink = decode_skylink(await client.upload_blob(blob))
+        current = await client.get_entry(pair.public_key, data_key)
+        await client.set_entry(sign_entry(pair, data_key, skylink, current.revision + 1 if current else 0))
+    finally:
+        await client.aclose()
+
+asyncio.run(main(*sys.argv[1:]))
+"""
+
+
+def test_a_settings_record_written_while_nobody_joins_reaches_the_page_by_push(lab: Lab) -> None:
+    """The page alone in its room (no newcomer to make it read again): a password holder writes the room's
+    settings slot (Python's wire and portal client, from the bots' namespace); the portal pushes the
+    entry and the page re-reads and takes the record."""
+    import subprocess
+    import sys
+
+    room = "web-settings-push-room"
+    turn = f"turn:{lab.ns.browser_ip}:3480?transport=udp"
+    page = Page(lab, lab.browser.new_context())
+    try:
+        page.join(lab.link(room), "phone")
+        until(lambda: (page.report() or {}).get("push"), "the page's push subscription open")
+        pushed = (page.report() or {})["settingsPushed"]
+        subprocess.run([*lab.ns.peer_prefix(), sys.executable, "-c", WRITE_SETTINGS, lab.bot_portal, room, PASSWORD,
+                        turn], check=True, timeout=DEADLINE, capture_output=True)
+        until(lambda: (page.report() or {})["settingsPushed"] > pushed, "the settings entry pushed to the page",
+              diagnostics=lambda: str(page.report()))
+        until(lambda: ((page.report() or {}).get("settings") or {}).get("turn") == [turn], "the page taking it",
+              diagnostics=lambda: str(page.report()))
+        assert (page.report() or {})["iceServers"] == [turn]
+    finally:
+        page.close()
+
+
 def test_closing_the_tab_says_bye(lab: Lab) -> None:
     """The tab is closed mid-call (no Leave tap): on pagehide the page sends bye on its data channels
     and the byes it sealed (and uploaded) ahead into its pair slots, so the bots report it `left` —

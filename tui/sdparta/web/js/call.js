@@ -692,6 +692,7 @@ export class Call {
       settings: this.roomSettings && { ts: this.roomSettings.tsMs, author: fingerprint(this.roomSettings.author),
         turn: this.roomSettings.turn.map((t) => t.url), sfu: this.roomSfu && { type: this.roomSfu.type,
           url: this.roomSfu.url, room: this.roomSfu.room } },
+      settingsPushed: this.room ? this.room.settingsPushed || 0 : 0,
       byesReady: this.room && this.room.readyFarewells !== undefined ? this.room.readyFarewells : 0,
       notices: this.notices.map((n) => n.text), invalid: this.invalidCount + (this.room ? this.room.invalid : 0),
       pairs: [...this.pairs.values()].map((p) => p.summary()),

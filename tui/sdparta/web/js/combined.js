@@ -93,6 +93,10 @@ export class CombinedRoom {
     return Promise.allSettled(this.rooms.map((r) => r.prepareFarewell(member, message)));
   }
 
+  get settingsPushed() {
+    return this.rooms.reduce((n, r) => n + (r.settingsPushed || 0), 0);
+  }
+
   get readyFarewells() {
     return Math.min(...this.rooms.map((r) => r.readyFarewells));
   }

@@ -54,6 +54,7 @@ export class PortalRoom {
     this.subscription = null;
     this.pushActive = false;
     this._presenceLock = Promise.resolve();
+    this.settingsPushed = 0; // settings slot entries the portal pushed (each re-read)
     this.farewells = new Map(); // memberKey → {revision, entry}: a bye sealed, uploaded and signed ahead
     this.tasks = new Tasks();
   }
@@ -447,6 +448,7 @@ export class PortalRoom {
       return;
     }
     if (equal(entry.publicKey, roomKp.publicKey) && equal(entry.dataKey, await this._settingsKey())) {
+      this.settingsPushed++;
       await this._readSettings(entry);
       return;
     }
