@@ -216,8 +216,7 @@ export class PortalRoom {
       this.events.settings?.(settings);
     } catch (error) {
       if (error instanceof WireError) this._countInvalid(`settings: ${error.message}`);
-      else if (!(error instanceof StoreError)) throw error;
-      else this._settingsRead = null; // the portal failed us: read it again next time
+      else this._settingsRead = null; // the portal failed us (or we did): read it again next time
     }
   }
 
