@@ -233,3 +233,25 @@ async def test_two_browsers_and_the_app_in_one_room(tmp_path: Path, call_ns: tup
                 await wait(pilot, lambda: not call.running, "the engine stopped", timeout=30)
         finally:
             call.stop()
+
+
+def test_the_lobby_link_has_the_rooms_networks_and_never_the_password() -> None:
+    """The lobby's page link: the first portal's /web/, the room and the named relays, no ``pw`` even
+    when the room has a password (the app never shows it; it says where the whole link is); public
+    relays are not named; with only relays it says the page needs a portal."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    from sdparta.engine.state import CallSnapshot, CallStatus
+    from sdparta.ui.lobby import lobby_text
+
+    snap = CallSnapshot(room=ROOM, name="me", fingerprint="0000:0000:0000:0000", session_id="s" * 16,
+                        portals=("http://127.0.0.1:8787/", "http://127.0.0.1:8788"), relays=("wss://r.example/",),
+                        password_set=True, status=CallStatus.JOINED)
+    text = lobby_text(snap, time.time(), 200).plain
+    link = re.search(r"http://127\.0\.0\.1:8787/web/#\S+", text).group(0)  # type: ignore[union-attr]
+    assert parse_qsl(urlsplit(link).fragment) == [("room", ROOM), ("relay", "wss://r.example/")]
+    assert "the password is not in this link" in text
+    public = CallSnapshot(room=ROOM, name="me", fingerprint="0000:0000:0000:0000", session_id="s" * 16,
+                          relays=("wss://nos.example/",), public_relays=True, status=CallStatus.JOINED)
+    text = lobby_text(public, time.time(), 200).plain
+    assert "/web/#" not in text and "a browser needs a portal" in text
