@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from netlab.lab import PUBLIC_NET, build_lab, netlab_unavailable
+from netlab.lab import PUBLIC_NET, build_lab, netlab_unavailable, run
 from sdparta.media.analysis import read_wav, tone_power
 from support.janus import AudioBridgeSpec, VideoRoomSpec, start_janus
 from support.procs import BotProcess, peers_by_name, peers_seen_by_name, start_bot, wait_for
@@ -279,6 +279,18 @@ def test_janus_killed_mid_call_the_room_falls_back_to_the_mesh(lab: SfuLab) -> N
 JANUS_PUBLIC_IP = f"{PUBLIC_NET}.4"
 
 
+def janus_host(lab: Any) -> str:
+    """A namespace of its own on the lab's public bridge for Janus (its WebSocket transport binds the first
+    address of the interface holding ``ws_ip``: on the bridge itself that is the portal's)."""
+    ns, port = f"{lab.prefix}-j", f"{lab.prefix}jp"
+    run("ip", "netns", "add", ns)
+    lab.namespaces.append(ns)
+    run("ip", "link", "add", "eth0", "netns", ns, "type", "veth", "peer", "name", port, "netns", lab.public_ns)
+    lab.sh(lab.public_ns, f"ip link set {port} master br0", f"ip link set {port} up")
+    lab.sh(ns, "ip link set lo up", f"ip addr add {JANUS_PUBLIC_IP}/24 dev eth0", "ip link set eth0 up")
+    return ns
+
+
 def test_a_bot_behind_a_symmetric_nat_reaches_the_sfu_through_the_room_turn(tmp_path: Path) -> None:
     """The NAT lab: a bot behind a symmetric NAT with no TURN settings of its own, whose NAT box lets no UDP
     through to Janus' address; the other member shares the room's TURN relay and the SFU (--sfu-at 2). The
@@ -292,8 +304,8 @@ def test_a_bot_behind_a_symmetric_nat_reaches_the_sfu_through_the_room_turn(tmp_
     bots: list[BotProcess] = []
     janus = None
     try:
-        lab.sh(lab.public_ns, f"ip addr add {JANUS_PUBLIC_IP}/24 dev br0")
-        janus = start_janus(tmp_path / "janus", netns=lab.public_ns, address=JANUS_PUBLIC_IP,
+        janus_ns = janus_host(lab)
+        janus = start_janus(tmp_path / "janus", netns=janus_ns, address=JANUS_PUBLIC_IP,
                             videorooms=[VideoRoomSpec(NAT_ROOM)])
         portal, coturn = lab.start_portal(tmp_path), lab.start_coturn(tmp_path)
         behind, open_ = lab.add_private("behind", "symmetric"), lab.add_private("open", "eim")
