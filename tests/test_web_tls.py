@@ -89,7 +89,7 @@ def test_self_signed_portal_makes_the_page_work_at_a_lan_address(tmp_path: Path,
             page = browser.new_page()
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.goto(f"{url}/web/#room={room}&pw={PASSWORD}")
+            page.goto(f"{url}/web/#room={room}&pw={PASSWORD}&ice=")  # ice=: no STUN server (no public one)
             page.wait_for_selector("[data-testid=join]")
             context = page.evaluate("""() => ({secure: isSecureContext, subtle: Boolean(crypto.subtle),
                 gum: Boolean(navigator.mediaDevices && navigator.mediaDevices.getUserMedia),
