@@ -44,7 +44,7 @@ SECTION = "## SFU"
 VIDEO_ROOMS = {4: 6004, 8: 6008, 12: 6012}
 SWITCH_ROOM, AUDIO_ROOM = 6106, 6212
 WINDOW_S = 10.0
-DEADLINE = 150.0
+DEADLINE = 120.0
 
 
 def median(values: list[float]) -> float:
@@ -52,11 +52,13 @@ def median(values: list[float]) -> float:
 
 
 def _arrived(lab: SfuLab, video: bool, via: str | None) -> bool:
+    """Media from every other at every bot (counters, not the pairs' status: on loaded cores a pair can show
+    "reconnecting" for a moment while media still flows)."""
     for name, bot in lab.bots.items():
         peers = peers_by_name(bot.report())
         for other in set(lab.bots) - {name}:
             peer = peers.get(other, {})
-            if peer.get("status") != "connected" or peer.get("audio_seconds", 0) < 1:
+            if peer.get("audio_seconds", 0) < 1:
                 return False
             if video and peer.get("video_frames", 0) < 5:
                 return False
