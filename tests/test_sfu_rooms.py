@@ -21,7 +21,7 @@ from netlab.lab import PUBLIC_NET, build_lab, netlab_unavailable, run
 from sdparta.media.analysis import read_wav, tone_power
 from support.janus import AudioBridgeSpec, VideoRoomSpec, start_janus
 from support.procs import BotProcess, peers_by_name, peers_seen_by_name, start_bot, wait_for
-from support.sfu_lab import SfuLab, connected_peers, sfu_lab_missing, sfu_of
+from support.sfu_lab import SfuLab, sfu_lab_missing, sfu_of
 
 pytestmark = pytest.mark.integration
 
@@ -94,7 +94,9 @@ def media_from_all(report: dict[str, Any], others: set[str], *, video: bool, via
     peers = peers_by_name(report)
     for other in others:
         peer = peers.get(other)
-        if peer is None or peer.get("status") != "connected" or peer.get("audio_seconds", 0) < seconds:
+        # counters, not the pair's status: on loaded cores a pair shows "reconnecting" for a moment while
+        # media flows (and through the SFU, media does not depend on the pair at all)
+        if peer is None or peer.get("audio_seconds", 0) < seconds:
             return False
         if video and peer.get("video_frames", 0) < frames:
             return False
@@ -186,7 +188,8 @@ def test_a_video_room_of_ten_moves_onto_the_sfu_as_it_grows(lab: SfuLab) -> None
     everyone = sorted(lab.bots)
     for name, report in lab.reports().items():
         assert report is not None
-        assert set(connected_peers(report)) == set(everyone) - {name}, lab.diagnose()
+        present = {n for n, p in peers_by_name(report).items() if p.get("status") not in ("gone", "failed", "left")}
+        assert present == set(everyone) - {name}, lab.diagnose()
         assert {p.get("via") for p in peers_by_name(report).values()} == {"sfu"}, lab.diagnose()
         assert lost_anyone(report) == [], f"{name} lost {lost_anyone(report)} across the switch\n{lab.diagnose()}"
         assert report.get("departed", []) == [], lab.diagnose()
