@@ -108,7 +108,7 @@ def _room(lab: SfuLab, n: int, mode: str, run: int) -> dict[str, float] | None:
     try:
         lab.start_bots(names, f"bench-{mode}-{n}-{run}-{time.time():.0f}", record=False, **sfu)  # type: ignore[arg-type]
         if not _wait(lab, video=True, via=mode):
-            print(f"  {mode} {n}: media did not arrive from everyone\n{lab.diagnose()[-3000:]}", flush=True)
+            print(f"  {mode} {n}: media did not arrive from everyone\n{lab.diagnose()[:4000]}", flush=True)
             return None
         time.sleep(2)  # past the first keyframes and the join's bursts
         return _window(lab)
@@ -125,23 +125,29 @@ def bench_rooms(lab: SfuLab, sizes: list[int], runs: int, rows: list[Row]) -> No
                 if got is not None:
                     results[mode].append(got)
                 print(f"  N={n} {mode}: {got}", flush=True)
-        mesh, sfu = results["mesh"], results["sfu"]
+        rows.extend(room_rows(n, results["mesh"], results["sfu"], runs))
 
-        def fig(values: list[dict[str, float]], key: str) -> float:
-            return median([v[key] for v in values])
 
-        if mesh and sfu:
-            rows.append((f"uplink per peer, video room of {n}: mesh vs SFU",
-                         f"{fig(mesh, 'up') / 1000:.0f} kB/s vs {fig(sfu, 'up') / 1000:.0f} kB/s",
-                         f"SFU/mesh {fig(sfu, 'up') / fig(mesh, 'up'):.0%}; "
-                         f"to Janus {fig(sfu, 'sfu_up') / 1000:.0f} kB/s, "
-                         f"from it {fig(sfu, 'sfu_down') / 1000:.0f} kB/s per peer"))
-            rows.append((f"CPU per peer, video room of {n}: mesh vs SFU",
-                         f"{fig(mesh, 'cpu'):.0f} % vs {fig(sfu, 'cpu'):.0f} % of a core",
-                         f"Janus {fig(sfu, 'janus_cpu'):.0f} % of a core for the room"))
-        else:
-            rows.append((f"video room of {n}: mesh vs SFU", "not measured",
-                         f"media did not arrive from everyone (mesh: {len(mesh)}/{runs}, SFU: {len(sfu)}/{runs} runs)"))
+def room_rows(n: int, mesh: list[dict[str, float]], sfu: list[dict[str, float]], runs: int) -> list[Row]:
+    """The table rows of one room size (each mode's figures stand on their own when the other failed)."""
+    def fig(values: list[dict[str, float]], key: str) -> float:
+        return median([v[key] for v in values])
+
+    def kbs(values: list[dict[str, float]], key: str = "up") -> str:
+        return f"{fig(values, key) / 1000:.0f} kB/s" if values else "not measured"
+
+    def cpu(values: list[dict[str, float]]) -> str:
+        return f"{fig(values, 'cpu'):.0f} % of a core" if values else "not measured"
+
+    missing = [f"{mode}: media did not arrive from everyone ({len(got)}/{runs} runs)"
+               for mode, got in (("mesh", mesh), ("SFU", sfu)) if len(got) < runs]
+    ratio = f"SFU/mesh {fig(sfu, 'up') / fig(mesh, 'up'):.0%}; " if mesh and sfu else ""
+    via = (f"to Janus {kbs(sfu, 'sfu_up')}, from it {kbs(sfu, 'sfu_down')} per peer" if sfu else "")
+    janus = f"Janus {fig(sfu, 'janus_cpu'):.0f} % of a core for the room" if sfu else ""
+    return [(f"uplink per peer, video room of {n}: mesh vs SFU", f"{kbs(mesh)} vs {kbs(sfu)}",
+             "; ".join(x for x in (ratio + via, *missing) if x)),
+            (f"CPU per peer, video room of {n}: mesh vs SFU", f"{cpu(mesh)} vs {cpu(sfu)}",
+             "; ".join(x for x in (janus, *missing) if x))]
 
 
 def bench_audio_room(lab: SfuLab, runs: int, rows: list[Row]) -> None:
@@ -156,7 +162,7 @@ def bench_audio_room(lab: SfuLab, runs: int, rows: list[Row]) -> None:
                 results.append(_window(lab))
                 print(f"  audio 12: {results[-1]}", flush=True)
             else:
-                print(f"  audio 12: audio did not arrive from everyone\n{lab.diagnose()[-3000:]}", flush=True)
+                print(f"  audio 12: audio did not arrive from everyone\n{lab.diagnose()[:4000]}", flush=True)
         finally:
             lab.forget()
     if not results:
@@ -196,7 +202,7 @@ def bench_switch(lab: SfuLab, runs: int, rows: list[Row]) -> None:
         try:
             lab.start_bots(names[:5], room, **common)
             if not _wait(lab, video=True, via="mesh"):
-                print(f"  switch: the mesh of five did not carry media\n{lab.diagnose()[-3000:]}", flush=True)
+                print(f"  switch: the mesh of five did not carry media\n{lab.diagnose()[:4000]}", flush=True)
                 continue
             early = {n: bot for n, bot in lab.bots.items()}
             lab.start_bots(names[5:], room, share=None, **common)
@@ -225,7 +231,7 @@ def bench_switch(lab: SfuLab, runs: int, rows: list[Row]) -> None:
                     done = now
                 time.sleep(0.2)
             if first is None or done is None:
-                print(f"  switch: not complete\n{lab.diagnose()[-3000:]}", flush=True)
+                print(f"  switch: not complete\n{lab.diagnose()[:4000]}", flush=True)
                 continue
             times.append(done - first)
             time.sleep(2)
