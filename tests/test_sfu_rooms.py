@@ -75,18 +75,21 @@ def window(bot: BotProcess, start: float, end: float) -> tuple[np.ndarray, int]:
 
 
 def assert_hears(lab: SfuLab, name: str, others: list[str], start: float, end: float) -> None:
-    """``name``'s WAV, between ``start`` and ``end``, holds every other's tone at its pitch, clearly above
-    the band of its own tone (which it never hears back)."""
+    """``name``'s WAV, between ``start`` and ``end``, holds every other's tone at its pitch: at least 1/20 of
+    its fair share of the power, and 3x the noise floor (the median band halfway between the pitches, which
+    nobody sends: in a twelve-voice Opus mix the codec's noise and the tones' intermodulation land there)."""
     tones = lab.tones()
     samples, rate = window(lab.gone[name], start, end)
     assert len(samples) > rate, f"{name}'s WAV has only {len(samples) / rate:.1f} s between the marks"
+    floor = float(np.median([tone_power(samples, rate, f + 65.0) for f in sorted(tones.values())]))
     own = tone_power(samples, rate, tones[name])
     weak = {}
     for other in others:
         power = tone_power(samples, rate, tones[other])
-        if not (power > 0.2 / len(others) / 4 and power > 10 * own):
+        if not (power > 0.2 / len(others) / 4 and power > 3 * floor):
             weak[other] = (tones[other], round(power, 4))
-    assert not weak, f"{name}'s WAV lacks these tones (name: Hz, power; own band {own:.4f}): {weak}"
+    assert not weak, (f"{name}'s WAV lacks these tones (name: Hz, power; noise floor {floor:.4f}, "
+                      f"own band {own:.4f}): {weak}")
 
 
 def media_from_all(report: dict[str, Any], others: set[str], *, video: bool, via: str | None = None,
