@@ -46,6 +46,12 @@ log = logging.getLogger(__name__)
 __all__ = ["DECRYPTED_NOTE", "SfuLink"]
 
 TICK_S = 0.5
+#: A feed counts as arriving through the SFU while its last frame is this recent. Generous: a peer
+#: judged not arriving gets our rx:false and resumes its mesh media to us, which on loaded cores is
+#: more load; the SFU dropping a feed (its m-line gone) or the connection lost is noticed at once anyway.
+STALE_S = 6.0
+#: A tick this late means our own loop stalled (a loaded machine): no feed is judged stale by it.
+STALL_S = 1.5
 #: After resuming our mesh senders, how long the SFU stays up while the peers' mesh media comes back.
 LEAVE_GRACE_S = 3.0
 JOIN_TIMEOUT_S = 20.0
@@ -141,6 +147,7 @@ class SfuLink:
         self._busy: asyncio.Task[None] | None = None  # a join or a leave in progress
         self._lost = False
         self._closed = False
+        self._last_tick = time.monotonic()
 
     # ------------------------------------------------------------------ what the snapshot shows
     @property
@@ -182,6 +189,7 @@ class SfuLink:
             return
         named = self.members.room_sfu
         now = time.monotonic()
+        stalled, self._last_tick = now - self._last_tick > TICK_S + STALL_S, now
         if self._busy is None:
             on = self.state == "sfu"
             if on and (self._lost or named != self.entry):
@@ -193,7 +201,7 @@ class SfuLink:
                     self._start(self._join(named))
             elif on:
                 self._start(self._leave(f"the room is down to {self._room_size()} members", failed=False))
-        self._follow_arrivals()
+        self._follow_arrivals(stalled)
         self.members.apply_sending(self.publishing, self.kinds)
 
     def _start(self, work: Any) -> None:
@@ -329,12 +337,12 @@ class SfuLink:
         now = time.monotonic()
         client = self._client
         if isinstance(client, AudioBridgeClient):
-            if self._mix is None or now - self._mix.last_frame > 2.0:
+            if self._mix is None or now - self._mix.last_frame > STALE_S:
                 return set()
             return {p.display for p in client.participants.values()}
-        return {sid for sid, track, _task in self._consumers.values() if now - track.last_frame < 2.0}
+        return {sid for sid, track, _task in self._consumers.values() if now - track.last_frame < STALE_S}
 
-    def _follow_arrivals(self) -> None:
+    def _follow_arrivals(self, stalled: bool = False) -> None:
         arrived = self._arrived()
         mixer = self.media.mixer
         for sid, negotiation in self.members.pairs.items():
@@ -342,6 +350,8 @@ class SfuLink:
             receiving = sid in arrived and not link.finished
             if receiving == link.sfu_receiving:
                 continue
+            if not receiving and stalled and self.publishing and not link.finished:
+                continue  # our loop was late, not their frames: judge again on the next tick
             if not receiving and mixer is not None and self.publishing:
                 # gone from the SFU while we are on it: its mesh audio plays again at once
                 mixer.set_gated(sid, False)
