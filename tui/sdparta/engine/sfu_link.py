@@ -35,6 +35,7 @@ from sdparta.engine.local_media import LocalMedia, sfu_key
 from sdparta.engine.peer import read_stats
 from sdparta.engine.sfu_policy import SfuPolicy
 from sdparta.engine.state import PeerSnapshot, PeerStats, PeerStatus, SfuSnapshot, StateChange
+from sdparta.media.sinks import VideoSink
 from sdparta.sfu.audiobridge import AudioBridgeClient
 from sdparta.sfu.errors import JanusError
 from sdparta.sfu.janus import JanusSession
@@ -306,12 +307,9 @@ class SfuLink:
         for mid, stream in client.streams.items():
             if stream.track is not None and stream.feed_display in pairs and stream.feed_display != self.session_id:
                 wanted[mid] = (stream.feed_display, stream.track)
-        for mid, (sid, counted, task) in list(self._consumers.items()):
+        for mid, (sid, counted, _task) in list(self._consumers.items()):
             if wanted.get(mid, (None, None))[0] != sid or wanted[mid][1] is not counted._source:
-                task.cancel()
-                del self._consumers[mid]
-                if self.media.mixer is not None and counted.kind == "audio":
-                    self.media.mixer.remove_input(sfu_key(sid))
+                self._drop_consumer(mid)
         for mid, (sid, track) in wanted.items():
             if mid not in self._consumers:
                 counted = _Counted(track)
@@ -323,12 +321,7 @@ class SfuLink:
             if track.kind == "audio" and self.media.mixer is not None:
                 await self.media.mixer.consume(sfu_key(sid), track)
             elif track.kind == "video":
-                sink = self.media.video_sinks.get(sid)
-                if sink is None:
-                    from sdparta.media.sinks import VideoSink
-
-                    sink = self.media.video_sinks.setdefault(sid, VideoSink())
-                await sink.consume(track)
+                await self.media.video_sinks.setdefault(sid, VideoSink()).consume(track)
 
     def _arrived(self) -> set[str]:
         """The sessions whose media reaches us through the SFU now."""
@@ -400,12 +393,15 @@ class SfuLink:
         self._event(f"off the SFU {entry.label() if entry is not None else ''}".rstrip())
 
     def _stop_consumers(self, sid: str) -> None:
-        for mid, (owner, counted, task) in list(self._consumers.items()):
-            if owner == sid:
-                task.cancel()
-                del self._consumers[mid]
-                if self.media.mixer is not None and counted.kind == "audio":
-                    self.media.mixer.remove_input(sfu_key(sid))
+        for mid in [mid for mid, (owner, _track, _task) in self._consumers.items() if owner == sid]:
+            self._drop_consumer(mid)
+
+    def _drop_consumer(self, mid: str) -> None:
+        """Stop playing one subscribed m-line (and take its audio out of the mix)."""
+        sid, counted, task = self._consumers.pop(mid)
+        task.cancel()
+        if self.media.mixer is not None and counted.kind == "audio":
+            self.media.mixer.remove_input(sfu_key(sid))
 
     async def _teardown(self) -> None:
         for sid in {owner for owner, _track, _task in self._consumers.values()}:
