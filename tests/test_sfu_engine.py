@@ -9,6 +9,7 @@ tests/test_sfu_rooms.py. Waits are on conditions with generous deadlines; counts
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from sdparta.engine.call import Call, CallConfig
 from sdparta.engine.state import CallSnapshot
 from sdparta.room.keys import RoomKeys
 from sdparta.sfu.settings import SfuEntry
+from sdparta.sfu.videoroom import VideoRoomClient
 from support.janus import AudioBridgeSpec, JanusNet, JanusProcess, VideoRoomSpec, janus_missing, start_janus
 from support.procs import PortalProcess, start_portal, stop_process, wait_for
 
@@ -171,6 +173,40 @@ def test_an_audio_room_moves_onto_the_audiobridge_and_back_to_the_mesh_when_it_s
         before = _figures(rest)
         wait_for(lambda: all(a > before[k][0] + 1 for k, (a, _v) in _figures(rest).items() if k[1] != "p2"), 60,
                  "the two still hearing each other over the mesh", diagnostics=_describe(rest))
+    finally:
+        for call in calls:
+            call.stop()
+
+
+def _expire_consent(call: Call, role: str) -> None:
+    """What aioice does when ICE consent expires (a starved loop missing six checks in a row): it closes
+    its connection, and aiortc then closes the whole peer connection, with no goodbye reaching Janus."""
+    link = call._sfu
+    assert link is not None and isinstance(link._client, VideoRoomClient) and call._loop is not None
+    pc = link._client.peer_connections()[role]
+    ice = pc.getTransceivers()[0].receiver.transport.transport
+    asyncio.run_coroutine_threadsafe(ice._connection.close(), call._loop).result(10)
+
+
+def test_an_sfu_connection_that_closes_by_itself_is_a_lost_sfu_back_to_the_mesh(lab: Lab) -> None:
+    """p1's subscription dies of ICE consent expiry (Janus is not told): p1 goes back to the mesh with a
+    notice and hears both others again, and the retry takes it back onto the SFU."""
+    calls = _calls(lab, "sfu-engine-consent", 3, share=lab.entry())
+    describe = _describe(calls)
+    try:
+        wait_for(_all(calls, lambda s: s.sfu is not None and s.sfu.state == "sfu" and _via(s, "sfu", 2)), 90,
+                 "every member on the SFU, receiving both others through it", diagnostics=describe)
+        _expire_consent(calls[1], "subscriber")
+        wait_for(lambda: (s := calls[1].snapshot()).sfu is not None and s.sfu.state == "failed"
+                 and _via(s, "mesh", 2), 60, "p1 back on the mesh after its subscription closed",
+                 diagnostics=describe)
+        assert "subscriber connection closed" in (calls[1].snapshot().sfu.error or ""), describe()
+        assert any("lost the room's SFU" in n.text for n in calls[1].snapshot().notices), describe()
+        before = _figures(calls[1:2])
+        wait_for(lambda: all(a > before[k][0] + 1 for k, (a, _v) in _figures(calls[1:2]).items()), 60,
+                 "p1 hearing both others over the mesh", diagnostics=describe)
+        wait_for(_all(calls, lambda s: s.sfu is not None and s.sfu.state == "sfu" and _via(s, "sfu", 2)), 120,
+                 "p1 back on the SFU by the retry, everyone receiving through it", diagnostics=describe)
     finally:
         for call in calls:
             call.stop()

@@ -275,6 +275,16 @@ class SfuLink:
         if role not in self._connections or self._connections[role].pc is not pc:
             label = self.entry.label() if self.entry is not None else "sfu"
             self._connections[role] = _Connection(role, label, pc, self._clock, self._changed)
+            pc.on("connectionstatechange", lambda: self._connection_changed(role, pc))
+
+    def _connection_changed(self, role: str, pc: RTCPeerConnection) -> None:
+        """An SFU connection that fails or closes by itself (ICE consent expired under load: aiortc then
+        closes the whole connection, and Janus, no longer reached, hangs up only much later) is a lost
+        SFU: back to the mesh now. Our own teardown closes them too, but never in state ``sfu``."""
+        if pc.connectionState in ("failed", "closed") and self.state == "sfu" and not self._lost:
+            self._lost = True
+            self.error = f"the SFU {role} connection {pc.connectionState}"
+            self._changed()
 
     def _session_lost(self, error: Exception) -> None:
         self._lost = True
