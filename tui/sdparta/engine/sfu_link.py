@@ -280,21 +280,23 @@ class SfuLink:
     def _connection_changed(self, role: str, pc: RTCPeerConnection) -> None:
         """An SFU connection that fails or closes by itself (ICE consent expired under load: aiortc then
         closes the whole connection, and Janus, no longer reached, hangs up only much later) is a lost
-        SFU: back to the mesh now. Our own teardown closes them too, but never in state ``sfu``."""
+        SFU: back to the mesh now. Our own leave closes them only after leaving state ``sfu``; at
+        :meth:`close` the call is over and no tick acts on it."""
         if pc.connectionState in ("failed", "closed") and self.state == "sfu" and not self._lost:
-            self._lost = True
-            self.error = f"the SFU {role} connection {pc.connectionState}"
-            self._changed()
+            self._lose(f"the SFU {role} connection {pc.connectionState}")
 
     def _session_lost(self, error: Exception) -> None:
+        self._lose(str(error))
+
+    def _lose(self, error: str) -> None:
+        """The SFU is gone under us: the next tick leaves it (back to the mesh) and schedules the retry."""
         self._lost = True
-        self.error = str(error)
+        self.error = error
         self._changed()
 
     def _room_event(self, event: RoomEvent) -> None:
         if event.kind in ("lost", "hangup") and self.state == "sfu":
-            self._lost = True
-            self.error = str(event.error) if event.error is not None else f"the SFU hung up our {event.what}"
+            self._lose(str(event.error) if event.error is not None else f"the SFU hung up our {event.what}")
         elif event.kind == "error" and event.error is not None:
             self._notice("warning", f"SFU: {event.error}")
         elif event.kind == "publisher-joined" and self.media.video_fanout is not None:
