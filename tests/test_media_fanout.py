@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from sdparta.engine import codec_tuning
+from sdparta.engine.local_media import video_stride_for
 from sdparta.media.analysis import dominant_frequencies
 from sdparta.media.fanout import EncodedFanout
 from sdparta.media.sources import TestPatternTrack, ToneTrack
@@ -50,6 +51,34 @@ async def test_a_late_subscriber_gets_a_keyframe_first() -> None:
         assert late not in fanout._subscribers
     finally:
         await fanout.stop()
+
+
+async def test_a_big_room_gets_every_third_frame_at_a_third_of_the_bitrate_still_decodable() -> None:
+    """video_stride 3 (a room of 10): every third source frame is sent, the switch starts with a
+    keyframe, and the encoder's bitrate shrinks with the rate (a frame keeps its size: fewer packets)."""
+    fanout = EncodedFanout(TestPatternTrack(160, 120, 15, label="big"), fps=15, video_bitrate=150_000,
+                           keyframe_interval_s=60)
+    track = fanout.subscribe()
+    try:
+        full = [await asyncio.wait_for(track.recv(), 5) for _ in range(12)]
+        fanout.video_stride = 3
+        thinned = [await asyncio.wait_for(track.recv(), 5) for _ in range(14)]
+    finally:
+        await fanout.stop()
+    step = 90000 // 15
+    assert {b.pts - a.pts for a, b in itertools.pairwise(full)} == {step}
+    first = next(i for i, p in enumerate(thinned) if p.is_keyframe)  # at most one frame was in flight
+    assert first <= 1, [p.is_keyframe for p in thinned]
+    assert {b.pts - a.pts for a, b in itertools.pairwise(thinned[first:])} == {3 * step}
+    decoder = av.CodecContext.create("libvpx", "r")
+    frames = [f for p in thinned[first:] for f in decoder.decode(p)]
+    assert len(frames) == len(thinned) - first and np.ptp(frames[-1].to_ndarray(format="rgb24")) > 50
+    # the pattern stays under any budget (~450 B a frame), so the rate is read off the encoder itself
+    assert fanout._video is not None and fanout._video.bit_rate == 50_000
+
+
+def test_the_video_rate_falls_with_the_room_size() -> None:
+    assert [video_stride_for(n) for n in (1, 5, 6, 8, 9, 20)] == [1, 1, 2, 2, 3, 3]
 
 
 @pytest.mark.parametrize("frame_ms", [20, 60])

@@ -339,7 +339,7 @@ class Call:
             if self._members is not None:
                 self._members.prune(now)  # leavers shown for a while, then off the list
             if self._media is not None:
-                self._media.tune_for_mesh(sum(not n.link.finished for n in self._pairs.values()))
+                self._media.tune_for_room(sum(not n.link.finished for n in self._pairs.values()))
             if self._session is not None:
                 # A silent peer whose presence record also went stale crashed or lost its network.
                 self._session.expire_stale()

@@ -27,6 +27,13 @@ if TYPE_CHECKING:
 PausedSender = tuple[RTCRtpSender, MediaStreamTrack, "asyncio.Task[None]"]
 
 
+def video_stride_for(remotes: int) -> int:
+    """Send every n-th video frame to a room with ``remotes`` others: 15 fps up to 5, 7.5 up to 8, 5
+    beyond. Each of them decodes every feed, so a room of 10 at full rate wants ~6 cores of aiortc
+    receivers on two (measured; docs/janus.md "Capacity")."""
+    return 1 if remotes <= 5 else 2 if remotes <= 8 else 3
+
+
 def sfu_key(session_id: str) -> str:
     """The mixer input of a peer's audio received through the SFU (its mesh audio is ``session_id``)."""
     return f"{session_id}/sfu"
@@ -140,10 +147,15 @@ class LocalMedia:
         return {"t": "state", "name": self.config.name, "muted": self.mic != "on",
                 "camera_off": self.camera not in ("on", "pattern"), "audio_only": self.config.audio_only}
 
-    def tune_for_mesh(self, live_peers: int) -> None:
-        """Fewer, bigger audio packets in a big mesh: per-packet work is what costs CPU there."""
+    def tune_for_room(self, remotes: int) -> None:
+        """Fewer packets in a big room, mesh or SFU: every receiver's per-packet work is what costs CPU
+        there (aiortc spends ~9 % of a core per received audio+video feed at full rate). Audio goes
+        in 60 ms packets above 3 others; video at 15 fps up to 5 others, 7.5 up to 8, 5 beyond — a
+        terminal tile among so many needs no more (see ``video_stride_for``)."""
         if self.audio_fanout is not None and self.config.opus_frame_ms is None:
-            self.audio_fanout.opus_frame_ms = 60 if live_peers > 3 else 20
+            self.audio_fanout.opus_frame_ms = 60 if remotes > 3 else 20
+        if self.video_fanout is not None:
+            self.video_fanout.video_stride = video_stride_for(remotes)
 
     # ------------------------------------------------------------------ per connection
     def add_to(self, pc: RTCPeerConnection, offering: bool) -> None:

@@ -68,7 +68,12 @@ class EncodedFanout:
         self._task: asyncio.Task[None] | None = None
         self._video_bitrate = video_bitrate
         self._fps = fps
-        self._keyframe_every = max(1, round(keyframe_interval_s * fps))
+        self._keyframe_interval_s = keyframe_interval_s
+        #: send every n-th source frame (a big room: fewer packets and frames for every receiver, whose
+        #: per-packet work is what costs CPU); the bitrate shrinks with it, so each frame keeps its size
+        self.video_stride = 1
+        self._open_stride = 1
+        self._source_frames = 0
         self._want_keyframe = True
         self._frames = 0
         self._video: av.CodecContext | None = None
@@ -111,6 +116,10 @@ class EncodedFanout:
                 return
             if not self._subscribers:
                 continue  # nobody to send to: skip the encoding too
+            if self.kind == "video":
+                self._source_frames += 1
+                if self._source_frames % max(1, self.video_stride):
+                    continue  # not sent at this room size: skip the encoding too
             try:
                 if self.kind == "audio":  # ~0.1 ms per Opus frame: a thread hand-off would cost more
                     packets = self._encode_audio(frame)
@@ -127,13 +136,16 @@ class EncodedFanout:
     def _encode(self, frame: Any) -> list[av.Packet]:
         if self.kind == "audio":
             return self._encode_audio(frame)
-        if self._video is None or (self._video.width, self._video.height) != (frame.width, frame.height):
-            self._video = self._open_vp8(frame.width, frame.height)
+        stride = max(1, self.video_stride)
+        if (self._video is None or (self._video.width, self._video.height) != (frame.width, frame.height)
+                or stride != self._open_stride):
+            self._video, self._open_stride = self._open_vp8(frame.width, frame.height, stride), stride
             self._want_keyframe = True
         if frame.format.name != "yuv420p":
             frame = frame.reformat(format="yuv420p")
         self._frames += 1
-        if self._want_keyframe or self._frames % self._keyframe_every == 0:
+        keyframe_every = max(1, round(self._keyframe_interval_s * self._fps / self._open_stride))
+        if self._want_keyframe or self._frames % keyframe_every == 0:
             frame.pict_type = PictureType.I
             self._want_keyframe = False
         else:
@@ -155,12 +167,12 @@ class EncodedFanout:
                 packets.append(packet)
         return packets
 
-    def _open_vp8(self, width: int, height: int) -> av.CodecContext:
+    def _open_vp8(self, width: int, height: int, stride: int = 1) -> av.CodecContext:
         context = av.CodecContext.create("libvpx", "w")
         context.width, context.height, context.pix_fmt = width, height, "yuv420p"
         context.time_base = VIDEO_TIME_BASE
-        context.framerate = self._fps
-        context.bit_rate = self._video_bitrate
+        context.framerate = fractions.Fraction(self._fps, stride)
+        context.bit_rate = self._video_bitrate // stride
         # One thread: libvpx's worker threads spin while they wait for work, so at 15 paced frames a
         # second two threads cost ~6 ms of CPU per 160×120 frame against ~0.9 ms for one (measured).
         context.thread_count = 1
