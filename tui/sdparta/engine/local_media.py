@@ -28,10 +28,11 @@ PausedSender = tuple[RTCRtpSender, MediaStreamTrack, "asyncio.Task[None]"]
 
 
 def video_stride_for(remotes: int) -> int:
-    """Send every n-th video frame to a room with ``remotes`` others: 15 fps up to 5, 7.5 up to 8, 5
-    beyond. Each of them decodes every feed, so a room of 10 at full rate wants ~6 cores of aiortc
-    receivers on two (measured; docs/janus.md "Capacity")."""
-    return 1 if remotes <= 5 else 2 if remotes <= 8 else 3
+    """Send every n-th video frame to a room with ``remotes`` others: the full rate up to 7 (a mesh of
+    8 gets ≥ 95 % of its frames on two cores, docs/benchmarks.md), half up to 11, a third beyond. Each
+    of them decodes every feed: a room of 10 at full rate wants ~6 cores of aiortc receivers
+    (measured; docs/janus.md "Capacity")."""
+    return 1 if remotes <= 7 else 2 if remotes <= 11 else 3
 
 
 def sfu_key(session_id: str) -> str:
@@ -150,8 +151,8 @@ class LocalMedia:
     def tune_for_room(self, remotes: int) -> None:
         """Fewer packets in a big room, mesh or SFU: every receiver's per-packet work is what costs CPU
         there (aiortc spends ~9 % of a core per received audio+video feed at full rate). Audio goes
-        in 60 ms packets above 3 others; video at 15 fps up to 5 others, 7.5 up to 8, 5 beyond — a
-        terminal tile among so many needs no more (see ``video_stride_for``)."""
+        in 60 ms packets above 3 others; video at full rate up to 7 others, then half, then a third
+        above 11 — a terminal tile among so many needs no more (``video_stride_for``)."""
         if self.audio_fanout is not None and self.config.opus_frame_ms is None:
             self.audio_fanout.opus_frame_ms = 60 if remotes > 3 else 20
         if self.video_fanout is not None:
