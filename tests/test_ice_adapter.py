@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import uuid
 from collections.abc import Awaitable, Callable
@@ -266,3 +267,30 @@ async def _negotiation_answers_unresolved_mdns_offer() -> None:
     finally:
         await offerer.close()
         await link.close()
+
+
+async def test_a_busy_udp_socket_hands_over_its_backlog_in_one_event() -> None:
+    """With asyncio's own transport one datagram is read per loop iteration: 40 waiting datagrams
+    would take 40 iterations (a bundled SFU subscription's consent replies waited behind its media
+    until aioice closed the connection). Drained, all 40 arrive in the first event."""
+    assert ice_adapter.drain_udp_sockets()
+    loop = asyncio.get_running_loop()
+    got: list[bytes] = []
+    first: asyncio.Future[None] = loop.create_future()
+
+    class Receiver(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+            got.append(data)
+            if not first.done():
+                first.set_result(None)
+
+    transport, _ = await loop.create_datagram_endpoint(Receiver, local_addr=("127.0.0.1", 0))
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for i in range(40):  # in the receive buffer before the loop looks at the socket again
+            sender.sendto(b"%d" % i, transport.get_extra_info("sockname"))
+        await asyncio.wait_for(first, 5)
+        assert got == [b"%d" % i for i in range(40)]
+    finally:
+        sender.close()
+        transport.close()

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from sdparta.engine import codec_tuning, defaults
+from sdparta.engine import codec_tuning, defaults, ice_adapter
 from sdparta.engine.call_config import CallConfig
 from sdparta.engine.diagnosis import Diagnosis, turn_servers_of
 from sdparta.engine.local_media import LocalMedia
@@ -157,6 +157,7 @@ class Call:
 
     # ================================================================== engine thread
     def _thread_main(self) -> None:
+        ice_adapter.drain_udp_sockets()  # before any socket opens: a bundled socket must keep up
         loop = asyncio.new_event_loop()
         self._loop = loop
         asyncio.set_event_loop(loop)

@@ -8,6 +8,7 @@ instead of raising if the internals move; tests/test_ice_adapter.py pins the beh
 from __future__ import annotations
 
 import logging
+from asyncio import selector_events
 from typing import Any
 
 from aiortc import RTCPeerConnection
@@ -17,6 +18,47 @@ from sdparta.engine.state import CandidateInfo, CandidatePairInfo
 log = logging.getLogger(__name__)
 
 _PAIR_STATES = {0: "frozen", 1: "waiting", 2: "in-progress", 3: "succeeded", 4: "failed"}
+
+#: datagrams one UDP socket hands over per readiness event (asyncio's own: one)
+DRAIN_DATAGRAMS = 64
+
+
+def _read_ready_draining(self: Any) -> None:
+    """asyncio's ``_SelectorDatagramTransport._read_ready`` (CPython 3.11–3.13), reading up to
+    :data:`DRAIN_DATAGRAMS` datagrams instead of one."""
+    for _ in range(DRAIN_DATAGRAMS):
+        if self._conn_lost:
+            return
+        try:
+            data, addr = self._sock.recvfrom(self.max_size)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._protocol.error_received(exc)
+            return
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(exc, "Fatal read error on datagram transport")
+            return
+        self._protocol.datagram_received(data, addr)
+
+
+def drain_udp_sockets() -> bool:
+    """Let every asyncio UDP socket of this process hand over up to 64 waiting datagrams per event.
+
+    asyncio reads *one* datagram per socket per loop iteration. A bundled connection carries all
+    its media on one socket — the SFU's subscription carries every feed of the room — so on a busy
+    loop that socket falls behind while the mesh's (one per pair) keep up: its ICE consent replies
+    wait behind seconds of media, aioice (no retransmission, 0.5 s timeout) counts each as missed,
+    and after six the whole connection closes. False when asyncio's internals moved (then nothing
+    changes)."""
+    transport = getattr(selector_events, "_SelectorDatagramTransport", None)
+    if transport is None or not hasattr(transport, "_read_ready"):
+        log.warning("asyncio's datagram transport moved: UDP sockets keep reading one datagram per event")
+        return False
+    transport._read_ready = _read_ready_draining  # idempotent: every call installs the same function
+    return True
 
 
 def _connection(pc: RTCPeerConnection) -> Any | None:
