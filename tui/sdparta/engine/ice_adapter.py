@@ -1,4 +1,5 @@
-"""The one place that reads aiortc/aioice private internals (versions pinned in pyproject).
+"""The one place that reads aiortc/aioice private internals (versions pinned in pyproject), and
+asyncio's datagram transport that aioice's sockets ride on (:func:`drain_udp_sockets`).
 
 aiortc exposes no selected candidate pair, check list or per-pair state; the ICE panel and the
 path classification (direct / STUN / TURN) need them.  Everything here degrades to "unknown"
@@ -24,7 +25,7 @@ DRAIN_DATAGRAMS = 64
 
 
 def _read_ready_draining(self: Any) -> None:
-    """asyncio's ``_SelectorDatagramTransport._read_ready`` (CPython 3.11–3.13), reading up to
+    """asyncio's ``_SelectorDatagramTransport._read_ready`` (as in CPython 3.11), reading up to
     :data:`DRAIN_DATAGRAMS` datagrams instead of one."""
     for _ in range(DRAIN_DATAGRAMS):
         if self._conn_lost:

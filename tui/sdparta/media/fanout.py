@@ -69,6 +69,7 @@ class EncodedFanout:
         self._video_bitrate = video_bitrate
         self._fps = fps
         self._keyframe_interval_s = keyframe_interval_s
+        self._keyframe_every = max(1, round(keyframe_interval_s * fps))  # in sent frames, set at each open
         #: send every n-th source frame (a big room: fewer packets and frames for every receiver, whose
         #: per-packet work is what costs CPU); the bitrate shrinks with it, so each frame keeps its size
         self.video_stride = 1
@@ -140,12 +141,12 @@ class EncodedFanout:
         if (self._video is None or (self._video.width, self._video.height) != (frame.width, frame.height)
                 or stride != self._open_stride):
             self._video, self._open_stride = self._open_vp8(frame.width, frame.height, stride), stride
+            self._keyframe_every = max(1, round(self._keyframe_interval_s * self._fps / stride))
             self._want_keyframe = True
         if frame.format.name != "yuv420p":
             frame = frame.reformat(format="yuv420p")
         self._frames += 1
-        keyframe_every = max(1, round(self._keyframe_interval_s * self._fps / self._open_stride))
-        if self._want_keyframe or self._frames % keyframe_every == 0:
+        if self._want_keyframe or self._frames % self._keyframe_every == 0:
             frame.pict_type = PictureType.I
             self._want_keyframe = False
         else:
