@@ -88,8 +88,9 @@ def assert_hears(lab: SfuLab, name: str, others: list[str], start: float, end: f
         power = tone_power(samples, rate, tones[other])
         if not (power > 0.2 / len(others) / 4 and power > 3 * floor):
             weak[other] = (tones[other], round(power, 4))
+    every = {other: round(tone_power(samples, rate, tones[other]), 4) for other in others}
     assert not weak, (f"{name}'s WAV lacks these tones (name: Hz, power; noise floor {floor:.4f}, "
-                      f"own band {own:.4f}): {weak}")
+                      f"own band {own:.4f}): {weak}; every tone's power: {every}")
 
 
 def media_from_all(report: dict[str, Any], others: set[str], *, video: bool, via: str | None = None,
@@ -229,7 +230,9 @@ def test_an_audio_room_of_twelve_on_audiobridge(lab: SfuLab) -> None:
                      DEADLINE)
     mixed = {n: sfu_of(r).get("mix_seconds") or 0 for n, r in lab.reports().items()}
     start = time.time()
-    lab.wait_all(lambda n, r: on_bridge(n, r, mixed[n] + 3), "three more seconds of the mix", 90)
+    # six seconds, not three: on two loaded cores one voice can stall at the bridge for a second or so
+    # (CI once measured a3 at 1/25 of its share in a5's three seconds, while a1-a4 heard it)
+    lab.wait_all(lambda n, r: on_bridge(n, r, mixed[n] + 6), "six more seconds of the mix", 90)
     end = time.time()
     for report in lab.reports().values():
         assert lost_anyone(report) == [], lab.diagnose()
