@@ -151,6 +151,10 @@ def test_a_video_room_moves_onto_the_sfu_keeps_chatting_falls_back_when_janus_di
         lab.restart_janus()  # Janus back: the room returns to it by itself (the retry), nobody rejoins
         wait_for(_all(calls, lambda s: s.sfu is not None and s.sfu.state == "sfu" and _via(s, "sfu", 2)), 120,
                  "every member back on the restarted SFU", diagnostics=describe)
+        calls[0].stop()  # the last snapshot (what a bot's final report shows) no longer claims the SFU
+        last = calls[0].snapshot().sfu
+        assert last is not None and (last.state, last.connections) == ("mesh", ()), last
+        assert last.events[-1].state == "the call ended: left the SFU", last.events[-3:]
     finally:
         for call in calls:
             call.stop()

@@ -448,6 +448,10 @@ class SfuLink:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._busy
         await self._teardown()
+        if self.state in ("sfu", "joining"):  # the last report must not say "on the SFU" with nothing there
+            self.state = "mesh"
+            self.events.append(StateChange(self._clock(), "sfu", "the call ended: left the SFU"))
+            self._changed()
 
     async def refresh_stats(self) -> None:
         await asyncio.gather(*(c.refresh_stats() for c in list(self._connections.values())),
