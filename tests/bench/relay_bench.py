@@ -75,6 +75,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench_tables import Row, format_table, put_section
 from relay_peers import (
     LOST_AFTER,
     TRYSTERO,
@@ -87,8 +88,6 @@ from relay_peers import (
     prepare_trystero,
     sleep_until,
 )
-
-Row = tuple[str, str, str]
 
 BENCH = Path(__file__).resolve().parent
 CHROMIUM = Path("/usr/bin/chromium")
@@ -639,28 +638,11 @@ def _revision() -> str:
 
 
 def write_section(path: Path, rows: list[Row], notes: list[str]) -> None:
-    """Put the section "Relays and Trystero (DATE)" into ``path``: replaced where it exists, else appended."""
-    from run import format_table
-
-    if any(value == "not measured" for _, value, _ in rows):
-        print(f"relay figures not measured: {path} keeps its section as it was")
-        return
-    date = time.strftime("%Y-%m-%d")
-    body = [f"{SECTION} ({date})", "",
-            f"`tests/bench/run.py --only relay` on this machine ({os.cpu_count()} cores), {date}: a local "
-            "`nostr-relay` 1.14, Debian's Chromium driven by Playwright and sdparta processes, all in a network "
-            "namespace with only loopback (see `tests/bench/relay_bench.py` for the setup and the method).", "",
-            format_table(rows), ""]
-    body += [f"- {note}" for note in notes]
-    section = "\n".join(body).rstrip() + "\n"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    start = text.find(f"\n{SECTION} (")
-    if start < 0:
-        text = text.rstrip() + "\n\n" + section
-    else:
-        nxt = text.find("\n## ", start + 1)
-        text = text[:start + 1] + section + ("\n" + text[nxt + 1:] if nxt >= 0 else "")
-    path.write_text(text)
+    """Put the section "Relays and Trystero (DATE)" into ``path``."""
+    put_section(path, SECTION, "`tests/bench/run.py --only relay` on this machine ({cores} cores), {date}: a local "
+                "`nostr-relay` 1.14, Debian's Chromium driven by Playwright and sdparta processes, all in a network "
+                "namespace with only loopback (see `tests/bench/relay_bench.py` for the setup and the method).",
+                rows, notes)
 
 
 def main() -> int:
@@ -674,8 +656,6 @@ def main() -> int:
     if args.inner is not None:
         inner_main(Path(args.inner), args.rounds, args.dead_rounds, args.steady_window)
         return 0
-    from run import format_table
-
     rows: list[Row] = []
     notes: list[str] = []
     bench_relay(0, rows, rounds=args.rounds, dead_rounds=args.dead_rounds, steady_window=args.steady_window,

@@ -17,6 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench_tables import Row
+
 from sdparta.room.keys import Identity, RoomKeys
 from sdparta.room.session import RoomEvents, RoomSession
 from sdparta.room.slots import slot_data_key
@@ -25,7 +27,6 @@ from sdparta.store import KeyPair, PortalClient, decode_skylink, sign_entry
 from sdparta.store.crypto import MAX_REVISION
 from support.procs import start_portal
 
-Row = tuple[str, str, str]
 ROOM_SIZE = 4
 
 

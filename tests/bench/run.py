@@ -25,6 +25,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench_tables import Row, format_table
 from portal_bench import portal_rates
 from relay_bench import bench_relay, write_section
 from resilience_bench import bench_recovery
@@ -32,8 +33,6 @@ from web_bench import bench_web
 from web_bench import write_section as write_web_section
 
 from support.procs import peers_by_name, start_bot, start_portal, wait_for
-
-Row = tuple[str, str, str]
 
 
 def mesh_connected(bots: list[Any], n: int) -> bool:
@@ -478,12 +477,6 @@ BENCHES["sfu"], SECTIONS["sfu"], SECTION_NOTES["sfu"] = (
 
 
 NOTES_HEADING = "## Reading the table"
-
-
-def format_table(rows: list[Row]) -> str:
-    lines = ["| figure | value | against baseline / target |", "|---|---|---|"]
-    lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
-    return "\n".join(lines)
 
 
 def main() -> int:

@@ -34,12 +34,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench_tables import Row, format_table, put_section
+
 from sdparta.media.analysis import read_wav, tone_power
 from support.janus import AudioBridgeSpec, VideoRoomSpec
 from support.procs import peers_by_name
 from support.sfu_lab import SfuLab, sfu_lab_missing, sfu_of
 
-Row = tuple[str, str, str]
 SECTION = "## SFU"
 VIDEO_ROOMS = {4: 6004, 8: 6008, 12: 6012}
 SWITCH_ROOM, AUDIO_ROOM = 6106, 6212
@@ -277,24 +278,10 @@ def bench_sfu(runs: int, rows: list[Row], *, sizes: tuple[int, ...] = (4, 8, 12)
 
 
 def write_section(path: Path, rows: list[Row], notes: list[str]) -> None:
-    """Put "## SFU (DATE)" into ``path``: replaced where it exists, else appended; other sections untouched."""
-    from run import format_table
-
-    date = time.strftime("%Y-%m-%d")
-    body = [f"{SECTION} ({date})", "",
-            f"`tests/bench/run.py --only sfu` on this machine ({os.cpu_count()} cores), {date}: real `sdparta bot` "
-            "processes and Debian's Janus in network namespaces (tests/support/sfu_lab.py); the method is in "
-            "`tests/bench/sfu_bench.py`.", "", format_table(rows), ""]
-    body += [f"- {note}" for note in notes]
-    section = "\n".join(body).rstrip() + "\n"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    start = text.find(f"\n{SECTION} (")
-    if start < 0:
-        text = text.rstrip() + "\n\n" + section
-    else:
-        nxt = text.find("\n## ", start + 1)
-        text = text[:start + 1] + section + ("\n" + text[nxt + 1:] if nxt >= 0 else "")
-    path.write_text(text)
+    """Put "## SFU (DATE)" into ``path`` (each row stands on its own: a failed mode keeps the others)."""
+    put_section(path, SECTION, "`tests/bench/run.py --only sfu` on this machine ({cores} cores), {date}: real "
+                "`sdparta bot` processes and Debian's Janus in network namespaces (tests/support/sfu_lab.py); the "
+                "method is in `tests/bench/sfu_bench.py`.", rows, notes, whole=False)
 
 
 def main() -> int:
@@ -304,8 +291,6 @@ def main() -> int:
     parser.add_argument("--only", choices=("rooms", "audio", "switch"), default=None)
     parser.add_argument("--write", default=None, help="put the section into this markdown file")
     args = parser.parse_args()
-    from run import format_table
-
     rows: list[Row] = []
     notes: list[str] = []
     if args.only is None:

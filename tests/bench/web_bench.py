@@ -30,10 +30,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench_tables import Row, put_section
+
 from support.browser import BASE_ARGS, FAKE_MEDIA_ARGS, CallNamespaces, browser_unavailable
 from support.procs import BotProcess, peers_seen_by_name, start_bot, start_portal, wait_for
 
-Row = tuple[str, str, str]
 SECTION = "## The browser page"
 JOIN_ROUNDS = 10
 LOAD_ROUNDS = 5
@@ -214,24 +215,7 @@ def _steps(run: dict[str, Any]) -> str:
 
 
 def write_section(path: Path, rows: list[Row], notes: list[str]) -> None:
-    """Put the section "The browser page (DATE)" into ``path``: replaced where it exists, else appended."""
-    from run import format_table
-
-    if any(value == "not measured" for _, value, _ in rows):
-        print(f"browser page figures not measured: {path} keeps its section as it was")
-        return
-    date = time.strftime("%Y-%m-%d")
-    body = [f"{SECTION} ({date})", "",
-            f"`tests/bench/run.py --only web` on this machine ({os.cpu_count()} cores), {date}: Debian's Chromium "
-            "driven by Playwright with fake media, a real portal and real bots in network namespaces joined by a "
-            "veth pair (see `tests/bench/web_bench.py` for the method).", "", format_table(rows), ""]
-    body += [f"- {note}" for note in notes]
-    section = "\n".join(body).rstrip() + "\n"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    start = text.find(f"\n{SECTION} (")
-    if start < 0:
-        text = text.rstrip() + "\n\n" + section
-    else:
-        nxt = text.find("\n## ", start + 1)
-        text = text[:start + 1] + section + ("\n" + text[nxt + 1:] if nxt >= 0 else "")
-    path.write_text(text)
+    """Put the section "The browser page (DATE)" into ``path``."""
+    put_section(path, SECTION, "`tests/bench/run.py --only web` on this machine ({cores} cores), {date}: Debian's "
+                "Chromium driven by Playwright with fake media, a real portal and real bots in network namespaces "
+                "joined by a veth pair (see `tests/bench/web_bench.py` for the method).", rows, notes)
