@@ -21,7 +21,7 @@ from netlab.lab import PUBLIC_NET, build_lab, netlab_unavailable, run
 from sdparta.media.analysis import read_wav, tone_power
 from support.janus import AudioBridgeSpec, VideoRoomSpec, start_janus
 from support.procs import BotProcess, peers_by_name, peers_seen_by_name, start_bot, wait_for
-from support.sfu_lab import SfuLab, sfu_lab_missing, sfu_of
+from support.sfu_lab import SfuLab, media_from_all, sfu_lab_missing, sfu_of
 
 pytestmark = pytest.mark.integration
 
@@ -91,22 +91,6 @@ def assert_hears(lab: SfuLab, name: str, others: list[str], start: float, end: f
     every = {other: round(tone_power(samples, rate, tones[other]), 4) for other in others}
     assert not weak, (f"{name}'s WAV lacks these tones (name: Hz, power; noise floor {floor:.4f}, "
                       f"own band {own:.4f}): {weak}; every tone's power: {every}")
-
-
-def media_from_all(report: dict[str, Any], others: set[str], *, video: bool, via: str | None = None,
-                   frames: int = 5, seconds: float = 1.0) -> bool:
-    peers = peers_by_name(report)
-    for other in others:
-        peer = peers.get(other)
-        # counters, not the pair's status: on loaded cores a pair shows "reconnecting" for a moment while
-        # media flows (and through the SFU, media does not depend on the pair at all)
-        if peer is None or peer.get("audio_seconds", 0) < seconds:
-            return False
-        if video and peer.get("video_frames", 0) < frames:
-            return False
-        if via is not None and peer.get("via") != via:
-            return False
-    return True
 
 
 def counters(lab: SfuLab) -> dict[str, dict[str, tuple[float, int]]]:

@@ -39,7 +39,7 @@ from bench_tables import Row, format_table, put_section
 from sdparta.media.analysis import read_wav, tone_power
 from support.janus import AudioBridgeSpec, VideoRoomSpec
 from support.procs import peers_by_name
-from support.sfu_lab import SfuLab, sfu_lab_missing, sfu_of
+from support.sfu_lab import SfuLab, media_from_all, sfu_lab_missing, sfu_of
 
 SECTION = "## SFU"
 VIDEO_ROOMS = {4: 6004, 8: 6008, 12: 6012}
@@ -53,19 +53,8 @@ def median(values: list[float]) -> float:
 
 
 def _arrived(lab: SfuLab, video: bool, via: str | None) -> bool:
-    """Media from every other at every bot (counters, not the pairs' status: on loaded cores a pair can show
-    "reconnecting" for a moment while media still flows)."""
-    for name, bot in lab.bots.items():
-        peers = peers_by_name(bot.report())
-        for other in set(lab.bots) - {name}:
-            peer = peers.get(other, {})
-            if peer.get("audio_seconds", 0) < 1:
-                return False
-            if video and peer.get("video_frames", 0) < 5:
-                return False
-            if via is not None and peer.get("via") != via:
-                return False
-    return True
+    return all(media_from_all(bot.report() or {}, set(lab.bots) - {name}, video=video, via=via)
+               for name, bot in lab.bots.items())
 
 
 def _wait(lab: SfuLab, video: bool, via: str | None, timeout: float = DEADLINE) -> bool:

@@ -49,6 +49,23 @@ def sfu_of(report: Report | None) -> dict[str, Any]:
     return (report or {}).get("sfu") or {}
 
 
+def media_from_all(report: Report, others: set[str], *, video: bool, via: str | None = None,
+                   frames: int = 5, seconds: float = 1.0) -> bool:
+    """``report``'s bot has received audio (and video) from every one of ``others`` (via ``via``). Counters,
+    not the pairs' status: on loaded cores a pair shows "reconnecting" for a moment while media flows (and
+    through the SFU, media does not depend on the pair at all)."""
+    peers = peers_by_name(report)
+    for other in others:
+        peer = peers.get(other)
+        if peer is None or peer.get("audio_seconds", 0) < seconds:
+            return False
+        if video and peer.get("video_frames", 0) < frames:
+            return False
+        if via is not None and peer.get("via") != via:
+            return False
+    return True
+
+
 def connected_peers(report: Report | None) -> dict[str, dict[str, Any]]:
     return {n: p for n, p in peers_by_name(report).items() if p.get("status") == "connected"}
 
@@ -236,23 +253,6 @@ class SfuLab:
         def full(name: str, report: Report) -> bool:
             return set(connected_peers(report)) >= set(self.bots) - {name}
         self.wait_all(full, f"all {len(self.bots)} bots connected to each other", timeout)
-
-    def wait_media(self, *, video_frames: int = 10, audio_seconds: float = 2.0, timeout: float = 120.0,
-                   via: str | None = None) -> None:
-        """Every running bot has received video (unless audio-only) and audio from every other (via ``via``)."""
-        def arrived(name: str, report: Report) -> bool:
-            peers = peers_by_name(report)
-            for other in set(self.bots) - {name}:
-                peer = peers.get(other)
-                if peer is None or peer.get("audio_seconds", 0) < audio_seconds:
-                    return False
-                if video_frames and peer.get("video_frames", 0) < video_frames:
-                    return False
-                if via is not None and peer.get("via") != via:
-                    return False
-            return True
-        self.wait_all(arrived, f"media from every other bot ({video_frames} frames, {audio_seconds} s of audio"
-                      + (f", via {via}" if via else "") + ")", timeout)
 
     def wait_state(self, state: str, timeout: float = 120.0, names: Iterable[str] | None = None) -> None:
         """Every running bot's ``sfu.state`` is ``state``."""
