@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from support.browser_pair import BASE_ARGS, FAKE_MEDIA_ARGS, PEER_IP, BrowserPair, pair_unavailable
+from support.procs import wait_for
 
 HARNESS = Path(__file__).parent / "data" / "interop"
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,12 +75,7 @@ class Peer:
 
 
 def until(predicate: Callable[[], Any], what: str) -> Any:
-    deadline = time.monotonic() + DEADLINE
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    return wait_for(predicate, DEADLINE, what, interval=0.05)
 
 
 @pytest.fixture

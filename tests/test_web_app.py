@@ -22,7 +22,7 @@ import pytest
 
 from sdparta.config import CallFlags
 from support.browser import BASE_ARGS, FAKE_MEDIA_ARGS, CallNamespaces, browser_unavailable, entered
-from support.procs import start_portal
+from support.procs import start_portal, wait_for
 
 pytestmark = pytest.mark.skipif(browser_unavailable() is not None, reason=browser_unavailable() or "")
 
@@ -34,13 +34,7 @@ LINK = re.compile(r"http://127\.0\.0\.1:\d+/web/#\S+")
 
 
 def until(predicate: Callable[[], Any], what: str, timeout: float = DEADLINE) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+    return wait_for(predicate, timeout, what)
 
 
 @pytest.fixture()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import struct
-import time
 import wave
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -24,7 +23,7 @@ import pytest
 
 from sdparta.media.analysis import read_wav, tone_power
 from support.browser import BASE_ARGS, FAKE_MEDIA_ARGS, CallNamespaces, browser_unavailable
-from support.procs import BotProcess, PortalProcess, peers_seen_by_name, start_bot, start_portal
+from support.procs import BotProcess, PortalProcess, peers_seen_by_name, start_bot, start_portal, wait_for
 
 pytestmark = pytest.mark.skipif(browser_unavailable() is not None, reason=browser_unavailable() or "")
 
@@ -78,13 +77,7 @@ class Lab:
 
 def until(predicate: Callable[[], Any], what: str, timeout: float = DEADLINE,
           diagnostics: Callable[[], str] | None = None) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{diagnostics() if diagnostics else ''}")
+    return wait_for(predicate, timeout, what, interval=0.25, diagnostics=diagnostics)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from support.browser import BASE_ARGS, FAKE_MEDIA_ARGS, CallNamespaces, browser_unavailable
-from support.procs import peers_seen_by_name, start_bot, start_portal
+from support.procs import peers_seen_by_name, start_bot, start_portal, wait_for
 
 pytestmark = pytest.mark.skipif(browser_unavailable() is not None, reason=browser_unavailable() or "")
 
@@ -33,13 +32,7 @@ PASSWORD = "pw-of-the-tls-call"
 
 def until(predicate: Callable[[], Any], what: str, timeout: float = DEADLINE,
           diagnostics: Callable[[], str] | None = None) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{diagnostics() if diagnostics else ''}")
+    return wait_for(predicate, timeout, what, interval=0.25, diagnostics=diagnostics)
 
 
 def spki_sha256_base64(cert_pem: Path) -> str:

@@ -189,13 +189,14 @@ def start_bot(workdir: Path, room: str, portals: list[str], name: str, *, tone: 
     return BotProcess(name, proc, report, wav, log, args)
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.2,
-             diagnostics: Callable[[], str] | None = None) -> None:
-    """Poll a condition until it holds; fail with what was awaited and the diagnostics."""
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.2,
+             diagnostics: Callable[[], str] | None = None) -> Any:
+    """Poll a condition until it holds and return its (truthy) value; fail with what was awaited and the
+    diagnostics."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if predicate():
-            return
+        if value := predicate():
+            return value
         time.sleep(interval)
     detail = diagnostics() if diagnostics else ""
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{detail}")
