@@ -172,3 +172,35 @@ def test_room_settings_reject_forgery_and_bad_urls(keys: RoomKeys, alice: Identi
         bad = wire.encode_settings(keys, alice, slot, data_key, [wire.TurnServer(url, "u", "p")], 1)
         with pytest.raises(wire.WireError, match="URL"):
             wire.decode_settings(keys, slot, data_key, bad)
+
+
+def test_records_the_page_refuses_python_refuses_too(keys: RoomKeys, alice: Identity) -> None:
+    """Validly signed records that the page (web/js) refuses, Python refuses as well, so the room never
+    disagrees on them: ``"v": true`` (Python's ``True == 1``) and hex with spaces (``bytes.fromhex``
+    takes them); ``"v": 1.0`` is the number 1 to both."""
+    import json
+
+    data_key = keys.data_key("pair")
+
+    def message(version: object) -> bytes:
+        raw = json.dumps({"v": version, "type": "bye", "from": SID_A, "to": SID_B}).encode()
+        signature = alice.sign(wire._message_signing_bytes(keys, data_key, raw))
+        return wire.seal(keys, b"msg", alice.public_key, data_key, signature + raw)
+
+    assert wire.decode_message(keys, alice.public_key, data_key, message(1.0))["type"] == "bye"
+    with pytest.raises(wire.WireError, match="version"):
+        wire.decode_message(keys, alice.public_key, data_key, message(True))
+
+    slot_pk, presence_key = b"\x01" * 32, keys.data_key("presence")
+    good = wire.sign_member(keys, alice, SID_A, "alice", 1700000000000)
+    record = {"pk": good.public_key.hex(), "sid": SID_A, "name": "alice", "ts": good.ts_ms, "sig": good.signature.hex()}
+    spaced = dict(record, pk=" ".join(good.public_key.hex()[i:i + 2] for i in range(0, 64, 2)))
+
+    def presence(*records: dict[str, object], version: object = 1) -> bytes:
+        raw = json.dumps({"v": version, "members": list(records)}).encode()
+        return wire.seal(keys, b"presence", slot_pk, presence_key, raw)
+
+    assert wire.decode_presence(keys, slot_pk, presence_key, presence(record)) == ([good], 0)
+    assert wire.decode_presence(keys, slot_pk, presence_key, presence(spaced)) == ([], 1)
+    with pytest.raises(wire.WireError, match="shape"):
+        wire.decode_presence(keys, slot_pk, presence_key, presence(record, version=True))

@@ -21,10 +21,12 @@ from sdparta.room.wire import (
     Member,
     WireError,
     clean_name,
+    is_version_1,
     load_json,
     open_sealed,
     readable_name,
     seal,
+    strict_hex,
 )
 
 #: NIP-78 application data: an addressable kind, one record per (author, ``d`` tag).
@@ -119,7 +121,7 @@ def decode_presence_record(keys: RoomKeys, nostr_key: bytes, d_tag: str, blob: b
     tags = RoomTags(keys)
     body = _open_presence(keys, nostr_key, d_tag, blob)  # the AAD binds it to this key and d tag
     try:
-        public_key, sig = bytes.fromhex(body["pk"]), bytes.fromhex(body["sig"])
+        public_key, sig = strict_hex(body["pk"], 32, "member public key"), strict_hex(body["sig"], SIG_LEN, "signature")
         session_id, name, ts_ms, left = body["sid"], body["name"], body["ts"], body["left"]
     except (KeyError, TypeError, ValueError) as exc:
         raise WireError("presence record is malformed") from exc
@@ -131,7 +133,7 @@ def decode_presence_record(keys: RoomKeys, nostr_key: bytes, d_tag: str, blob: b
         raise WireError("bad name or flag")
     if not isinstance(ts_ms, int) or isinstance(ts_ms, bool) or not 0 <= ts_ms < 2**63:
         raise WireError("bad timestamp")
-    if len(sig) != SIG_LEN or not verify_signature(
+    if not verify_signature(
             public_key, sig, _presence_signing_bytes(keys, public_key, session_id, nostr_key, name, ts_ms)):
         raise WireError("presence record signature does not verify (not this member's, or not for this key)")
     member = None if left else Member(public_key, session_id, name, ts_ms, sig)
@@ -147,6 +149,6 @@ def _open_presence(keys: RoomKeys, nostr_key: bytes, d_tag: str, blob: bytes) ->
         raise WireError("presence d tag has the wrong length")
     raw = open_sealed(keys, b"nostr-presence", nostr_key, data_key, blob, MAX_PRESENCE_RECORD_BYTES)
     body = load_json(raw, "presence record")
-    if not isinstance(body, dict) or body.get("v") != 1:
+    if not is_version_1(body):
         raise WireError("presence record has an unknown version")
     return body

@@ -32,6 +32,7 @@ MESSAGE_TYPES = frozenset({"offer", "answer", "bye"})
 #: Our JSON bodies nest three levels deep at most; anything deeper is not one of ours.
 MAX_JSON_DEPTH = 8
 _SID_RE = re.compile(r"^[0-9a-f]{16}$")
+_HEX_RE = re.compile(r"[0-9a-fA-F]*")
 
 
 class WireError(ValueError):
@@ -44,6 +45,21 @@ def load_json(raw: bytes, what: str, max_depth: int = MAX_JSON_DEPTH) -> Any:
         return safe_json.loads(raw, max_depth=max_depth, what=what)
     except safe_json.JSONError as exc:
         raise WireError(str(exc)) from exc
+
+
+def is_version_1(body: Any) -> bool:
+    """``body`` is an object whose ``v`` is the number 1 — read as the page reads it (JSON ``1`` and
+    ``1.0`` alike, never ``true``, which Python's ``True == 1`` would let through)."""
+    version = body.get("v") if isinstance(body, dict) else None
+    return isinstance(version, (int, float)) and not isinstance(version, bool) and version == 1
+
+
+def strict_hex(value: Any, nbytes: int, what: str) -> bytes:
+    """Exactly ``nbytes`` bytes written as hex digits, nothing else (``bytes.fromhex`` also takes spaces
+    between bytes, which the page refuses: the two would disagree on a record)."""
+    if not isinstance(value, str) or len(value) != 2 * nbytes or not _HEX_RE.fullmatch(value):
+        raise WireError(f"{what} is not {nbytes} bytes of hex")
+    return bytes.fromhex(value)
 
 
 def _aad(keys: RoomKeys, kind: bytes, slot_public_key: bytes, data_key: bytes) -> bytes:
@@ -106,7 +122,7 @@ def decode_message(keys: RoomKeys, author_public_key: bytes, data_key: bytes, bl
     if not verify_signature(author_public_key, signature, _message_signing_bytes(keys, data_key, raw)):
         raise WireError("message signature does not verify")
     body = load_json(raw, "message body")
-    if not isinstance(body, dict) or body.get("v") != 1:
+    if not is_version_1(body):
         raise WireError("message body has an unknown version")
     if not isinstance(body.get("type"), str) or body["type"] not in MESSAGE_TYPES:
         raise WireError(f"unknown message type {str(body.get('type'))[:40]!r}")
@@ -183,7 +199,7 @@ def decode_presence(keys: RoomKeys, slot_public_key: bytes, data_key: bytes,
     """Open the presence list; returns the valid members and how many records were rejected."""
     raw = open_sealed(keys, b"presence", slot_public_key, data_key, blob, MAX_PRESENCE_BYTES)
     body = load_json(raw, "presence list")
-    if not isinstance(body, dict) or body.get("v") != 1 or not isinstance(body.get("members"), list):
+    if not is_version_1(body) or not isinstance(body.get("members"), list):
         raise WireError("presence list has an unknown shape")
     members: list[Member] = []
     rejected = 0
@@ -200,8 +216,8 @@ def decode_presence(keys: RoomKeys, slot_public_key: bytes, data_key: bytes,
 def _decode_member(keys: RoomKeys, record: Any) -> Member:
     if not isinstance(record, dict):
         raise WireError("member record is not an object")
-    public_key = bytes.fromhex(record["pk"])
-    signature = bytes.fromhex(record["sig"])
+    public_key = strict_hex(record["pk"], 32, "member public key")
+    signature = strict_hex(record["sig"], SIG_LEN, "member signature")
     session_id, name, ts_ms = record["sid"], record["name"], record["ts"]
     if not isinstance(session_id, str) or not _SID_RE.fullmatch(session_id):
         raise WireError("bad session id")
@@ -309,11 +325,11 @@ def decode_settings(keys: RoomKeys, slot_public_key: bytes, data_key: bytes, blo
     signature, raw = plain[:SIG_LEN], plain[SIG_LEN:]
     body = load_json(raw, "room settings")
     try:
-        author = bytes.fromhex(body["author"])
+        author = strict_hex(body["author"], 32, "settings author")
         ts_ms, records = body["ts"], body["turn"]
     except (KeyError, TypeError, ValueError) as exc:
         raise WireError("room settings are malformed") from exc
-    if (body.get("v") != 1 or len(author) != 32 or not isinstance(ts_ms, int) or isinstance(ts_ms, bool)
+    if (not is_version_1(body) or not isinstance(ts_ms, int) or isinstance(ts_ms, bool)
             or not 0 <= ts_ms <= MAX_SETTINGS_TS or not isinstance(records, list)):
         raise WireError("room settings have an unknown shape")
     if not verify_signature(author, signature, _settings_signing_bytes(keys, data_key, raw)):
