@@ -14,7 +14,7 @@ from textual.widgets import Static
 from sdparta.engine.state import CallSnapshot, StateChange
 from sdparta.room.rendezvous import NetworkState
 from sdparta.ui.app import SdpartaApp
-from sdparta.ui.lobby import invite_command, invite_lines, lobby_text, roster_hint
+from sdparta.ui.lobby import invite_command, invite_lines, lobby_text, roster_hint, web_invite_lines, web_link
 from sdparta.ui.networks import NetworkNews, last_delivery, network_summary, networks_text
 from sdparta.ui.status_bar import STATUS_HINTS, status_text
 from support.frozen_call import FrozenCall, frozen_snapshot
@@ -230,6 +230,21 @@ def test_public_relays_are_not_named_in_the_invite_but_said() -> None:
     assert "(public relays: nos.lol, nostr.mom, offchain.pub" in lobby and "no portal or relay of their own" in lobby
     later = lobby_text(alone(relays_only(*PUBLIC, public=True), 30), time.time(), 120).plain
     assert "same public relays" in later
+
+
+def test_the_page_link_names_the_calls_stun_servers() -> None:
+    """The page uses the STUN servers the call uses: none (a call on its own portal) is an empty ``ice=``
+    (else the page would ask its default, a public one), named ones one ``ice`` each; the public default
+    is the page's too and is left out; no list known: no field."""
+    portal = "http://127.0.0.1:8787"
+    assert web_link("r", portal, stun=()) == f"{portal}/web/#room=r&ice="
+    assert web_link("r", portal, stun=["stun:10.0.0.1:3478", "stuns:h"]) == (
+        f"{portal}/web/#room=r&ice=stun%3A10.0.0.1%3A3478&ice=stuns%3Ah")
+    assert web_link("r", portal, stun=["stun:stun.l.google.com:19302"]) == f"{portal}/web/#room=r"
+    assert web_link("r", portal) == f"{portal}/web/#room=r"
+    snap = alone(with_portal(A), stun=("stun:10.0.0.1:3478",))
+    assert web_invite_lines(snap)[0].endswith("&ice=stun%3A10.0.0.1%3A3478"), web_invite_lines(snap)
+    assert web_invite_lines(alone(with_portal(A)))[0].endswith("&ice="), "no STUN in the call: none in the page"
 
 
 async def test_the_lobby_invites_with_the_relays() -> None:

@@ -69,7 +69,7 @@ def printed_by_join(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixtu
 
 
 def form(page: Any) -> dict[str, str]:
-    return {field: page.input_value(f"input[name={field}]") for field in ("room", "password", "relays")}
+    return {field: page.input_value(f"input[name={field}]") for field in ("room", "password", "relays", "ice")}
 
 
 def test_the_printed_link_fills_the_join_form(tmp_path: Path, call_ns: tuple[CallNamespaces, str],
@@ -96,9 +96,10 @@ def test_the_printed_link_fills_the_join_form(tmp_path: Path, call_ns: tuple[Cal
             page = browser.new_page()
             asked: list[str] = []
             page.on("request", lambda request: asked.append(request.url))
-            page.goto(link + "&ice=")  # no STUN server (the page's default is a public one)
+            assert link.endswith("&ice="), line  # the call names no STUN server: nor does the page (its
+            page.goto(link)  # default is a public one, which no test may ask)
             page.wait_for_selector("[data-testid=join]")
-            assert form(page) == {"room": ROOM, "password": PASSWORD, "relays": relay}
+            assert form(page) == {"room": ROOM, "password": PASSWORD, "relays": relay, "ice": ""}
             assert not any("#" in url or "pw=" in url for url in asked), asked
         finally:
             browser.close()
@@ -153,16 +154,16 @@ async def test_two_browsers_and_the_app_in_one_room(tmp_path: Path, call_ns: tup
             async with app.run_test(size=(160, 50)) as pilot, async_playwright() as pw:
                 await wait(pilot, lambda: LINK.search(lobby_plain(app)), "the page's link in the app's lobby")
                 shown = LINK.search(lobby_plain(app)).group(0)  # type: ignore[union-attr]
-                assert shown == web_link(ROOM, portal), lobby_plain(app)
+                assert shown == web_link(ROOM, portal, stun=()), lobby_plain(app)  # ends in ice=: no STUN
                 assert "the password is not in this link" in lobby_plain(app)
                 browser = await pw.chromium.launch(executable_path=str(ns.wrapper), args=[
                     *BASE_ARGS, *FAKE_MEDIA_ARGS, "--autoplay-policy=no-user-gesture-required"])
                 pages = []
                 try:
-                    for name, link in zip(names, (shown, web_link(ROOM, portal, password=PASSWORD)), strict=True):
+                    printed = web_link(ROOM, portal, password=PASSWORD, stun=())
+                    for name, link in zip(names, (shown, printed), strict=True):
                         page = await (await browser.new_context()).new_page()  # own storage: own identity
-                        # + ice= (no STUN server): the page's default names a public one, which no test may
-                        await page.goto(link + "&ice=")
+                        await page.goto(link)  # with ice=: no STUN server, as the call
                         await page.wait_for_selector("[data-testid=join]")
                         assert await page.input_value("input[name=room]") == ROOM
                         filled = await page.input_value("input[name=password]")

@@ -60,10 +60,10 @@ def page_portal(portals: Sequence[str], timeout: float = WEB_PROBE_TIMEOUT_S) ->
 
 
 def web_invite(room: str, portals: Sequence[str], relays: Sequence[str], password: str | None,
-               public_relays: bool, timeout: float = WEB_PROBE_TIMEOUT_S) -> str:
+               public_relays: bool, stun: Sequence[str] | None = None, timeout: float = WEB_PROBE_TIMEOUT_S) -> str:
     """What ``sdparta join`` prints before the app takes the screen (it is there again after the app
-    leaves it): the browser page's link for the room, with its password and the room's named relays,
-    from the first portal that serves the page; or why there is none."""
+    leaves it): the browser page's link for the room, with its password, the room's named relays and
+    the call's STUN servers, from the first portal that serves the page; or why there is none."""
     from sdparta.ui.lobby import web_link
 
     if not portals:
@@ -74,7 +74,7 @@ def web_invite(room: str, portals: Sequence[str], relays: Sequence[str], passwor
         why = ("no portal of the room answered" if not answered else
                "its portal does not serve it" if len(portals) == 1 else "none of the room's portals serves it")
         return f"browser page: none for this room ({why}; `sdparta portal` serves it at /web/)"
-    link = web_link(room, portal, password=password, relays=[] if public_relays else relays)
+    link = web_link(room, portal, password=password, relays=[] if public_relays else relays, stun=stun)
     note = " (the link holds the room's password: send it only to whom you invite)" if password else ""
     return f"browser page for this room: {link}{note}"
 
@@ -90,7 +90,9 @@ def join(room: str, flags: CallFlags) -> int:
     # (and so on) instead of showing the same fingerprint; a file named with --identity is used as is.
     config = replace(config, identity_profiles=not flags.identity)
     from sdparta.engine.call import Call
+    from sdparta.engine.diagnosis import stun_urls_of
     from sdparta.ui import run_join_app
 
-    print(web_invite(room, config.portals, config.relays, config.password, config.public_relays), flush=True)
+    print(web_invite(room, config.portals, config.relays, config.password, config.public_relays,
+                     stun_urls_of(config.ice_servers)), flush=True)
     return run_join_app(Call(config), video_mode=settings["video_mode"], fps=settings["fps"])

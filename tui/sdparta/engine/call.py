@@ -22,7 +22,7 @@ import numpy as np
 
 from sdparta.engine import codec_tuning, defaults, ice_adapter
 from sdparta.engine.call_config import CallConfig
-from sdparta.engine.diagnosis import Diagnosis, turn_servers_of
+from sdparta.engine.diagnosis import Diagnosis, stun_urls_of, turn_servers_of
 from sdparta.engine.local_media import LocalMedia
 from sdparta.engine.membership import Membership
 from sdparta.engine.negotiation import Negotiation, NegotiationTiming, PeerContext
@@ -68,6 +68,7 @@ class Call:
         self._snapshot = CallSnapshot(
             room=config.room, name=config.name, fingerprint=self.identity.fingerprint,
             session_id=self.session_id, portals=tuple(config.portals), started_at=self.started_at,
+            stun=tuple(stun_urls_of(config.ice_servers)),
             audio_only=config.audio_only, mic_source=config.audio, password_set=bool(config.password),
         )
         # What the snapshot says about being alone and the portal (see _presence_fields)

@@ -188,6 +188,7 @@ class CallSnapshot:
     portals: tuple[str, ...] = ()
     relays: tuple[str, ...] = ()  # the Nostr relays the room uses (public_relays: the built-in ones, chosen per room)
     public_relays: bool = False
+    stun: tuple[str, ...] = ()  # the STUN servers the call's ICE uses (the page's link names the same)
     networks: tuple[NetworkState, ...] = ()  # every portal and relay now, with its state and counters
     push: bool = False  # True when the portal's subscription socket is in use, False = polling
     status: CallStatus = CallStatus.STARTING

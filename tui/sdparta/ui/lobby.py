@@ -15,6 +15,7 @@ from urllib.parse import quote, urlencode
 
 from rich.text import Text
 
+from sdparta.engine.defaults import PUBLIC_STUN
 from sdparta.engine.state import CallSnapshot, CallStatus
 from sdparta.ui.networks import host, is_down, room_networks
 from sdparta.ui.sanitize import safe
@@ -71,18 +72,25 @@ def web_page(portal: str) -> str:
     return portal.rstrip("/") + "/web/"
 
 
-def web_link(room: str, portal: str, *, password: str | None = None, relays: Sequence[str] = ()) -> str:
-    """The page's shareable link for ``room``: ``PORTAL/web/#room=ROOM&pw=PASSWORD&relay=URL…``.
+def web_link(room: str, portal: str, *, password: str | None = None, relays: Sequence[str] = (),
+             stun: Sequence[str] | None = None) -> str:
+    """The page's shareable link for ``room``: ``PORTAL/web/#room=ROOM&pw=PASSWORD&relay=URL…&ice=URL…``.
 
     The fields are in the fragment (never sent to the server), each percent-encoded whole (a space is
     ``%20``, never ``+``, which the page's URLSearchParams would read as a space too, and a ``+`` is
     ``%2B``), as the page's join form reads them (web/js/main.js ``fromFragment``: ``room``, ``pw``,
-    one ``relay`` per Nostr relay). The page uses the portal it is served by as its network, plus the
-    relays: the same networks as the call's. No password (None or empty): no ``pw`` field."""
+    one ``relay`` per Nostr relay, one ``ice`` per STUN server). The page uses the portal it is served
+    by as its network, plus the relays: the same networks as the call's. No password (None or empty):
+    no ``pw`` field. ``stun``, the call's STUN servers, makes the page use the same ones: none at all
+    is one empty ``ice=`` (a call on its own portal names none unless asked, and the page must not
+    then ask a public one); the page's own default (the public one, as the terminal's) or None: no
+    ``ice`` field."""
     fields = [("room", room)]
     if password:
         fields.append(("pw", password))
     fields += [("relay", url) for url in relays]
+    if stun is not None and tuple(stun) != PUBLIC_STUN:
+        fields += [("ice", url) for url in stun] or [("ice", "")]
     return web_page(portal) + "#" + urlencode(fields, quote_via=quote, safe="")
 
 
@@ -97,7 +105,7 @@ def web_invite_lines(snap: CallSnapshot) -> list[str]:
     with only relays, that the page needs a portal."""
     if not snap.portals:
         return ["(a browser needs a portal: `sdparta portal` serves the page at /web/)"]
-    link = safe(web_link(snap.room, snap.portals[0], relays=named_relays(snap)))
+    link = safe(web_link(snap.room, snap.portals[0], relays=named_relays(snap), stun=snap.stun))
     lines = [link]
     if snap.password_set:
         lines.append("(the password is not in this link: type it in the page, or send the link "
