@@ -245,6 +245,11 @@ def test_the_page_link_names_the_calls_stun_servers() -> None:
     snap = alone(with_portal(A), stun=("stun:10.0.0.1:3478",))
     assert web_invite_lines(snap)[0].endswith("&ice=stun%3A10.0.0.1%3A3478"), web_invite_lines(snap)
     assert web_invite_lines(alone(with_portal(A)))[0].endswith("&ice="), "no STUN in the call: none in the page"
+    # the terminal's invite names them as well, unless they are what the invitee's defaults give
+    assert invite_command(snap) == (f"sdparta join 'team sync' --portal http://127.0.0.1:8787 --relay {A.url} "
+                                    "--stun stun:10.0.0.1:3478")
+    public = alone(relays_only(*PUBLIC, public=True), stun=("stun:stun.l.google.com:19302",))
+    assert invite_command(public) == "sdparta join 'team sync'"
 
 
 async def test_the_lobby_invites_with_the_relays() -> None:

@@ -34,11 +34,15 @@ CHECK_HINTS = {  # what to check while nothing answers, per what the room meets 
 
 
 def network_options(snap: CallSnapshot) -> list[tuple[str, str]]:
-    """(flag, URL) for each network an invitee must name: every portal and every configured relay.
-    Public relays are not named: the same defaults pick the same ones for the room."""
+    """(flag, URL) for each network an invitee must name: every portal and every configured relay, and
+    the call's STUN servers. Public relays are not named: the same defaults pick the same ones for the
+    room; nor is the public STUN server they come with (a call that names a network has no STUN server
+    unless it names one, so the invitee must name the same)."""
     options = [("--portal", portal) for portal in snap.portals]
     if not snap.public_relays:
         options += [("--relay", relay) for relay in snap.relays]
+    if not (snap.public_relays and snap.stun == PUBLIC_STUN):
+        options += [("--stun", url) for url in snap.stun]
     return options
 
 
