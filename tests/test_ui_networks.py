@@ -245,6 +245,11 @@ def test_the_page_link_names_the_calls_stun_servers() -> None:
     snap = alone(with_portal(A), stun=("stun:10.0.0.1:3478",))
     assert web_invite_lines(snap)[0].endswith("&ice=stun%3A10.0.0.1%3A3478"), web_invite_lines(snap)
     assert web_invite_lines(alone(with_portal(A)))[0].endswith("&ice="), "no STUN in the call: none in the page"
+    # the portal sdparta join found serving the page, else the first; none serving it: why, no link
+    other = "http://10.0.0.9:8787"
+    assert web_invite_lines(snap, page_portal=other)[0].startswith(f"{other}/web/#room=team%20sync")
+    assert web_invite_lines(snap, no_page="no browser page: its portal does not serve it") == [
+        "(no browser page: its portal does not serve it)"]
     # the terminal's invite names them as well, unless they are what the invitee's defaults give
     assert invite_command(snap) == (f"sdparta join 'team sync' --portal http://127.0.0.1:8787 --relay {A.url} "
                                     "--stun stun:10.0.0.1:3478")

@@ -56,16 +56,17 @@ def call_ns(tmp_path: Path) -> Iterator[tuple[CallNamespaces, str]]:
 
 
 def printed_by_join(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], room: str,
-                    flags: CallFlags) -> str:
-    """What ``sdparta join`` prints before the app takes the screen (the app itself is not run)."""
+                    flags: CallFlags) -> tuple[str, dict[str, Any]]:
+    """What ``sdparta join`` prints before the app takes the screen, and what the app is given (the
+    app itself is not run)."""
     import sdparta.ui
     from sdparta.commands.join import join
 
-    started: list[Any] = []
-    monkeypatch.setattr(sdparta.ui, "run_join_app", lambda call, **kw: started.append(call) or 0)
+    started: list[dict[str, Any]] = []
+    monkeypatch.setattr(sdparta.ui, "run_join_app", lambda call, **kw: started.append(kw) or 0)
     assert join(room, flags) == 0
     assert len(started) == 1  # the app would have started, with the call
-    return capsys.readouterr().out
+    return capsys.readouterr().out, started[0]
 
 
 def form(page: Any) -> dict[str, str]:
@@ -85,10 +86,11 @@ def test_the_printed_link_fills_the_join_form(tmp_path: Path, call_ns: tuple[Cal
     flags = CallFlags(portals=["http://127.0.0.1:9", portal], relays=[relay], password=PASSWORD,
                       identity=str(isolated_config), video="none", audio="none")
     with entered(ns.browser_ns):
-        out = printed_by_join(monkeypatch, capsys, ROOM, flags)
+        out, app = printed_by_join(monkeypatch, capsys, ROOM, flags)
     line = next(x for x in out.splitlines() if x.startswith("browser page for this room: "))
     link = LINK.search(line).group(0)  # type: ignore[union-attr]
     assert link.startswith(f"{portal}/web/#"), line  # the second portal: the first does not answer
+    assert (app["page_portal"], app["no_page"]) == (portal, None), app  # the app's lobby links the same one
     assert "the link holds the room's password" in line
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(ns.wrapper), args=list(BASE_ARGS))
@@ -109,11 +111,12 @@ def test_without_a_page_join_says_why(tmp_path: Path, isolated_config: Path, mon
                                       capsys: pytest.CaptureFixture[str]) -> None:
     """Only relays: the page needs a portal; a portal that does not answer: said so, no link."""
     only_relays = CallFlags(relays=["ws://127.0.0.1:9/"], identity=str(isolated_config), video="none", audio="none")
-    out = printed_by_join(monkeypatch, capsys, "r", only_relays)
+    out, _ = printed_by_join(monkeypatch, capsys, "r", only_relays)
     assert "browser page: none for this room (the page needs a portal" in out and "/web/#" not in out
     dead = CallFlags(portals=["http://127.0.0.1:9"], identity=str(isolated_config), video="none", audio="none")
-    out = printed_by_join(monkeypatch, capsys, "r", dead)
+    out, app = printed_by_join(monkeypatch, capsys, "r", dead)
     assert "browser page: none for this room (no portal of the room answered" in out and "/web/#" not in out
+    assert app["page_portal"] is None and "no portal of the room answered" in app["no_page"], app
 
 
 def lobby_plain(app: Any) -> str:

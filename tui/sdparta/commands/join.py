@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from sdparta.commands.options import call_flags
@@ -59,24 +59,36 @@ def page_portal(portals: Sequence[str], timeout: float = WEB_PROBE_TIMEOUT_S) ->
     return None, any(a is not None for a in answers)
 
 
+@dataclass(frozen=True)
+class WebInvite:
+    """The browser page for the room: the line ``sdparta join`` prints, and for the app's lobby the
+    portal that serves the page or why none does."""
+
+    line: str
+    portal: str | None = None
+    why_none: str | None = None
+
+
 def web_invite(room: str, portals: Sequence[str], relays: Sequence[str], password: str | None,
-               public_relays: bool, stun: Sequence[str] | None = None, timeout: float = WEB_PROBE_TIMEOUT_S) -> str:
+               public_relays: bool, stun: Sequence[str] | None = None,
+               timeout: float = WEB_PROBE_TIMEOUT_S) -> WebInvite:
     """What ``sdparta join`` prints before the app takes the screen (it is there again after the app
     leaves it): the browser page's link for the room, with its password, the room's named relays and
     the call's STUN servers, from the first portal that serves the page; or why there is none."""
     from sdparta.ui.lobby import web_link
 
     if not portals:
-        return ("browser page: none for this room (the page needs a portal: `sdparta portal` serves it at "
-                "/web/; name one with --portal URL)")
+        return WebInvite("browser page: none for this room (the page needs a portal: `sdparta portal` serves it "
+                         "at /web/; name one with --portal URL)")
     portal, answered = page_portal(portals, timeout)
     if portal is None:
         why = ("no portal of the room answered" if not answered else
                "its portal does not serve it" if len(portals) == 1 else "none of the room's portals serves it")
-        return f"browser page: none for this room ({why}; `sdparta portal` serves it at /web/)"
+        why += "; `sdparta portal` serves it at /web/"
+        return WebInvite(f"browser page: none for this room ({why})", why_none=f"no browser page: {why}")
     link = web_link(room, portal, password=password, relays=[] if public_relays else relays, stun=stun)
     note = " (the link holds the room's password: send it only to whom you invite)" if password else ""
-    return f"browser page for this room: {link}{note}"
+    return WebInvite(f"browser page for this room: {link}{note}", portal=portal)
 
 
 def join(room: str, flags: CallFlags) -> int:
@@ -93,6 +105,8 @@ def join(room: str, flags: CallFlags) -> int:
     from sdparta.engine.diagnosis import stun_urls_of
     from sdparta.ui import run_join_app
 
-    print(web_invite(room, config.portals, config.relays, config.password, config.public_relays,
-                     stun_urls_of(config.ice_servers)), flush=True)
-    return run_join_app(Call(config), video_mode=settings["video_mode"], fps=settings["fps"])
+    page = web_invite(room, config.portals, config.relays, config.password, config.public_relays,
+                      stun_urls_of(config.ice_servers))
+    print(page.line, flush=True)
+    return run_join_app(Call(config), video_mode=settings["video_mode"], fps=settings["fps"],
+                        page_portal=page.portal, no_page=page.why_none)

@@ -90,7 +90,7 @@ class SdpartaApp(App[int]):
 
     def __init__(self, call: CallSource, *, video_mode: str = "truecolor", fps: int = 15,
                  dump_dir: Path | None = None, start_call: bool = True, title: str | None = None,
-                 small_tiles: bool | None = None,
+                 small_tiles: bool | None = None, page_portal: str | None = None, no_page: str | None = None,
                  local_time: Callable[[float], time.struct_time] = time.localtime) -> None:
         super().__init__()
         self.call = call
@@ -99,6 +99,7 @@ class SdpartaApp(App[int]):
         self.fps = self.governor.fps
         self.dump_dir = dump_dir or default_dump_dir()
         self.start_call = start_call
+        self.page_portal, self.no_page = page_portal, no_page  # where the browser page is (lobby.py)
         self.local_time = local_time
         small = over_ssh() if small_tiles is None else small_tiles
         self.tile_cells: tuple[int, int] | None = SSH_TILE_CELLS if small else None
@@ -202,7 +203,8 @@ class SdpartaApp(App[int]):
                               snap.sfu.label if snap.sfu is not None else None), fixed_height=False)
         if not self._tiles:
             lobby = self.query_one("#lobby", TextLine)
-            lobby.show(lobby_text(snap, now, lobby.content_size.width or 40), fixed_height=False)
+            lobby.show(lobby_text(snap, now, lobby.content_size.width or 40, self.page_portal, self.no_page),
+                       fixed_height=False)
 
     def _tick(self) -> None:
         """Once a second: time-based text (alone for N s) and unread chat that came into sight."""
@@ -439,7 +441,8 @@ class SdpartaApp(App[int]):
 
 
 def run_join_app(call: CallSource, *, video_mode: str = "truecolor", fps: int = 15, title: str | None = None,
-                 small_tiles: bool | None = None, dump_dir: Path | None = None) -> int:
+                 small_tiles: bool | None = None, dump_dir: Path | None = None, page_portal: str | None = None,
+                 no_page: str | None = None) -> int:
     """Run the app for `sdparta join` / `sdparta demo`; the engine is always stopped on the way out.
 
     SIGTERM and SIGHUP (the terminal closed) leave as ctrl+q does: the engine says bye on a thread
@@ -447,7 +450,8 @@ def run_join_app(call: CallSource, *, video_mode: str = "truecolor", fps: int = 
     terminal) while the app runs its leave action. The garbage collector is tuned while the app
     runs: video makes many short-lived objects and full collections tripled the per-frame cost
     (DESIGN §7)."""
-    app = SdpartaApp(call, video_mode=video_mode, fps=fps, title=title, small_tiles=small_tiles, dump_dir=dump_dir)
+    app = SdpartaApp(call, video_mode=video_mode, fps=fps, title=title, small_tiles=small_tiles, dump_dir=dump_dir,
+                     page_portal=page_portal, no_page=no_page)
     leave = SignalLeave(call.stop)
 
     def on_signal(signum: int) -> None:

@@ -103,13 +103,16 @@ def named_relays(snap: CallSnapshot) -> list[str]:
     return [url for flag, url in network_options(snap) if flag == "--relay"]
 
 
-def web_invite_lines(snap: CallSnapshot) -> list[str]:
-    """The browser page's link for this room (its first portal's ``/web/``), without the password,
-    which the app never shows: the link ``sdparta join`` printed before the app started has it; or,
-    with only relays, that the page needs a portal."""
+def web_invite_lines(snap: CallSnapshot, page_portal: str | None = None, no_page: str | None = None) -> list[str]:
+    """The browser page's link for this room, without the password, which the app never shows: the link
+    ``sdparta join`` printed before the app started has it. From ``page_portal`` (the portal ``sdparta
+    join`` found serving the page) or, not asked, the room's first portal; ``no_page`` is why none
+    serves it (what ``sdparta join`` printed); with only relays, that the page needs a portal."""
     if not snap.portals:
         return ["(a browser needs a portal: `sdparta portal` serves the page at /web/)"]
-    link = safe(web_link(snap.room, snap.portals[0], relays=named_relays(snap), stun=snap.stun))
+    if no_page is not None:
+        return [f"({safe(no_page)})"]
+    link = safe(web_link(snap.room, page_portal or snap.portals[0], relays=named_relays(snap), stun=snap.stun))
     lines = [link]
     if snap.password_set:
         lines.append("(the password is not in this link: type it in the page, or send the link "
@@ -170,8 +173,10 @@ def roster_hint(snap: CallSnapshot, now: float) -> str:
     return "waiting for others to join…"
 
 
-def lobby_text(snap: CallSnapshot, now: float, width: int = 80) -> Text:
-    """The text where the tiles would be while there are none, for ``width`` cells."""
+def lobby_text(snap: CallSnapshot, now: float, width: int = 80, page_portal: str | None = None,
+               no_page: str | None = None) -> Text:
+    """The text where the tiles would be while there are none, for ``width`` cells (``page_portal``,
+    ``no_page``: see web_invite_lines)."""
     text = Text()
     if portal_down(snap):
         text.append(f"{not_answering(snap)} — retrying\n", style="bold yellow")
@@ -198,6 +203,6 @@ def lobby_text(snap: CallSnapshot, now: float, width: int = 80) -> Text:
     if note:
         text.append(f"  {note}\n", style="grey62")
     text.append("or in a browser (a phone too):\n")
-    for line in web_invite_lines(snap):
+    for line in web_invite_lines(snap, page_portal, no_page):
         text.append(f"  {line}\n", style="grey62" if line.startswith("(") else "bold cyan")
     return text
