@@ -18,6 +18,7 @@ import pytest
 
 from sdparta.engine.call import Call, CallConfig
 from sdparta.engine.state import CallSnapshot
+from sdparta.room.events import SessionTiming
 from sdparta.room.keys import RoomKeys
 from sdparta.sfu.settings import SfuEntry
 from sdparta.sfu.videoroom import VideoRoomClient
@@ -214,6 +215,39 @@ def test_an_sfu_connection_that_closes_by_itself_is_a_lost_sfu_back_to_the_mesh(
     finally:
         for call in calls:
             call.stop()
+
+
+def test_a_feed_the_sfu_announces_before_the_room_shows_its_member_is_still_played(lab: Lab) -> None:
+    """Janus tells the room of a new publisher as soon as its media is up; the members' portal polls can
+    show that member seconds later (big rooms, slow polls). p0–p2 are on the SFU and poll only every
+    30 s; p3 joins, sees the room of four and publishes at once, so its feed is in their subscriptions
+    before it is a pair there. Once it is, they must play it through the SFU (they used to skip it for
+    good: streams were matched to pairs only when the SFU's streams changed)."""
+    keys = RoomKeys.derive("sfu-engine-late", "")
+    slow = SessionTiming(poll_slow=30.0, poll_push=30.0)
+
+    def call(i: int, timing: SessionTiming | None) -> Call:
+        config = CallConfig(room="sfu-engine-late", portals=[lab.portal.url], name=f"p{i}", room_keys=keys,
+                            audio=f"tone:{440 + 220 * i}", video="pattern", fps=5,
+                            share_sfu=lab.entry() if i == 0 else None, sfu_at=3, sfu_hold_s=3.0,
+                            push=timing is None, timing=timing)
+        made = Call(config)
+        made.start()
+        return made
+
+    calls = [call(i, slow) for i in range(3)]
+    describe = _describe(calls)
+    try:
+        wait_for(_all(calls, lambda s: s.sfu is not None and s.sfu.state == "sfu" and _via(s, "sfu", 2)), 90,
+                 "three members on the SFU, receiving each other through it", diagnostics=describe)
+        calls.append(call(3, None))
+        wait_for(_all(calls[3:], lambda s: s.sfu is not None and s.sfu.state == "sfu"), 60,
+                 "p3 on the SFU", diagnostics=describe)
+        wait_for(_all(calls, lambda s: _via(s, "sfu", 3)), 120,
+                 "every member receiving every other through the SFU, p3 included", diagnostics=describe)
+    finally:
+        for made in calls:
+            made.stop()
 
 
 def test_a_member_that_stays_on_the_mesh_is_still_heard_and_hears_everyone(lab: Lab) -> None:

@@ -202,6 +202,10 @@ class SfuLink:
                     self._start(self._join(named))
             elif on:
                 self._start(self._leave(f"the room is down to {self._room_size()} members", failed=False))
+        # every tick, not only on the SFU's stream events: Janus can announce a member's feed before the
+        # room's presence shows that member (a big room's portal polls lag), and its streams are played
+        # only once it is a pair here
+        self._follow_streams()
         self._follow_arrivals(stalled)
         self.members.apply_sending(self.publishing, self.kinds)
 
