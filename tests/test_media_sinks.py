@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -22,6 +23,8 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
 from sdparta.media.analysis import dominant_frequencies, read_wav, rms, tone_power
 from sdparta.media.sinks import (
+    AUDIO_RATE,
+    BLOCK_MS,
     AudioMixer,
     AudioOutputSpec,
     DeviceOutput,
@@ -230,6 +233,36 @@ async def test_mixer_survives_a_failing_output() -> None:
     blocks = mixer.blocks_mixed
     await wait_until(lambda: mixer.blocks_mixed > blocks + 2, "mixing to go on", timeout=2)
     await mixer.close()
+
+
+async def test_a_recording_keeps_the_calls_time_when_the_loop_stalls(tmp_path: Path) -> None:
+    """A starved loop (here: blocked for a second) makes a sound card's mixer skip ahead — no burst —
+    but a WAV recording gets every block it is owed, so its samples stay on the wall clock from
+    ``started_at`` (tests cut WAV windows by wall time; a big room on two cores starves bots)."""
+    period = BLOCK_MS / 1000
+
+    async def stalled(output: Any) -> tuple[AudioMixer, float]:
+        mixer = AudioMixer(output)
+        mixer.start()
+        await asyncio.sleep(0.3)
+        time.sleep(1.0)  # the event loop does nothing for a second
+        began = time.monotonic()
+        await asyncio.sleep(0.2)
+        return mixer, began
+
+    recording = WavFileOutput(tmp_path / "stalled.wav")
+    mixer, _ = await stalled(recording)
+    assert mixer.started_at is not None
+    await wait_until(lambda: mixer.blocks_mixed * period >= time.time() - mixer.started_at - 0.1,
+                     "the recording to catch up", timeout=20)
+    await mixer.close()
+    assert recording.frames_written / AUDIO_RATE >= 1.5 - 0.05, recording.frames_written  # 0.3 + 1.0 + 0.2 s
+
+    card = NullOutput()  # stands for a device: timeline False, skips
+    mixer, began = await stalled(card)
+    behind = (time.monotonic() - began) + 1.0 + 0.3 - mixer.blocks_mixed * period
+    await mixer.close()
+    assert behind >= 0.7, f"the device's mixer caught up ({behind:.2f} s behind): it must skip the stall"
 
 
 # ---------------------------------------------------------------------------- mixer logic

@@ -65,10 +65,11 @@ def lab(shared: SfuLab) -> Iterator[SfuLab]:
 
 # ------------------------------------------------------------------ helpers
 def window(bot: BotProcess, start: float, end: float) -> tuple[np.ndarray, int]:
-    """The part of a bot's WAV recorded between two wall-clock times (its report's ``started_at`` is
-    the recording's start)."""
+    """The part of a bot's WAV recorded between two wall-clock times (its report's ``audio_started_at``
+    is the recording's first sample; a recording catches up rather than skip, so it keeps wall time)."""
     samples, rate = read_wav(bot.wav_path)  # type: ignore[arg-type]
-    began = (bot.report() or {}).get("started_at") or start
+    report = bot.report() or {}
+    began = report.get("audio_started_at") or report.get("started_at") or start
     lo = max(0, int((start - began) * rate))
     hi = min(len(samples), int((end - began) * rate))
     return samples[lo:hi], rate

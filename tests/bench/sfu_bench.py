@@ -168,7 +168,8 @@ def bench_audio_room(lab: SfuLab, runs: int, rows: list[Row]) -> None:
 
 def _longest_gap(bot: Any, others: dict[str, float], start: float, end: float) -> float:
     samples, rate = read_wav(bot.wav_path)
-    began = (bot.report() or {}).get("started_at") or start
+    report = bot.report() or {}
+    began = report.get("audio_started_at") or report.get("started_at") or start
     lo, hi = max(0, int((start - began) * rate)), min(len(samples), int((end - began) * rate))
     block = rate // 10
     worst = 0.0

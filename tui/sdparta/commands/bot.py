@@ -164,6 +164,7 @@ def build_report(snapshot: CallSnapshot, departed: tuple[PeerSnapshot, ...] = ()
         "error": snapshot.error,
         "push": snapshot.push,
         "started_at": snapshot.started_at,
+        "audio_started_at": snapshot.audio_started_at,  # --record-audio's time zero (its WAV keeps wall time)
         "written_at": time.time(),
         "invalid_messages": snapshot.invalid_messages,
         "invalid_reasons": dict(snapshot.invalid_reasons) if counted else {},

@@ -396,6 +396,7 @@ class Call:
             mic=media.mic if media is not None else "off",
             camera=media.camera if media is not None else "off",
             audio_out=media.audio_out if media is not None else "none",
+            audio_started_at=media.mixer.started_at if media is not None and media.mixer is not None else None,
             peers=peers,
             chat=tuple(self._chat),
             notices=tuple(self._notices),

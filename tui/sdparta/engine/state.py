@@ -189,6 +189,7 @@ class CallSnapshot:
     relays: tuple[str, ...] = ()  # the Nostr relays the room uses (public_relays: the built-in ones, chosen per room)
     public_relays: bool = False
     stun: tuple[str, ...] = ()  # the STUN servers the call's ICE uses (the page's link names the same)
+    audio_started_at: float | None = None  # wall clock of the audio output's (a recording's) first sample
     networks: tuple[NetworkState, ...] = ()  # every portal and relay now, with its state and counters
     push: bool = False  # True when the portal's subscription socket is in use, False = polling
     status: CallStatus = CallStatus.STARTING

@@ -38,7 +38,13 @@ WAV_SYNC_S = 0.5
 
 
 class AudioOutput(Protocol):
-    """Where the mixed audio goes: s16 blocks shaped (frames, channels), in real time."""
+    """Where the mixed audio goes: s16 blocks shaped (frames, channels), in real time.
+
+    ``timeline``: the output is a recording of the call's time (a file), so a mixer that fell behind
+    writes every block it owes instead of skipping ahead — a sound card must not get a burst, a WAV
+    must not lose the seconds a starved process slept through."""
+
+    timeline: bool
 
     def write(self, block: np.ndarray) -> None: ...
     def close(self) -> None: ...
@@ -46,6 +52,8 @@ class AudioOutput(Protocol):
 
 class NullOutput:
     """Discards audio; ``reason`` says why there is no real output (shown to the user)."""
+
+    timeline = False
 
     def __init__(self, reason: str | None = None) -> None:
         self.reason = reason
@@ -64,6 +72,8 @@ class WavFileOutput:
     The stdlib ``wave`` writer patches the RIFF/data sizes on demand; we do it (and flush) every
     ``WAV_SYNC_S`` and on close, so another process can read the file meanwhile and a killed
     process still leaves a valid file with everything but the last half second."""
+
+    timeline = True
 
     def __init__(self, path: str | Path, sample_rate: int = AUDIO_RATE, channels: int = 1) -> None:
         self.path = Path(path)
@@ -119,6 +129,8 @@ class DeviceOutput:
     A sound card write blocks while the card's buffer is full; that must never stall the event
     loop that also runs ICE and RTP, so writes go through a short queue (oldest dropped when the
     card falls behind) to a writer thread.  A device error surfaces on the next ``write``."""
+
+    timeline = False
 
     def __init__(self, device: str | None = None, sample_rate: int = AUDIO_RATE, channels: int = 1,
                  queue_blocks: int = 10) -> None:

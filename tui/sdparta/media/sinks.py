@@ -49,7 +49,8 @@ __all__ = [
 
 AUDIO_RATE = 48_000
 BLOCK_MS = 20
-#: How far behind schedule the mixer may fall before it skips ahead instead of catching up.
+#: How far behind schedule the mixer may fall before it skips ahead instead of catching up (a sound
+#: card; a recording, ``AudioOutput.timeline``, always catches up).
 MAX_CATCH_UP_S = 0.2
 
 
@@ -184,6 +185,7 @@ class AudioMixer:
         self._gated: set[str] = set()
         self._arrived: dict[str, float] = {}
         self._task: asyncio.Task[None] | None = None
+        self.started_at: float | None = None  # wall clock of the current output's first sample
 
     @property
     def output(self) -> AudioOutput:
@@ -193,11 +195,14 @@ class AudioMixer:
         """Switch outputs (e.g. start recording); the old one is closed."""
         old, self._output = self._output, output
         self.output_error = None
+        if self._task is not None:
+            self.started_at = time.time()
         if old is not output:
             old.close()
 
     def start(self) -> None:
-        """Start the paced output loop on the running event loop (idempotent)."""
+        """Start the paced output loop on the running event loop (idempotent); ``started_at`` is
+        then the wall-clock time of the output's first sample (a recording's time zero)."""
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run(), name="audio-mixer")
 
@@ -295,14 +300,18 @@ class AudioMixer:
     async def _run(self) -> None:
         period = self.block / self.sample_rate
         start = time.monotonic()
+        self.started_at = time.time()
         count = 0
         while True:
             count += 1
             delay = start + count * period - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-            elif delay < -MAX_CATCH_UP_S:  # starved or suspended: skip ahead rather than burst
-                start = time.monotonic() - count * period
+            elif delay < -MAX_CATCH_UP_S:
+                if getattr(self._output, "timeline", False):
+                    await asyncio.sleep(0)  # a recording: every block owed, but let the loop breathe
+                else:  # starved or suspended: skip ahead rather than burst
+                    start = time.monotonic() - count * period
             self._write(self.mix_block())
 
     async def close(self) -> None:
