@@ -258,6 +258,21 @@ async def test_a_recording_keeps_the_calls_time_when_the_loop_stalls(tmp_path: P
     await mixer.close()
     assert recording.frames_written / AUDIO_RATE >= 1.5 - 0.05, recording.frames_written  # 0.3 + 1.0 + 0.2 s
 
+    # a loop whose every pass takes longer than a block (a big room): the recording keeps up anyway
+    recording = WavFileOutput(tmp_path / "busy.wav")
+    mixer = AudioMixer(recording)
+    mixer.start()
+    await asyncio.sleep(0.1)
+    time.sleep(0.5)  # once behind by more than MAX_CATCH_UP_S …
+    busy_until = time.monotonic() + 2.0  # … it must catch up although every pass is slow
+    while time.monotonic() < busy_until:
+        time.sleep(0.05)  # each pass of the loop: 50 ms of other work
+        await asyncio.sleep(0)
+    assert mixer.started_at is not None
+    lag = time.time() - mixer.started_at - mixer.blocks_mixed * period
+    await mixer.close()
+    assert lag < 0.8, f"the recording fell {lag:.2f} s behind on a busy loop"
+
     card = NullOutput()  # stands for a device: timeline False, skips
     mixer, began = await stalled(card)
     behind = (time.monotonic() - began) + 1.0 + 0.3 - mixer.blocks_mixed * period

@@ -90,8 +90,14 @@ def assert_hears(lab: SfuLab, name: str, others: list[str], start: float, end: f
         if not (power > 0.2 / len(others) / 4 and power > 3 * floor):
             weak[other] = (tones[other], round(power, 4))
     every = {other: round(tone_power(samples, rate, tones[other]), 4) for other in others}
+    bot = lab.gone[name]
+    report = bot.report() or {}
+    began = report.get("audio_started_at") or report.get("started_at") or start
+    whole, _ = read_wav(bot.wav_path)  # type: ignore[arg-type]
     assert not weak, (f"{name}'s WAV lacks these tones (name: Hz, power; noise floor {floor:.4f}, "
-                      f"own band {own:.4f}): {weak}; every tone's power: {every}")
+                      f"own band {own:.4f}): {weak}; every tone's power: {every}; the window is "
+                      f"{start - began:.1f}–{end - began:.1f} s of a {len(whole) / rate:.1f} s WAV, "
+                      f"its last report {report.get('written_at', began) - began:.1f} s")
 
 
 def counters(lab: SfuLab) -> dict[str, dict[str, tuple[float, int]]]:

@@ -52,6 +52,8 @@ BLOCK_MS = 20
 #: How far behind schedule the mixer may fall before it skips ahead instead of catching up (a sound
 #: card; a recording, ``AudioOutput.timeline``, always catches up).
 MAX_CATCH_UP_S = 0.2
+#: Blocks a recording's mixer writes at once when it is behind (1 s of audio per loop pass).
+MAX_BURST_BLOCKS = 50
 
 
 @dataclass(frozen=True)
@@ -309,7 +311,11 @@ class AudioMixer:
                 await asyncio.sleep(delay)
             elif delay < -MAX_CATCH_UP_S:
                 if getattr(self._output, "timeline", False):
-                    await asyncio.sleep(0)  # a recording: every block owed, but let the loop breathe
+                    # a recording gets every block it is owed, now: one per loop pass would never catch
+                    # up on a loop whose passes take longer than a block (a big room on two cores)
+                    for _ in range(min(int(-delay / period), MAX_BURST_BLOCKS)):
+                        self._write(self.mix_block())
+                        count += 1
                 else:  # starved or suspended: skip ahead rather than burst
                     start = time.monotonic() - count * period
             self._write(self.mix_block())
