@@ -158,12 +158,6 @@ def test_a_room_without_an_sfu_stays_a_mesh_of_four(lab: SfuLab) -> None:
 
 
 # ------------------------------------------------------------------ the issue's tests
-@pytest.mark.xfail(reason="two cores cannot carry it (issue 10 open): each aiortc bot spends ~9 % of a core per "
-                          "received audio+video feed (measured: 31 % with 3, 3 % alone), so ten bots receiving nine "
-                          "feeds each want ~6 cores; starved loops miss ICE consent checks, whole subscriptions close "
-                          "and pairs flap, and the room never ends all via the SFU (a probe room of 6 bots stays all "
-                          "via the SFU; docs/janus.md \"Capacity\")",
-                   strict=False)
 def test_a_video_room_of_ten_moves_onto_the_sfu_as_it_grows(lab: SfuLab) -> None:
     """Three bots in a mesh; the fourth moves the room onto Janus' VideoRoom (--sfu-at 4); six more join
     in steps. Every bot ends with every other's video frames and its tone in its WAV, via the SFU; the
