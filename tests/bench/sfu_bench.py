@@ -57,13 +57,30 @@ def _arrived(lab: SfuLab, video: bool, via: str | None) -> bool:
                for name, bot in lab.bots.items())
 
 
-def _wait(lab: SfuLab, video: bool, via: str | None, timeout: float = DEADLINE) -> bool:
+def _on_bridge(lab: SfuLab) -> bool:
+    """Every bot on the AudioBridge with its mix arriving (the mix is one stream: per-peer
+    ``audio_seconds`` do not count it, ``sfu.mix_seconds`` does) and every peer via the SFU."""
+    for name, bot in lab.bots.items():
+        report = bot.report() or {}
+        sfu, peers = sfu_of(report), peers_by_name(report)
+        if sfu.get("state") != "sfu" or (sfu.get("mix_seconds") or 0) < 1:
+            return False
+        if any(peers.get(other, {}).get("via") != "sfu" for other in set(lab.bots) - {name}):
+            return False
+    return True
+
+
+def _wait_until(check: Any, timeout: float = DEADLINE) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if _arrived(lab, video, via):
+        if check():
             return True
         time.sleep(0.5)
     return False
+
+
+def _wait(lab: SfuLab, video: bool, via: str | None, timeout: float = DEADLINE) -> bool:
+    return _wait_until(lambda: _arrived(lab, video, via), timeout)
 
 
 def _janus_cpu(lab: SfuLab) -> float:
@@ -147,7 +164,7 @@ def bench_audio_room(lab: SfuLab, runs: int, rows: list[Row]) -> None:
         try:
             lab.start_bots(names, f"bench-audio-{run}-{time.time():.0f}", audio_only=True, record=False,
                            sfu_room=AUDIO_ROOM, sfu_at=2, plugin="audiobridge")
-            if _wait(lab, video=False, via="sfu"):
+            if _wait_until(lambda: _on_bridge(lab)):
                 time.sleep(2)
                 results.append(_window(lab))
                 print(f"  audio 12: {results[-1]}", flush=True)
@@ -243,6 +260,13 @@ def bench_switch(lab: SfuLab, runs: int, rows: list[Row]) -> None:
                  f"worst {worst:.1f} s over {len(gaps)} runs; target ≤ 1 s: {'met' if worst <= 1 else 'MISSED'}"))
 
 
+#: How to read the section (written with every run, beside the figures it explains).
+READING = ("one run of each room (two of the switch); uplink per peer is everything a peer sends: through the "
+           "SFU that is its media to Janus plus the room's signalling and the mesh's data channels, which "
+           "stay up for chat; CPU per peer is capped by the machine in the rooms of 12 (12 bots on 2 cores: "
+           "at most 17 % each), so there it says saturated, not cheap")
+
+
 def bench_sfu(runs: int, rows: list[Row], *, sizes: tuple[int, ...] = (4, 8, 12),
               notes: list[str] | None = None) -> None:
     """The `sfu` entry of tests/bench/run.py (one run of each room by default: the whole bench < 10 min)."""
@@ -265,6 +289,7 @@ def bench_sfu(runs: int, rows: list[Row], *, sizes: tuple[int, ...] = (4, 8, 12)
     if notes is not None:
         notes.append(f"measured in {time.monotonic() - started:.0f} s; Janus 1.1.2 (Debian), aiortc bots, "
                      f"{WINDOW_S:.0f} s steady windows; method in tests/bench/sfu_bench.py")
+        notes.append(READING)
 
 
 def write_section(path: Path, rows: list[Row], notes: list[str]) -> None:
