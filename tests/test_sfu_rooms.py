@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 
 from netlab.lab import PUBLIC_NET, build_lab, netlab_unavailable, run
-from sdparta.media.analysis import read_wav, tone_power
+from sdparta.media.analysis import tone_power
 from support.janus import AudioBridgeSpec, VideoRoomSpec, start_janus
 from support.procs import BotProcess, peers_by_name, peers_seen_by_name, start_bot, wait_for
-from support.sfu_lab import SfuLab, media_from_all, sfu_lab_missing, sfu_of
+from support.sfu_lab import SfuLab, media_from_all, recorded_between, sfu_lab_missing, sfu_of
 
 pytestmark = pytest.mark.integration
 
@@ -64,40 +64,21 @@ def lab(shared: SfuLab) -> Iterator[SfuLab]:
 
 
 # ------------------------------------------------------------------ helpers
-def window(bot: BotProcess, start: float, end: float) -> tuple[np.ndarray, int]:
-    """The part of a bot's WAV recorded between two wall-clock times (its report's ``audio_started_at``
-    is the recording's first sample; a recording catches up rather than skip, so it keeps wall time)."""
-    samples, rate = read_wav(bot.wav_path)  # type: ignore[arg-type]
-    report = bot.report() or {}
-    began = report.get("audio_started_at") or report.get("started_at") or start
-    lo = max(0, int((start - began) * rate))
-    hi = min(len(samples), int((end - began) * rate))
-    return samples[lo:hi], rate
-
-
 def assert_hears(lab: SfuLab, name: str, others: list[str], start: float, end: float) -> None:
     """``name``'s WAV, between ``start`` and ``end``, holds every other's tone at its pitch: at least 1/20 of
     its fair share of the power, and 3x the noise floor (the median band halfway between the pitches, which
     nobody sends: in a twelve-voice Opus mix the codec's noise and the tones' intermodulation land there)."""
     tones = lab.tones()
-    samples, rate = window(lab.gone[name], start, end)
-    assert len(samples) > rate, f"{name}'s WAV has only {len(samples) / rate:.1f} s between the marks"
+    samples, rate, where = recorded_between(lab.gone[name], start, end)
+    assert len(samples) > rate, f"{name}'s WAV has only {len(samples) / rate:.1f} s between the marks ({where})"
     floor = float(np.median([tone_power(samples, rate, f + 65.0) for f in sorted(tones.values())]))
     own = tone_power(samples, rate, tones[name])
-    weak = {}
-    for other in others:
-        power = tone_power(samples, rate, tones[other])
-        if not (power > 0.2 / len(others) / 4 and power > 3 * floor):
-            weak[other] = (tones[other], round(power, 4))
-    every = {other: round(tone_power(samples, rate, tones[other]), 4) for other in others}
-    bot = lab.gone[name]
-    report = bot.report() or {}
-    began = report.get("audio_started_at") or report.get("started_at") or start
-    whole, _ = read_wav(bot.wav_path)  # type: ignore[arg-type]
+    powers = {other: tone_power(samples, rate, tones[other]) for other in others}
+    weak = {other: (tones[other], round(power, 4)) for other, power in powers.items()
+            if not (power > 0.2 / len(others) / 4 and power > 3 * floor)}
     assert not weak, (f"{name}'s WAV lacks these tones (name: Hz, power; noise floor {floor:.4f}, "
-                      f"own band {own:.4f}): {weak}; every tone's power: {every}; the window is "
-                      f"{start - began:.1f}–{end - began:.1f} s of a {len(whole) / rate:.1f} s WAV, "
-                      f"its last report {report.get('written_at', began) - began:.1f} s")
+                      f"own band {own:.4f}): {weak}; every tone's power: "
+                      f"{ {other: round(power, 4) for other, power in powers.items()} }; {where}")
 
 
 def counters(lab: SfuLab) -> dict[str, dict[str, tuple[float, int]]]:

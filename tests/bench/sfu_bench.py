@@ -36,10 +36,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_tables import Row, format_table, put_section
 
-from sdparta.media.analysis import read_wav, tone_power
+from sdparta.media.analysis import tone_power
 from support.janus import AudioBridgeSpec, VideoRoomSpec
 from support.procs import peers_by_name
-from support.sfu_lab import SfuLab, media_from_all, sfu_lab_missing, sfu_of
+from support.sfu_lab import SfuLab, media_from_all, recorded_between, sfu_lab_missing, sfu_of
 
 SECTION = "## SFU"
 VIDEO_ROOMS = {4: 6004, 8: 6008, 12: 6012}
@@ -184,15 +184,12 @@ def bench_audio_room(lab: SfuLab, runs: int, rows: list[Row]) -> None:
 
 
 def _longest_gap(bot: Any, others: dict[str, float], start: float, end: float) -> float:
-    samples, rate = read_wav(bot.wav_path)
-    report = bot.report() or {}
-    began = report.get("audio_started_at") or report.get("started_at") or start
-    lo, hi = max(0, int((start - began) * rate)), min(len(samples), int((end - began) * rate))
+    samples, rate, _ = recorded_between(bot, start, end)
     block = rate // 10
     worst = 0.0
     for freq in others.values():
         run = 0
-        for at in range(lo, hi - block + 1, block):
+        for at in range(0, len(samples) - block + 1, block):
             if tone_power(samples[at:at + block], rate, freq) < 0.02:
                 run += 1
                 worst = max(worst, run * 0.1)

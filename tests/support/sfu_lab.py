@@ -26,6 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from sdparta.media.analysis import read_wav
 from support.janus import AudioBridgeSpec, JanusNet, JanusProcess, VideoRoomSpec, janus_missing, start_janus
 from support.procs import BotProcess, PortalProcess, peers_by_name, start_bot, start_portal, wait_for
 
@@ -47,6 +50,19 @@ def pitch(index: int) -> float:
 def sfu_of(report: Report | None) -> dict[str, Any]:
     """The report's ``sfu`` section (``{}`` before the engine writes one)."""
     return (report or {}).get("sfu") or {}
+
+
+def recorded_between(bot: BotProcess, start: float, end: float) -> tuple[np.ndarray, int, str]:
+    """The part of a bot's WAV recorded between two wall-clock times, its rate, and where that part lies
+    in the recording (for failure messages). The report's ``audio_started_at`` is the recording's first
+    sample; a recording catches up rather than skip, so it keeps wall time."""
+    samples, rate = read_wav(bot.wav_path)  # type: ignore[arg-type]
+    report = bot.report() or {}
+    began = report.get("audio_started_at") or report.get("started_at") or start
+    lo, hi = max(0, int((start - began) * rate)), min(len(samples), int((end - began) * rate))
+    where = (f"the window is {start - began:.1f}–{end - began:.1f} s of a {len(samples) / rate:.1f} s WAV, "
+             f"its last report {report.get('written_at', began) - began:.1f} s")
+    return samples[lo:hi], rate, where
 
 
 def media_from_all(report: Report, others: set[str], *, video: bool, via: str | None = None,
