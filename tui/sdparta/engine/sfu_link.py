@@ -454,8 +454,7 @@ class SfuLink:
         await self._teardown()
         if self.state in ("sfu", "joining"):  # the last report must not say "on the SFU" with nothing there
             self.state = "mesh"
-            self.events.append(StateChange(self._clock(), "sfu", "the call ended: left the SFU"))
-            self._changed()
+            self._event("the call ended: left the SFU")
 
     async def refresh_stats(self) -> None:
         await asyncio.gather(*(c.refresh_stats() for c in list(self._connections.values())),
